@@ -1,0 +1,226 @@
+/**
+ * libc, bound with `Deno.dlopen`: the raw symbols, and thin wrappers that turn
+ * a failed call into a {@linkcode SystemError}.
+ *
+ * errno is per thread. Every errno-sensitive call here is synchronous, so it
+ * runs on the calling JS thread and errno can be read right after it. Calls
+ * marked `nonblocking` run on Deno's blocking pool; they are used only to
+ * wait (poll), where the return value says all we need.
+ *
+ * ssize_t results of read/write are declared `i32`: the low half of the
+ * register holds the exact value for any transfer below 2 GiB (ours are at
+ * most a few MiB), and it spares a bigint allocation per call on the hot path.
+ *
+ * @module
+ */
+
+import { SystemError } from "./errno.ts";
+
+const symbols = {
+  __errno_location: { parameters: [], result: "pointer" },
+  open: { parameters: ["buffer", "i32", "u32"], result: "i32" },
+  openat: { parameters: ["i32", "buffer", "i32", "u32"], result: "i32" },
+  close: { parameters: ["i32"], result: "i32" },
+  read: { parameters: ["i32", "pointer", "usize"], result: "i32" },
+  write: { parameters: ["i32", "pointer", "usize"], result: "i32" },
+  writev: { parameters: ["i32", "pointer", "i32"], result: "i32" },
+  pread64: { parameters: ["i32", "pointer", "usize", "i64"], result: "i32" },
+  pwrite64: { parameters: ["i32", "pointer", "usize", "i64"], result: "i32" },
+  poll: { parameters: ["buffer", "u64", "i32"], result: "i32" },
+  poll_wait: {
+    name: "poll",
+    parameters: ["buffer", "u64", "i32"],
+    result: "i32",
+    nonblocking: true,
+  },
+  mount: {
+    parameters: ["buffer", "buffer", "buffer", "u64", "buffer"],
+    result: "i32",
+  },
+  umount2: { parameters: ["buffer", "i32"], result: "i32" },
+  mmap: {
+    parameters: ["pointer", "usize", "i32", "i32", "i32", "i64"],
+    result: "pointer",
+  },
+  munmap: { parameters: ["pointer", "usize"], result: "i32" },
+  mlock: { parameters: ["pointer", "usize"], result: "i32" },
+  munlock: { parameters: ["pointer", "usize"], result: "i32" },
+  statx: {
+    parameters: ["i32", "buffer", "i32", "u32", "buffer"],
+    result: "i32",
+  },
+  fstatfs: { parameters: ["i32", "buffer"], result: "i32" },
+  getdents64: { parameters: ["i32", "pointer", "usize"], result: "i32" },
+  lseek: { parameters: ["i32", "i64", "i32"], result: "i64" },
+  fsync: { parameters: ["i32"], result: "i32" },
+  fdatasync: { parameters: ["i32"], result: "i32" },
+  ftruncate: { parameters: ["i32", "i64"], result: "i32" },
+  fallocate: { parameters: ["i32", "i32", "i64", "i64"], result: "i32" },
+  copy_file_range: {
+    parameters: ["i32", "buffer", "i32", "buffer", "usize", "u32"],
+    result: "i64",
+  },
+  fchmod: { parameters: ["i32", "u32"], result: "i32" },
+  fchmodat: { parameters: ["i32", "buffer", "u32", "i32"], result: "i32" },
+  fchownat: {
+    parameters: ["i32", "buffer", "u32", "u32", "i32"],
+    result: "i32",
+  },
+  fchown: { parameters: ["i32", "u32", "u32"], result: "i32" },
+  utimensat: {
+    parameters: ["i32", "buffer", "buffer", "i32"],
+    result: "i32",
+  },
+  futimens: { parameters: ["i32", "buffer"], result: "i32" },
+  mkdirat: { parameters: ["i32", "buffer", "u32"], result: "i32" },
+  mknodat: { parameters: ["i32", "buffer", "u32", "u64"], result: "i32" },
+  symlinkat: { parameters: ["buffer", "i32", "buffer"], result: "i32" },
+  readlinkat: {
+    parameters: ["i32", "buffer", "buffer", "usize"],
+    result: "i64",
+  },
+  linkat: {
+    parameters: ["i32", "buffer", "i32", "buffer", "i32"],
+    result: "i32",
+  },
+  unlinkat: { parameters: ["i32", "buffer", "i32"], result: "i32" },
+  renameat2: {
+    parameters: ["i32", "buffer", "i32", "buffer", "u32"],
+    result: "i32",
+  },
+  getxattr: {
+    parameters: ["buffer", "buffer", "buffer", "usize"],
+    result: "i64",
+  },
+  setxattr: {
+    parameters: ["buffer", "buffer", "buffer", "usize", "i32"],
+    result: "i32",
+  },
+  listxattr: { parameters: ["buffer", "buffer", "usize"], result: "i64" },
+  removexattr: { parameters: ["buffer", "buffer"], result: "i32" },
+  flock: { parameters: ["i32", "i32"], result: "i32" },
+  fcntl: { parameters: ["i32", "i32", "buffer"], result: "i32" },
+  ioctl: { parameters: ["i32", "u64", "buffer"], result: "i32" },
+  syscall: {
+    parameters: ["i64", "i64", "i64", "i64", "i64", "i64"],
+    result: "i64",
+  },
+  dup: { parameters: ["i32"], result: "i32" },
+  realpath: { parameters: ["buffer", "buffer"], result: "pointer" },
+  getuid: { parameters: [], result: "u32" },
+  geteuid: { parameters: [], result: "u32" },
+  getgid: { parameters: [], result: "u32" },
+  getpid: { parameters: [], result: "i32" },
+  setfsuid: { parameters: ["u32"], result: "i32" },
+  setfsgid: { parameters: ["u32"], result: "i32" },
+} as const satisfies Deno.ForeignLibraryInterface;
+
+/** The raw libc symbols. Prefer the checked wrappers below. */
+export const libc: Deno.DynamicLibrary<typeof symbols>["symbols"] =
+  Deno.dlopen("libc.so.6", symbols).symbols;
+
+// errno lives at a fixed address per thread; a module instance lives on one
+// thread (the main thread or one Worker), so the address can be cached.
+const errnoView = new Deno.UnsafePointerView(libc.__errno_location()!);
+
+/** The calling thread's errno, as left by the last synchronous libc call. */
+export function errno(): number {
+  return errnoView.getInt32(0);
+}
+
+/** Throws a {@linkcode SystemError} for `syscall` if `ret` is negative. */
+export function check(ret: number, syscall: string, detail?: string): number {
+  if (ret < 0) throw new SystemError(syscall, errno(), detail);
+  return ret;
+}
+
+/** Like {@linkcode check}, for calls whose result is a 64-bit bigint. */
+export function check64(
+  ret: bigint,
+  syscall: string,
+  detail?: string,
+): number {
+  if (ret < 0n) throw new SystemError(syscall, errno(), detail);
+  return Number(ret);
+}
+
+const encoder = new TextEncoder();
+
+/** A NUL-terminated C string for a path or name argument. */
+export function cstr(s: string | Uint8Array): Uint8Array<ArrayBuffer> {
+  const bytes = typeof s === "string" ? encoder.encode(s) : s;
+  const out = new Uint8Array(bytes.length + 1);
+  out.set(bytes);
+  return out;
+}
+
+/** Open flags and other constants of the Linux ABI used across the project. */
+export const O = {
+  RDONLY: 0,
+  WRONLY: 1,
+  RDWR: 2,
+  ACCMODE: 3,
+  CREAT: 0o100,
+  EXCL: 0o200,
+  NOCTTY: 0o400,
+  TRUNC: 0o1000,
+  APPEND: 0o2000,
+  NONBLOCK: 0o4000,
+  DIRECT: 0o40000,
+  DIRECTORY: 0o200000,
+  NOFOLLOW: 0o400000,
+  NOATIME: 0o1000000,
+  CLOEXEC: 0o2000000,
+  PATH: 0o10000000,
+} as const;
+
+/** `AT_*` flags for the *at() family. */
+export const AT = {
+  FDCWD: -100,
+  SYMLINK_NOFOLLOW: 0x100,
+  REMOVEDIR: 0x200,
+  SYMLINK_FOLLOW: 0x400,
+  NO_AUTOMOUNT: 0x800,
+  EMPTY_PATH: 0x1000,
+  STATX_SYNC_AS_STAT: 0,
+} as const;
+
+/** File type bits of `st_mode`. */
+export const S = {
+  IFMT: 0o170000,
+  IFSOCK: 0o140000,
+  IFLNK: 0o120000,
+  IFREG: 0o100000,
+  IFBLK: 0o060000,
+  IFDIR: 0o040000,
+  IFCHR: 0o020000,
+  IFIFO: 0o010000,
+} as const;
+
+/** Open `path` with `flags`; returns the fd. */
+export function open(path: string, flags: number, mode = 0): number {
+  return check(libc.open(cstr(path), flags | O.CLOEXEC, mode), "open", path);
+}
+
+/** Close `fd`, ignoring EINTR as Linux recommends. */
+export function close(fd: number): void {
+  libc.close(fd);
+}
+
+/** Read a small file (under /proc or /sys) through libc, with no Deno permission. */
+export function readSmallFile(path: string): string {
+  const fd = open(path, O.RDONLY);
+  try {
+    const chunk = new Uint8Array(4096);
+    const ptr = Deno.UnsafePointer.of(chunk);
+    const decoder = new TextDecoder();
+    let text = "";
+    for (;;) {
+      const n = check(libc.read(fd, ptr, BigInt(chunk.length)), "read", path);
+      if (n === 0) return text + decoder.decode();
+      text += decoder.decode(chunk.subarray(0, n), { stream: true });
+    }
+  } finally {
+    close(fd);
+  }
+}

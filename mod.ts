@@ -1,0 +1,46 @@
+/**
+ * denofuse: FUSE file systems in TypeScript for Deno, with no compiled addon
+ * and no libfuse. Implement {@linkcode FileSystem}, then {@linkcode mount}:
+ *
+ * ```ts
+ * import { type FileSystem, mount, S } from "./mod.ts";
+ *
+ * const fs: FileSystem = {
+ *   getattr: () => ({ ino: 1, mode: S.IFDIR | 0o755, nlink: 2 }),
+ * };
+ * const session = await mount(fs, "/mnt/empty");
+ * await session.closed; // Ctrl-C unmounts
+ * ```
+ *
+ * Run with `deno run --allow-ffi` as root (or with CAP_SYS_ADMIN).
+ *
+ * @module
+ */
+
+export type {
+  Attr,
+  ConnectionInfo,
+  CreateReply,
+  Entry,
+  FdSink,
+  FdSource,
+  FileSystem,
+  MaybePromise,
+  OpenReply,
+  ReadReply,
+  RequestContext,
+  SetAttr,
+  SetTime,
+  StatFs,
+  WriteReply,
+} from "./ops/filesystem.ts";
+export { DirectoryList, DirectoryPlusList } from "./ops/directory.ts";
+export { FuseError } from "./ops/error.ts";
+export { Errno, type ErrnoName, errnoName, SystemError } from "./ffi/errno.ts";
+export { S } from "./ffi/libc.ts";
+export { FUSE_ROOT_ID } from "./ops/abi.ts";
+export type { Connection, DispatcherOptions } from "./ops/dispatch.ts";
+export type { InitOptions } from "./ops/init.ts";
+export { mount, type MountOptions, Session } from "./server/session.ts";
+export { type KernelMountOptions, MountError } from "./server/mount.ts";
+export type { TransportCounters } from "./server/dev_transport.ts";

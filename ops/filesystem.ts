@@ -1,0 +1,381 @@
+/**
+ * The interface a file system author implements: one optional method per
+ * FUSE operation, in the style of libfuse's low-level API, go-fuse's `fs`
+ * package and Rust's fuser. Objects are named by node id (the root is
+ * {@linkcode FUSE_ROOT_ID}); names are strings; replies are plain objects.
+ *
+ * A method may return its result or a Promise of it, and fails a request by
+ * throwing a {@linkcode FuseError}. A method that is not implemented answers
+ * ENOSYS, or the kernel's documented default where libfuse gives one (open,
+ * opendir, release, releasedir and flush succeed; statfs reports an empty
+ * file system).
+ *
+ * Byte views handed to a method (`data` of `write`, names already decoded)
+ * point into transport buffers and are valid only until the method returns or
+ * its Promise settles: copy what you keep.
+ *
+ * @module
+ */
+
+import type { DirectoryList, DirectoryPlusList } from "./directory.ts";
+
+/** Who sent a request. */
+export interface RequestContext {
+  /** The request's unique id (for logs). */
+  readonly unique: number;
+  /** The calling process's effective uid. */
+  readonly uid: number;
+  /** The calling process's effective gid. */
+  readonly gid: number;
+  /** The calling thread group id (0 for requests without a caller). */
+  readonly pid: number;
+}
+
+/**
+ * Attributes of an object (`struct stat`). Unset numbers default to 0,
+ * `nlink` to 1 and `blksize` to 4096.
+ */
+export interface Attr {
+  /** Inode number shown to callers (`st_ino`). */
+  ino: number;
+  /** File type and permission bits, e.g. `S.IFREG | 0o644`. */
+  mode: number;
+  /** Number of hard links. */
+  nlink?: number;
+  /** Owner. */
+  uid?: number;
+  /** Group. */
+  gid?: number;
+  /** Device number for character and block devices. */
+  rdev?: number;
+  /** Size in bytes. */
+  size?: number;
+  /** Number of 512-byte blocks allocated. */
+  blocks?: number;
+  /** Preferred I/O size. */
+  blksize?: number;
+  /** Last access, seconds since the epoch. */
+  atimeSec?: number;
+  /** Nanoseconds part of the last access. */
+  atimeNsec?: number;
+  /** Last modification, seconds. */
+  mtimeSec?: number;
+  /** Nanoseconds part of the last modification. */
+  mtimeNsec?: number;
+  /** Last status change, seconds. */
+  ctimeSec?: number;
+  /** Nanoseconds part of the last status change. */
+  ctimeNsec?: number;
+}
+
+/**
+ * The answer to a name lookup (and to mknod, mkdir, symlink, link, create).
+ * Each Entry returned counts one lookup of `nodeId`, which the kernel later
+ * releases with {@linkcode FileSystem.forget}.
+ */
+export interface Entry {
+  /** The node id the kernel will use for this object; never 0 or reused while known. */
+  nodeId: number;
+  /** Generation: `(nodeId, generation)` must be unique for the mount's life. */
+  generation?: number;
+  /** The object's attributes. */
+  attr: Attr;
+  /** Seconds the kernel may cache the name; default: the session's `entryTimeout`. */
+  entryTimeout?: number;
+  /** Seconds the kernel may cache the attributes; default: the session's `attrTimeout`. */
+  attrTimeout?: number;
+}
+
+/** The answer to open, opendir and create. */
+export interface OpenReply {
+  /** A file handle of your choosing, passed back on every request on this open file. */
+  fh?: number;
+  /** Bypass the page cache for this open file. */
+  directIo?: boolean;
+  /** Keep cached data from earlier opens. */
+  keepCache?: boolean;
+  /** The file is not seekable. */
+  nonSeekable?: boolean;
+  /** The file is a stream with no position at all. */
+  stream?: boolean;
+  /** Cache the directory listing (opendir). */
+  cacheDir?: boolean;
+  /** Do not send FLUSH on close. */
+  noFlush?: boolean;
+  /** Allow parallel direct writes to this file. */
+  parallelDirectWrites?: boolean;
+}
+
+/**
+ * Data for a read that the server fetches from a file descriptor: with
+ * io_uring it is read straight into the reply buffer (READ_FIXED), with
+ * /dev/fuse by `pread` into it; no copy is made in JavaScript.
+ */
+export interface FdSource {
+  /** A file descriptor open for reading. */
+  fd: number;
+  /** Where in the file to read. */
+  offset: number;
+  /** How many bytes to read at most (a short read at EOF is fine). */
+  length: number;
+}
+
+/** A read answers with the bytes, or with where to fetch them. */
+export type ReadReply = Uint8Array | FdSource;
+
+/**
+ * Where to put the data of a write: the server writes it straight from the
+ * request buffer (WRITE_FIXED with io_uring, `pwrite` otherwise).
+ */
+export interface FdSink {
+  /** A file descriptor open for writing. */
+  fd: number;
+  /** Where in the file to write. */
+  offset: number;
+}
+
+/** A write answers with the number of bytes written, or with where to write. */
+export type WriteReply = number | FdSink;
+
+/** A point in time for setattr: seconds and nanoseconds, or "now". */
+export type SetTime = { sec: number; nsec: number } | "now";
+
+/** The changes a setattr asks for; absent fields stay as they are. */
+export interface SetAttr {
+  /** New permission bits (the file type bits are the object's own). */
+  mode?: number;
+  /** New owner. */
+  uid?: number;
+  /** New group. */
+  gid?: number;
+  /** New size (truncate or extend). */
+  size?: number;
+  /** New access time. */
+  atime?: SetTime;
+  /** New modification time. */
+  mtime?: SetTime;
+  /** New status-change time (rarely sent). */
+  ctime?: { sec: number; nsec: number };
+  /** The open file the change came through (ftruncate, futimens...). */
+  fh?: number;
+  /** Clear the setuid and setgid bits (FATTR_KILL_SUIDGID). */
+  killSuidgid?: boolean;
+}
+
+/** File system statistics (`struct statvfs`). Unset numbers default to 0. */
+export interface StatFs {
+  /** Total blocks of `frsize` bytes. */
+  blocks?: number;
+  /** Free blocks. */
+  bfree?: number;
+  /** Free blocks for unprivileged users. */
+  bavail?: number;
+  /** Total inodes. */
+  files?: number;
+  /** Free inodes. */
+  ffree?: number;
+  /** Block size. */
+  bsize?: number;
+  /** Longest name; default 255. */
+  namelen?: number;
+  /** Fragment size; default `bsize`. */
+  frsize?: number;
+}
+
+/** What `create` answers: the new entry and the open file. */
+export interface CreateReply extends OpenReply {
+  /** The created object. */
+  entry: Entry;
+}
+
+/** What the kernel and the session agreed on at INIT, given to `init`. */
+export interface ConnectionInfo {
+  /** Negotiated protocol minor version (7.x). */
+  readonly minor: number;
+  /** Largest write the kernel will send. */
+  readonly maxWrite: number;
+  /** Largest read the kernel will ask for. */
+  readonly maxRead: number;
+  /** Names of the INIT flags both sides enabled. */
+  readonly flags: readonly string[];
+  /** The transport serving requests: `"dev"` or `"io_uring"`. */
+  readonly transport: string;
+}
+
+/** A value or a Promise of it: every method may be sync or async. */
+export type MaybePromise<T> = T | Promise<T>;
+
+/**
+ * A FUSE file system. Implement the methods you support; see the module doc
+ * for the defaults of the others. `ctx` names the caller of every request.
+ */
+export interface FileSystem {
+  /** Called once INIT is negotiated, before any other request. */
+  init?(info: ConnectionInfo): MaybePromise<void>;
+  /** Called when the session ends (unmount, or the kernel's DESTROY). */
+  destroy?(): MaybePromise<void>;
+
+  /** Look up `name` in directory `parent`. Throw ENOENT if absent. */
+  lookup?(ctx: RequestContext, parent: number, name: string): MaybePromise<Entry>;
+  /** The kernel dropped `nlookup` references to `nodeId`. No reply is sent. */
+  forget?(nodeId: number, nlookup: number): void;
+  /** Attributes of `nodeId` (`fh` is set when called through an open file). */
+  getattr?(ctx: RequestContext, nodeId: number, fh?: number): MaybePromise<Attr>;
+  /** Change attributes; answer the new attributes. */
+  setattr?(ctx: RequestContext, nodeId: number, changes: SetAttr): MaybePromise<Attr>;
+  /** The target of symlink `nodeId`. */
+  readlink?(ctx: RequestContext, nodeId: number): MaybePromise<string | Uint8Array>;
+  /** Create a file, fifo, socket or device node. */
+  mknod?(
+    ctx: RequestContext,
+    parent: number,
+    name: string,
+    mode: number,
+    rdev: number,
+    umask: number,
+  ): MaybePromise<Entry>;
+  /** Create a directory. */
+  mkdir?(
+    ctx: RequestContext,
+    parent: number,
+    name: string,
+    mode: number,
+    umask: number,
+  ): MaybePromise<Entry>;
+  /** Create symlink `name` in `parent` pointing at `target`. */
+  symlink?(
+    ctx: RequestContext,
+    parent: number,
+    name: string,
+    target: string,
+  ): MaybePromise<Entry>;
+  /** Remove a non-directory. */
+  unlink?(ctx: RequestContext, parent: number, name: string): MaybePromise<void>;
+  /** Remove an empty directory. */
+  rmdir?(ctx: RequestContext, parent: number, name: string): MaybePromise<void>;
+  /** Rename; `flags` carries RENAME_NOREPLACE (1) or RENAME_EXCHANGE (2). */
+  rename?(
+    ctx: RequestContext,
+    parent: number,
+    name: string,
+    newParent: number,
+    newName: string,
+    flags: number,
+  ): MaybePromise<void>;
+  /** Make a hard link to `nodeId` as `newName` in `newParent`. */
+  link?(
+    ctx: RequestContext,
+    nodeId: number,
+    newParent: number,
+    newName: string,
+  ): MaybePromise<Entry>;
+  /** Open a file; `flags` are the open(2) flags. */
+  open?(ctx: RequestContext, nodeId: number, flags: number): MaybePromise<OpenReply>;
+  /** Create and open a file (O_CREAT). */
+  create?(
+    ctx: RequestContext,
+    parent: number,
+    name: string,
+    mode: number,
+    flags: number,
+    umask: number,
+  ): MaybePromise<CreateReply>;
+  /** Read up to `size` bytes at `offset`; answer bytes or an {@linkcode FdSource}. */
+  read?(
+    ctx: RequestContext,
+    nodeId: number,
+    fh: number,
+    offset: number,
+    size: number,
+  ): MaybePromise<ReadReply>;
+  /** Write `data` at `offset`; answer the count written or an {@linkcode FdSink}. */
+  write?(
+    ctx: RequestContext,
+    nodeId: number,
+    fh: number,
+    offset: number,
+    data: Uint8Array,
+    flags: number,
+  ): MaybePromise<WriteReply>;
+  /** Called on each close(2) of a file descriptor. */
+  flush?(ctx: RequestContext, nodeId: number, fh: number, lockOwner: bigint): MaybePromise<void>;
+  /** The last reference to an open file is gone. */
+  release?(ctx: RequestContext, nodeId: number, fh: number, flags: number): MaybePromise<void>;
+  /** Sync file data (and metadata unless `datasync`). */
+  fsync?(ctx: RequestContext, nodeId: number, fh: number, datasync: boolean): MaybePromise<void>;
+  /** Open a directory. */
+  opendir?(ctx: RequestContext, nodeId: number, flags: number): MaybePromise<OpenReply>;
+  /**
+   * List a directory from `offset` (0, or an offset you gave an entry) into
+   * `list` until `list.add` returns false.
+   */
+  readdir?(
+    ctx: RequestContext,
+    nodeId: number,
+    fh: number,
+    offset: number,
+    list: DirectoryList,
+  ): MaybePromise<void>;
+  /**
+   * Like readdir, with an {@linkcode Entry} per name; each entry that `add`
+   * accepts counts one lookup (except for "." and "..").
+   */
+  readdirplus?(
+    ctx: RequestContext,
+    nodeId: number,
+    fh: number,
+    offset: number,
+    list: DirectoryPlusList,
+  ): MaybePromise<void>;
+  /** The last reference to an open directory is gone. */
+  releasedir?(ctx: RequestContext, nodeId: number, fh: number): MaybePromise<void>;
+  /** Sync a directory. */
+  fsyncdir?(ctx: RequestContext, nodeId: number, fh: number, datasync: boolean): MaybePromise<void>;
+  /** File system statistics. */
+  statfs?(ctx: RequestContext, nodeId: number): MaybePromise<StatFs>;
+  /** Check access `mask` (R_OK 4, W_OK 2, X_OK 1, F_OK 0) for the caller. */
+  access?(ctx: RequestContext, nodeId: number, mask: number): MaybePromise<void>;
+  /** Set an extended attribute; `flags` are XATTR_CREATE (1) / XATTR_REPLACE (2). */
+  setxattr?(
+    ctx: RequestContext,
+    nodeId: number,
+    name: string,
+    value: Uint8Array,
+    flags: number,
+  ): MaybePromise<void>;
+  /** The value of an extended attribute (throw ENODATA if absent). */
+  getxattr?(ctx: RequestContext, nodeId: number, name: string): MaybePromise<Uint8Array>;
+  /** The names of the extended attributes. */
+  listxattr?(ctx: RequestContext, nodeId: number): MaybePromise<string[]>;
+  /** Remove an extended attribute. */
+  removexattr?(ctx: RequestContext, nodeId: number, name: string): MaybePromise<void>;
+  /** Allocate or punch space (`mode` as fallocate(2)). */
+  fallocate?(
+    ctx: RequestContext,
+    nodeId: number,
+    fh: number,
+    offset: number,
+    length: number,
+    mode: number,
+  ): MaybePromise<void>;
+  /** Find data or holes: answer the resulting offset (SEEK_DATA 3, SEEK_HOLE 4). */
+  lseek?(
+    ctx: RequestContext,
+    nodeId: number,
+    fh: number,
+    offset: number,
+    whence: number,
+  ): MaybePromise<number>;
+  /** Copy a range between two open files; answer the bytes copied. */
+  copyFileRange?(
+    ctx: RequestContext,
+    nodeIn: number,
+    fhIn: number,
+    offsetIn: number,
+    nodeOut: number,
+    fhOut: number,
+    offsetOut: number,
+    length: number,
+    flags: number,
+  ): MaybePromise<number>;
+}

@@ -1,0 +1,218 @@
+/**
+ * Mounting and unmounting with raw `mount(2)` (no fusermount), and the
+ * checks that turn the usual mistakes into a clear message before the
+ * kernel answers with a bare errno.
+ *
+ * @module
+ */
+
+import { Errno, SystemError } from "../ffi/errno.ts";
+import { AT, check, close, cstr, errno, libc, O, open, readSmallFile, S } from "../ffi/libc.ts";
+
+/** Why a mount could not be made; `message` says what to do about it. */
+export class MountError extends Error {
+  /** The errno behind it, when there is one. */
+  readonly errno?: number;
+  /** @param message what went wrong and how to fix it */
+  constructor(message: string, errno?: number) {
+    super(message);
+    this.name = "MountError";
+    this.errno = errno;
+  }
+}
+
+/** The kernel-side options of a FUSE mount. */
+export interface KernelMountOptions {
+  /** The source column of /proc/mounts (default "denofuse"). */
+  fsname?: string;
+  /** The type shown as `fuse.<subtype>` (default "denofuse"). */
+  subtype?: string;
+  /** Let users other than the mounting one in (default false). */
+  allowOther?: boolean;
+  /** Let the kernel check permissions from the file modes (default false). */
+  defaultPermissions?: boolean;
+  /** Mount read-only. */
+  readOnly?: boolean;
+  /** Cap on the size of read requests, in bytes. */
+  maxRead?: number;
+}
+
+const MS_RDONLY = 1;
+const MS_NOSUID = 2;
+const MS_NODEV = 4;
+const MNT_DETACH = 2;
+const STATX_TYPE = 1;
+const STATX_MODE = 2;
+const CAP_SYS_ADMIN = 21;
+
+/** Absolute, symlink-free form of `path` (realpath(3)). */
+export function realPath(path: string): string {
+  const buf = new Uint8Array(4096);
+  if (libc.realpath(cstr(path), buf) === null) {
+    throw new SystemError("realpath", errno(), path);
+  }
+  return new TextDecoder().decode(buf.subarray(0, buf.indexOf(0)));
+}
+
+/** `st_mode` of `path` without following a final symlink, or a SystemError. */
+export function statMode(path: string, follow = true): number {
+  const buf = new Uint8Array(256);
+  check(
+    libc.statx(
+      AT.FDCWD,
+      cstr(path),
+      follow ? 0 : AT.SYMLINK_NOFOLLOW,
+      STATX_TYPE | STATX_MODE,
+      buf,
+    ),
+    "statx",
+    path,
+  );
+  return new DataView(buf.buffer).getUint16(28, true);
+}
+
+/** Whether this process may mount: root, or CAP_SYS_ADMIN in its effective set. */
+export function canMount(): boolean {
+  if (libc.geteuid() === 0) return true;
+  try {
+    const status = readSmallFile("/proc/self/status");
+    const hex = /^CapEff:\s*([0-9a-f]+)/m.exec(status)?.[1];
+    return hex !== undefined && ((BigInt("0x" + hex) >> BigInt(CAP_SYS_ADMIN)) & 1n) === 1n;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Check a mountpoint before mounting on it, and return its absolute path.
+ * Throws a {@linkcode MountError} that names the problem and the fix.
+ */
+export function checkMountpoint(mountpoint: string): string {
+  let mode: number;
+  try {
+    mode = statMode(mountpoint);
+  } catch (e) {
+    const err = e as SystemError;
+    if (err.errno === Errno.ENOENT) {
+      throw new MountError(`mountpoint ${mountpoint} does not exist`, err.errno);
+    }
+    if (err.errno === Errno.ENOTCONN) {
+      throw new MountError(
+        `mountpoint ${mountpoint} is a FUSE mount whose server has exited ` +
+          `(ENOTCONN); clear it with: umount -l ${mountpoint}`,
+        err.errno,
+      );
+    }
+    throw new MountError(`mountpoint ${mountpoint}: ${err.message}`, err.errno);
+  }
+  if ((mode & S.IFMT) !== S.IFDIR) {
+    throw new MountError(`mountpoint ${mountpoint} is not a directory`, Errno.ENOTDIR);
+  }
+  return realPath(mountpoint);
+}
+
+/** Open `/dev/fuse` non-blocking, with a clear error when that is not possible. */
+export function openFuseDevice(): number {
+  try {
+    return open("/dev/fuse", O.RDWR | O.NONBLOCK);
+  } catch (e) {
+    const err = e as SystemError;
+    if (err.errno === Errno.ENOENT || err.errno === Errno.ENODEV) {
+      throw new MountError(
+        "/dev/fuse is missing: load the fuse module (modprobe fuse), or run " +
+          "the container with --device /dev/fuse",
+        err.errno,
+      );
+    }
+    if (err.errno === Errno.EACCES || err.errno === Errno.EPERM) {
+      throw new MountError(
+        "no permission to open /dev/fuse: run as root (or with CAP_SYS_ADMIN)",
+        err.errno,
+      );
+    }
+    throw new MountError(`cannot open /dev/fuse: ${err.message}`, err.errno);
+  }
+}
+
+/** The `mount(2)` data string for a FUSE mount served on `fd`. */
+export function mountData(
+  fd: number,
+  rootMode: number,
+  o: KernelMountOptions,
+): string {
+  const parts = [
+    `fd=${fd}`,
+    `rootmode=${(rootMode & S.IFMT).toString(8)}`,
+    `user_id=${libc.getuid()}`,
+    `group_id=${libc.getgid()}`,
+  ];
+  if (o.allowOther) parts.push("allow_other");
+  if (o.defaultPermissions) parts.push("default_permissions");
+  if (o.maxRead) parts.push(`max_read=${o.maxRead}`);
+  return parts.join(",");
+}
+
+/**
+ * Mount a FUSE file system served on `fd` at the absolute `mountpoint`.
+ * `mount()` returns at once; the kernel then sends INIT on `fd`.
+ */
+export function mountFuse(
+  fd: number,
+  mountpoint: string,
+  o: KernelMountOptions,
+): void {
+  if (!canMount()) {
+    throw new MountError(
+      "mounting needs root or CAP_SYS_ADMIN (denofuse calls mount(2) itself " +
+        "and does not use fusermount)",
+      Errno.EPERM,
+    );
+  }
+  for (const [key, value] of [["fsname", o.fsname], ["subtype", o.subtype]]) {
+    if (value !== undefined && /[\s,]/.test(value)) {
+      throw new MountError(`${key} must not contain spaces or commas: ${JSON.stringify(value)}`);
+    }
+  }
+  const subtype = o.subtype ?? "denofuse";
+  const flags = MS_NOSUID | MS_NODEV | (o.readOnly ? MS_RDONLY : 0);
+  const data = mountData(fd, statMode(mountpoint), o);
+  const ret = libc.mount(
+    cstr(o.fsname ?? "denofuse"),
+    cstr(mountpoint),
+    cstr(subtype ? `fuse.${subtype}` : "fuse"),
+    BigInt(flags),
+    cstr(data),
+  );
+  if (ret < 0) {
+    const e = errno();
+    const hint = e === Errno.EPERM
+      ? " (needs root or CAP_SYS_ADMIN)"
+      : e === Errno.ENODEV
+      ? " (the fuse file system type is not available: modprobe fuse)"
+      : e === Errno.EINVAL
+      ? ` (the kernel refused the options: ${data})`
+      : "";
+    throw new MountError(
+      `mount ${mountpoint}: ${new SystemError("mount", e).code}${hint}`,
+      e,
+    );
+  }
+}
+
+/**
+ * Unmount `mountpoint`; if it is busy, detach it lazily (MNT_DETACH) so that
+ * the connection still ends. Returns false if it was not mounted.
+ */
+export function unmountFuse(mountpoint: string): boolean {
+  const path = cstr(mountpoint);
+  if (libc.umount2(path, 0) === 0) return true;
+  const e = errno();
+  if (e === Errno.EINVAL || e === Errno.ENOENT) return false;
+  if (libc.umount2(path, MNT_DETACH) === 0) return true;
+  throw new SystemError("umount2", errno(), mountpoint);
+}
+
+/** Close the device fd (the kernel ends the connection if still mounted). */
+export function closeFuseDevice(fd: number): void {
+  close(fd);
+}
