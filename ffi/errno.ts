@@ -94,6 +94,7 @@ export class SystemError extends Error {
   readonly syscall: string;
 
   /**
+   * An error for a failed call.
    * @param syscall the call that failed
    * @param errno the errno it set
    * @param detail what it was called on (a path, an fd), for the message

@@ -8,14 +8,17 @@ import { Errno, errnoName } from "../ffi/errno.ts";
 
 /**
  * Fails the current request with an errno, e.g.
- * `throw new FuseError(Errno.ENOENT)` or `throw FuseError.ENOENT`-style via
- * {@linkcode FuseError.of}. The caller of the system call sees that errno.
+ * `throw new FuseError(Errno.ENOENT)` or `throw FuseError.of("ENOENT")`.
+ * The caller of the system call sees that errno.
  */
 export class FuseError extends Error {
   /** The positive errno returned to the caller. */
   readonly errno: number;
 
-  /** @param errno a positive errno value, e.g. `Errno.ENOENT` */
+  /**
+   * Fail with `errno`.
+   * @param errno a positive errno value, e.g. `Errno.ENOENT`
+   */
   constructor(errno: number, message?: string) {
     super(message ?? errnoName(errno));
     this.name = "FuseError";

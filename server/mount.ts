@@ -13,7 +13,10 @@ import { AT, check, close, cstr, errno, libc, O, open, readSmallFile, S } from "
 export class MountError extends Error {
   /** The errno behind it, when there is one. */
   readonly errno?: number;
-  /** @param message what went wrong and how to fix it */
+  /**
+   * A mount failure.
+   * @param message what went wrong and how to fix it
+   */
   constructor(message: string, errno?: number) {
     super(message);
     this.name = "MountError";

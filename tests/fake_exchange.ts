@@ -1,0 +1,141 @@
+// An Exchange over plain memory, and request builders, for dispatcher tests
+// that need no kernel.
+import { InHeader, InitFlag, InitIn, Opcode } from "../ops/abi.ts";
+import { setU64 } from "../ops/codec.ts";
+import type { Dispatcher } from "../ops/dispatch.ts";
+import type { Exchange } from "../ops/exchange.ts";
+
+/** A reply the fake transport received. */
+export interface Reply {
+  unique: number;
+  error: number;
+  payload: Uint8Array;
+  view: DataView;
+}
+
+/** One request in its own memory, with the reply recorded. */
+export class FakeExchange implements Exchange {
+  header: DataView;
+  headerOffset = 0;
+  arg: DataView;
+  argOffset = InHeader.SIZE;
+  argLength: number;
+  data: Uint8Array;
+  dataOffset: number;
+  dataLength: number;
+  readonly out: DataView;
+  readonly outBytes: Uint8Array;
+  readonly outOffset = 0;
+  readonly outCapacity: number;
+  replies: Reply[] = [];
+  released = false;
+  #settle!: () => void;
+  /** Settles when a reply was sent or the exchange released. */
+  readonly done = new Promise<void>((r) => this.#settle = r);
+
+  constructor(request: Uint8Array, argSize: number, outCapacity = 1 << 20) {
+    const buf = new Uint8Array(request.length);
+    buf.set(request);
+    this.header = this.arg = new DataView(buf.buffer);
+    this.data = buf;
+    this.argLength = Math.min(argSize, request.length - InHeader.SIZE);
+    this.dataOffset = InHeader.SIZE + this.argLength;
+    this.dataLength = request.length - this.dataOffset;
+    this.outBytes = new Uint8Array(outCapacity);
+    this.out = new DataView(this.outBytes.buffer);
+    this.outCapacity = outCapacity;
+  }
+
+  reply(unique: number, error: number, length: number): void {
+    const payload = this.outBytes.slice(0, length);
+    this.replies.push({ unique, error, payload, view: new DataView(payload.buffer) });
+    this.#settle();
+  }
+
+  replyFromFd(unique: number, _fd: number, _offset: number, length: number): void {
+    this.outBytes.fill(0x46, 0, length); // "F": as if read from the fd
+    this.reply(unique, 0, length);
+  }
+
+  writeDataToFd(_fd: number, _offset: number): number {
+    return this.dataLength;
+  }
+
+  noReply(): void {
+    this.released = true;
+    this.#settle();
+  }
+}
+
+const encoder = new TextEncoder();
+let nextUnique = 2;
+
+/** Build a request: header, fixed argument, then NUL-terminated names / raw data. */
+export function request(
+  opcode: number,
+  nodeId: number,
+  arg: Uint8Array = new Uint8Array(0),
+  ...data: (string | Uint8Array)[]
+): { bytes: Uint8Array; unique: number } {
+  const parts = data.map((d) => typeof d === "string" ? encoder.encode(d + "\0") : d);
+  const len = InHeader.SIZE + arg.length + parts.reduce((n, p) => n + p.length, 0);
+  const bytes = new Uint8Array(len);
+  const v = new DataView(bytes.buffer);
+  const unique = nextUnique += 2;
+  v.setUint32(InHeader.len, len, true);
+  v.setUint32(InHeader.opcode, opcode, true);
+  setU64(v, InHeader.unique, unique);
+  setU64(v, InHeader.nodeid, nodeId);
+  v.setUint32(InHeader.uid, 1000, true);
+  v.setUint32(InHeader.gid, 100, true);
+  v.setUint32(InHeader.pid, 4242, true);
+  bytes.set(arg, InHeader.SIZE);
+  let at = InHeader.SIZE + arg.length;
+  for (const p of parts) {
+    bytes.set(p, at);
+    at += p.length;
+  }
+  return { bytes, unique };
+}
+
+/** A fixed argument of `size` bytes filled in by `fill`. */
+export function arg(size: number, fill: (v: DataView) => void = () => {}): Uint8Array {
+  const a = new Uint8Array(size);
+  fill(new DataView(a.buffer));
+  return a;
+}
+
+/** Dispatch a request and wait for its reply (or release). */
+export async function roundTrip(
+  d: Dispatcher,
+  req: { bytes: Uint8Array },
+): Promise<FakeExchange> {
+  const opcode = new DataView(req.bytes.buffer).getUint32(InHeader.opcode, true);
+  const ex = new FakeExchange(
+    req.bytes,
+    opcode === Opcode.INIT ? req.bytes.length - InHeader.SIZE : d.argSize(opcode),
+  );
+  d.dispatch(ex);
+  await ex.done;
+  return ex;
+}
+
+/** Send the kernel's INIT for protocol 7.45 and wait for the reply. */
+export function init(d: Dispatcher): Promise<FakeExchange> {
+  const flags = InitFlag.ASYNC_READ | InitFlag.BIG_WRITES | InitFlag.MAX_PAGES |
+    InitFlag.INIT_EXT | InitFlag.DO_READDIRPLUS;
+  return roundTrip(
+    d,
+    request(
+      Opcode.INIT,
+      0,
+      arg(InitIn.SIZE, (v) => {
+        v.setUint32(InitIn.major, 7, true);
+        v.setUint32(InitIn.minor, 45, true);
+        v.setUint32(InitIn.max_readahead, 131072, true);
+        v.setUint32(InitIn.flags, Number(flags & 0xffffffffn), true);
+        v.setUint32(InitIn.flags2, Number(flags >> 32n), true);
+      }),
+    ),
+  );
+}

@@ -1,0 +1,174 @@
+// End-to-end: the hello file system on a real mount, checked with Deno's fs
+// API and with ordinary tools, its lifecycle, and the errors a user meets.
+import assert from "node:assert/strict";
+import { hello } from "../examples/hello.ts";
+import { mount, MountError } from "../mod.ts";
+import { isMounted, mountTest, run, tempMountpoint, waitFor } from "./helpers.ts";
+
+const repo = new URL("..", import.meta.url).pathname;
+const deno = Deno.execPath();
+
+mountTest("hello: Deno fs API and ls/stat/cat see one read-only file", async () => {
+  const [mnt, cleanup] = await tempMountpoint();
+  try {
+    const session = await mount(hello, mnt, {
+      fsname: "hello",
+      subtype: "hello",
+      handleSignals: false,
+    });
+    try {
+      assert.equal(session.transport, "dev");
+      assert.ok(await isMounted(mnt));
+      assert.equal(await Deno.readTextFile(`${mnt}/hello`), "Hello, World!\n");
+      const entries = [];
+      for await (const e of Deno.readDir(mnt)) entries.push([e.name, e.isFile]);
+      assert.deepEqual(entries, [["hello", true]]);
+      const st = await Deno.stat(`${mnt}/hello`);
+      assert.equal(st.size, 14);
+      assert.equal(st.mode! & 0o777, 0o444);
+      assert.ok(st.isFile);
+
+      assert.equal((await run("cat", `${mnt}/hello`)).stdout, "Hello, World!\n");
+      assert.equal(
+        (await run("stat", "-c", "%s %a %F %h", `${mnt}/hello`)).stdout,
+        "14 444 regular file 1\n",
+      );
+      const ls = await run("ls", "-l", mnt);
+      assert.match(ls.stdout, /^-r--r--r-- 1 root root 14 .* hello$/m);
+      const missing = await run("cat", `${mnt}/nope`);
+      assert.notEqual(missing.code, 0);
+      assert.match(missing.stderr, /No such file or directory/);
+
+      // No mkdir method: the caller sees ENOSYS, and the server keeps going.
+      const mk = await run("mkdir", `${mnt}/newdir`);
+      assert.notEqual(mk.code, 0);
+      assert.match(mk.stderr, /Function not implemented/);
+      await assert.rejects(
+        Deno.mkdir(`${mnt}/other`),
+        (e: Error) => /ENOSYS|not implemented/i.test(String(e)),
+      );
+      // Writing to a read-only file is refused by the file system (EACCES).
+      const w = await run("sh", "-c", `echo x > ${mnt}/hello`);
+      assert.match(w.stderr, /Permission denied/);
+      assert.equal(await Deno.readTextFile(`${mnt}/hello`), "Hello, World!\n");
+
+      const c = session.counters.dev;
+      assert.ok(c.requests >= 10 && c.replies >= 9, JSON.stringify(c));
+    } finally {
+      await session.unmount();
+    }
+    assert.equal(await isMounted(mnt), false);
+  } finally {
+    await cleanup();
+  }
+});
+
+mountTest("hello: the event loop keeps running while requests flow", async () => {
+  const [mnt, cleanup] = await tempMountpoint();
+  try {
+    const session = await mount(hello, mnt, { handleSignals: false });
+    try {
+      let ticks = 0;
+      const timer = setInterval(() => ticks++, 5);
+      // 2000 opens+reads from a child process keep the server busy.
+      const load = await run("sh", "-c", `for i in $(seq 2000); do cat ${mnt}/hello; done | wc -l`);
+      clearInterval(timer);
+      assert.equal(load.stdout.trim(), "2000");
+      // A frozen loop would fire no timer at all while the load ran.
+      assert.ok(ticks > 5, `only ${ticks} timer ticks during the load`);
+      assert.ok(session.counters.dev.requests > 4000);
+    } finally {
+      await session.unmount();
+    }
+  } finally {
+    await cleanup();
+  }
+});
+
+/** Start `examples/hello.ts MNT` as a user would; resolves when it says it is mounted. */
+async function startHello(mnt: string) {
+  const child = new Deno.Command(deno, {
+    args: ["run", "--allow-ffi", "examples/hello.ts", mnt],
+    cwd: repo,
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let out = "";
+  while (!out.includes("mounted on")) {
+    const { value, done } = await reader.read();
+    if (done) throw new Error(`hello exited early: ${out}`);
+    out += value;
+  }
+  reader.releaseLock();
+  return child;
+}
+
+mountTest(
+  "hello: the example runs with --allow-ffi only; SIGINT unmounts and exits 0",
+  async () => {
+    const [mnt, cleanup] = await tempMountpoint();
+    try {
+      const child = await startHello(mnt);
+      assert.equal((await run("cat", `${mnt}/hello`)).stdout, "Hello, World!\n");
+      child.kill("SIGINT");
+      const status = await child.status;
+      await child.stderr.cancel();
+      await child.stdout.cancel().catch(() => {});
+      assert.equal(status.code, 0);
+      assert.equal(await isMounted(mnt), false);
+    } finally {
+      await cleanup();
+    }
+  },
+);
+
+mountTest(
+  "hello: kill -9 of the server leaves ENOTCONN, a clear error, and umount -l clears it",
+  async () => {
+    const [mnt, cleanup] = await tempMountpoint();
+    try {
+      const child = await startHello(mnt);
+      child.kill("SIGKILL");
+      await child.status;
+      await child.stderr.cancel();
+      await child.stdout.cancel().catch(() => {});
+      assert.ok(await isMounted(mnt));
+      const st = await run("stat", mnt);
+      assert.match(st.stderr, /Transport endpoint is not connected/);
+      await assert.rejects(
+        mount(hello, mnt, { handleSignals: false }),
+        (e: Error) => e instanceof MountError && e.message.includes(`umount -l ${mnt}`),
+      );
+      assert.equal((await run("umount", "-l", mnt)).code, 0);
+      await waitFor(async () => !await isMounted(mnt));
+    } finally {
+      await cleanup();
+    }
+  },
+);
+
+mountTest(
+  "mount: a missing or non-directory mountpoint is a clear error and mounts nothing",
+  async () => {
+    const [dir, cleanup] = await tempMountpoint();
+    try {
+      await assert.rejects(
+        mount(hello, `${dir}/missing`, { handleSignals: false }),
+        (e: Error) => e instanceof MountError && /does not exist/.test(e.message),
+      );
+      await Deno.writeTextFile(`${dir}/file`, "x");
+      await assert.rejects(
+        mount(hello, `${dir}/file`, { handleSignals: false }),
+        (e: Error) => e instanceof MountError && /is not a directory/.test(e.message),
+      );
+      await assert.rejects(
+        mount(hello, dir, { handleSignals: false, fsname: "bad,name" }),
+        (e: Error) => e instanceof MountError && /must not contain/.test(e.message),
+      );
+      assert.equal(await isMounted(dir), false);
+    } finally {
+      await cleanup();
+    }
+  },
+);

@@ -1,0 +1,96 @@
+// Helpers for tests that mount: skip cleanly without privileges, time-limit
+// everything, and never leave a mount behind.
+import { libc } from "../ffi/libc.ts";
+
+/** True when this process may mount FUSE file systems here. */
+export const canMount = libc.geteuid() === 0 &&
+  await Deno.stat("/dev/fuse").then(() => true, () => false);
+
+const inCI = Deno.env.get("CI") === "true";
+if (!canMount && !inCI) {
+  console.error("mount tests skipped: they need root and /dev/fuse (CI=true makes them mandatory)");
+}
+
+/** Define a test that mounts: skipped without privileges (except in CI), time-limited. */
+export function mountTest(name: string, fn: () => Promise<void>, timeoutMs = 60_000): void {
+  Deno.test({
+    name,
+    ignore: !canMount && !inCI,
+    sanitizeResources: false,
+    sanitizeOps: false,
+    async fn() {
+      if (!canMount) {
+        throw new Error("CI=true but this process cannot mount (needs root and /dev/fuse)");
+      }
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      try {
+        await Promise.race([
+          fn(),
+          new Promise((_, reject) => {
+            timer = setTimeout(
+              () => reject(new Error(`timed out after ${timeoutMs} ms`)),
+              timeoutMs,
+            );
+          }),
+        ]);
+      } finally {
+        clearTimeout(timer);
+      }
+    },
+  });
+}
+
+/** Result of an external command. */
+export interface Output {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Run a command to completion (asynchronously: the server keeps serving). */
+export async function run(cmd: string, ...args: string[]): Promise<Output> {
+  const out = await new Deno.Command(cmd, { args, stdout: "piped", stderr: "piped" }).output();
+  const dec = new TextDecoder();
+  return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
+}
+
+/** Whether `path` is a mountpoint in /proc/mounts. */
+export async function isMounted(path: string): Promise<boolean> {
+  const mounts = await Deno.readTextFile("/proc/mounts");
+  return mounts.split("\n").some((l) => l.split(" ")[1] === path);
+}
+
+/**
+ * Make sure nothing stays mounted at `path`: abort our own connection (found
+ * through `mountpoint -d`, never another mount's) and detach it.
+ */
+export async function forceUnmount(path: string): Promise<void> {
+  if (!await isMounted(path)) return;
+  const dev = (await run("mountpoint", "-d", path)).stdout.trim(); // "0:N"
+  const minor = dev.split(":")[1];
+  if (minor) {
+    const conns = "/sys/fs/fuse/connections";
+    const ok = await Deno.stat(`${conns}/${minor}`).then(() => true, () => false);
+    if (!ok) await run("mount", "-t", "fusectl", "none", conns);
+    await Deno.writeTextFile(`${conns}/${minor}/abort`, "1").catch(() => {});
+  }
+  await run("umount", "-l", path);
+}
+
+/** A fresh temporary directory, removed (after a forced unmount) by the returned cleanup. */
+export async function tempMountpoint(): Promise<[string, () => Promise<void>]> {
+  const dir = await Deno.makeTempDir({ prefix: "denofuse-mnt-" });
+  return [dir, async () => {
+    await forceUnmount(dir);
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+  }];
+}
+
+/** Wait until `predicate` holds, polling every 20 ms, up to `ms`. */
+export async function waitFor(predicate: () => Promise<boolean>, ms = 10_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!await predicate()) {
+    if (Date.now() > deadline) throw new Error("condition not met in time");
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
