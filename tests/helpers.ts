@@ -64,7 +64,7 @@ export async function run(cmd: string, ...args: string[]): Promise<Output> {
 }
 
 /** Whether `path` is a mountpoint in /proc/mounts. */
-export async function isMounted(path: string): Promise<boolean> {
+export function isMounted(path: string): boolean {
   // Through libc: cleanup must work whatever permissions the test runs with.
   const mounts = readSmallFile("/proc/mounts");
   return mounts.split("\n").some((l) => l.split(" ")[1] === path);
@@ -75,7 +75,7 @@ export async function isMounted(path: string): Promise<boolean> {
  * through `mountpoint -d`, never another mount's) and detach it.
  */
 export async function forceUnmount(path: string): Promise<void> {
-  if (!await isMounted(path)) return;
+  if (!isMounted(path)) return;
   const dev = (await run("mountpoint", "-d", path)).stdout.trim(); // "0:N"
   const minor = dev.split(":")[1];
   if (minor) {
