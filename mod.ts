@@ -41,6 +41,13 @@ export { S } from "./ffi/libc.ts";
 export { FUSE_ROOT_ID } from "./ops/abi.ts";
 export type { Connection, DispatcherOptions } from "./ops/dispatch.ts";
 export type { InitOptions } from "./ops/init.ts";
-export { mount, type MountOptions, Session } from "./server/session.ts";
+export {
+  mount,
+  type MountOptions,
+  Session,
+  type SessionCounters,
+  type TransportChoice,
+} from "./server/session.ts";
 export { type KernelMountOptions, MountError } from "./server/mount.ts";
 export type { TransportCounters } from "./server/dev_transport.ts";
+export type { UringCounters } from "./server/uring_transport.ts";

@@ -157,7 +157,6 @@ export class Dispatcher {
   #debug?: (line: string) => void;
   #conn: Connection | null = null;
   #setxattrExt = false;
-  #transport = "dev";
   #initResolve!: (c: Connection) => void;
   #initReject!: (e: Error) => void;
   /** Settles when INIT has been answered (rejects if it was refused). */
@@ -180,11 +179,6 @@ export class Dispatcher {
   /** The state agreed at INIT, or null before it. */
   get connection(): Connection | null {
     return this.#conn;
-  }
-
-  /** Tell `init` which transport serves requests (set by the session). */
-  set transport(name: string) {
-    this.#transport = name;
   }
 
   /** Bytes of fixed argument the kernel sends with `opcode`. */
@@ -708,7 +702,6 @@ export class Dispatcher {
       maxWrite: conn.maxWrite,
       maxRead: conn.maxRead,
       flags: initFlagNames(conn.flags),
-      transport: this.#transport,
     };
     if (this.#debug) {
       this.#debug(

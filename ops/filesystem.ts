@@ -198,8 +198,6 @@ export interface ConnectionInfo {
   readonly maxRead: number;
   /** Names of the INIT flags both sides enabled. */
   readonly flags: readonly string[];
-  /** The transport serving requests: `"dev"` or `"io_uring"`. */
-  readonly transport: string;
 }
 
 /** A value or a Promise of it: every method may be sync or async. */

@@ -19,6 +19,7 @@ import { InHeader, Opcode, OutHeader } from "../ops/abi.ts";
 import type { Dispatcher } from "../ops/dispatch.ts";
 import type { Exchange } from "../ops/exchange.ts";
 import { setU64 } from "../ops/codec.ts";
+import { makeYield } from "./yield.ts";
 
 /** Requests handled per batch before yielding to the event loop. */
 const BATCH_BUDGET = 64;
@@ -265,28 +266,4 @@ export class DevTransport {
     }
     return null;
   }
-}
-
-/**
- * A cheap macrotask yield: a MessageChannel round trip lets timers, signals
- * and I/O callbacks run (about 10 µs here, against ~2 ms for setTimeout(0)).
- */
-function makeYield(): [() => Promise<void>, () => void] {
-  const channel = new MessageChannel();
-  let wake: (() => void) | null = null;
-  channel.port1.onmessage = () => {
-    const w = wake;
-    wake = null;
-    w?.();
-  };
-  const yieldNow = () =>
-    new Promise<void>((resolve) => {
-      wake = resolve;
-      channel.port2.postMessage(null);
-    });
-  const close = () => {
-    channel.port1.close();
-    channel.port2.close();
-  };
-  return [yieldNow, close];
 }

@@ -1,5 +1,6 @@
 /**
- * A mounted file system: mount, INIT, serve until unmounted, clean up.
+ * A mounted file system: mount, INIT, choose the transport, serve until
+ * unmounted, clean up.
  *
  * @module
  */
@@ -7,7 +8,8 @@
 import { Dispatcher, type DispatcherOptions } from "../ops/dispatch.ts";
 import type { Connection } from "../ops/dispatch.ts";
 import type { FileSystem } from "../ops/filesystem.ts";
-import { DEFAULT_MAX_WRITE } from "../ops/init.ts";
+import { InitFlag } from "../ops/abi.ts";
+import { DEFAULT_MAX_WRITE, MAX_PAGES } from "../ops/init.ts";
 import { DevTransport, type TransportCounters } from "./dev_transport.ts";
 import {
   checkMountpoint,
@@ -18,9 +20,21 @@ import {
   openFuseDevice,
   unmountFuse,
 } from "./mount.ts";
+import { type UringCounters, UringTransport, uringUnavailable } from "./uring_transport.ts";
+
+/** Which transport serves requests. */
+export type TransportChoice = "auto" | "dev" | "io_uring";
 
 /** Everything {@linkcode mount} accepts. All fields are optional. */
 export interface MountOptions extends KernelMountOptions, DispatcherOptions {
+  /**
+   * `"auto"` (default): FUSE-over-io_uring when the kernel offers it, else
+   * /dev/fuse, saying once why. `"io_uring"`: fail if it cannot be had.
+   * `"dev"`: /dev/fuse only.
+   */
+  transport?: TransportChoice;
+  /** Ring entries per kernel queue for io_uring (default 8). */
+  queueDepth?: number;
   /**
    * Unmount on SIGINT and SIGTERM (default true), so that Ctrl-C leaves no
    * mount behind.
@@ -30,19 +44,32 @@ export interface MountOptions extends KernelMountOptions, DispatcherOptions {
   maxInFlight?: number;
   /** Milliseconds to wait for INIT after mounting (default 10000). */
   initTimeoutMs?: number;
+  /** Receives notices such as the reason for a fallback (default: stderr). */
+  onNotice?: (message: string) => void;
+}
+
+/** Request counts of a session, per transport. */
+export interface SessionCounters {
+  /** The /dev/fuse transport (INIT, FORGET, INTERRUPT, and everything without io_uring). */
+  dev: TransportCounters;
+  /** The io_uring transport, when it serves. */
+  uring?: UringCounters;
 }
 
 /** A mounted, running file system. */
 export class Session {
   /** The absolute mountpoint. */
   readonly mountpoint: string;
-  /** The transport serving requests: `"dev"` (classic /dev/fuse). */
-  readonly transport: string;
+  /** The transport serving requests: `"io_uring"` or `"dev"`. */
+  readonly transport: "io_uring" | "dev";
+  /** Why io_uring is not used, when it is not. */
+  readonly fallbackReason: string | null;
   /** What was agreed at INIT. */
   readonly connection: Connection;
   /** Settles when the session has ended and its resources are released. */
   readonly closed: Promise<void>;
   #dev: DevTransport;
+  #uring: UringTransport | null;
   #unmounted = false;
 
   /** @internal Use {@linkcode mount}. */
@@ -50,18 +77,25 @@ export class Session {
     mountpoint: string,
     connection: Connection,
     dev: DevTransport,
+    uring: UringTransport | null,
+    fallbackReason: string | null,
     closed: Promise<void>,
   ) {
     this.mountpoint = mountpoint;
     this.connection = connection;
-    this.transport = "dev";
+    this.transport = uring ? "io_uring" : "dev";
+    this.fallbackReason = fallbackReason;
     this.#dev = dev;
+    this.#uring = uring;
     this.closed = closed;
   }
 
-  /** Request and reply counts per transport. */
-  get counters(): { dev: TransportCounters } {
-    return { dev: { ...this.#dev.counters } };
+  /** Request counts per transport, and fixed-buffer read/write counts. */
+  get counters(): SessionCounters {
+    return {
+      dev: { ...this.#dev.counters },
+      ...(this.#uring ? { uring: { ...this.#uring.counters } } : {}),
+    };
   }
 
   /** Unmount and wait for the session to end. Safe to call twice. */
@@ -81,8 +115,9 @@ export class Session {
 
 /**
  * Mount `fs` at `mountpoint` and serve it. Resolves once the kernel's INIT
- * has been answered, so the mount is usable when the promise settles;
- * rejects with a {@linkcode MountError} that says what to fix otherwise.
+ * has been answered and the transport is in place, so the mount is usable
+ * when the promise settles; rejects with a {@linkcode MountError} that says
+ * what to fix otherwise.
  *
  * ```ts
  * const session = await mount(myFs, "/mnt/x");
@@ -94,10 +129,23 @@ export async function mount(
   mountpoint: string,
   options: MountOptions = {},
 ): Promise<Session> {
+  const notice = options.onNotice ?? ((m: string) => console.error(`denofuse: ${m}`));
+  const debug = options.debug;
+  const choice = options.transport ?? "auto";
+  if (!["auto", "dev", "io_uring"].includes(choice)) {
+    throw new MountError(`unknown transport ${JSON.stringify(choice)}: use auto, dev or io_uring`);
+  }
   const path = checkMountpoint(mountpoint);
+  let fallbackReason: string | null = choice === "dev" ? "the dev transport was asked for" : null;
+  if (choice !== "dev") {
+    const why = uringUnavailable();
+    if (why && choice === "io_uring") throw new MountError(`io_uring transport: ${why}`);
+    fallbackReason = why;
+  }
+  const wantUring = fallbackReason === null;
   const maxWrite = options.maxWrite ?? DEFAULT_MAX_WRITE;
   const maxRead = options.maxRead ?? DEFAULT_MAX_WRITE;
-  const dispatcher = new Dispatcher(fs, options);
+  const dispatcher = new Dispatcher(fs, { ...options, ioUring: wantUring });
   const fd = openFuseDevice();
   let dev: DevTransport;
   try {
@@ -130,9 +178,10 @@ export async function mount(
       signals.push([sig, handler]);
     }
   }
-  const running = dev.run();
-  let session: Session;
-  const closed = running.catch((e) => {
+  let uring: UringTransport | null = null;
+  const devRunning = dev.run();
+  const serving = devRunning.then(() => uring?.finished);
+  const closed = serving.catch((e) => {
     console.error(`denofuse: ${path}: transport failed:`, e);
     try {
       unmountFuse(path);
@@ -145,6 +194,7 @@ export async function mount(
       console.error("denofuse: destroy failed:", e);
     }
     await dev.close();
+    await uring?.close();
     closeFuseDevice(fd);
   });
 
@@ -153,7 +203,7 @@ export async function mount(
   try {
     const connection = await Promise.race([
       dispatcher.initialized,
-      running.then(() => {
+      devRunning.then(() => {
         throw new MountError(`${path}: the kernel ended the connection before INIT`);
       }),
       new Promise<never>((_, reject) => {
@@ -163,7 +213,31 @@ export async function mount(
         );
       }),
     ]);
-    session = new Session(path, connection, dev, closed);
+    if (wantUring) {
+      [uring, fallbackReason] = startUring(fd, dispatcher, connection, options);
+      if (uring) {
+        uring.run().catch((e) => {
+          console.error(`denofuse: ${path}: io_uring transport failed:`, e);
+          unmountFuse(path);
+        });
+      } else if (choice === "io_uring") {
+        throw new MountError(`io_uring transport: ${fallbackReason}`);
+      }
+    }
+    if (fallbackReason && choice === "auto") notice(`serving over /dev/fuse: ${fallbackReason}`);
+    if (debug) {
+      debug(
+        `transport: ${uring ? "io_uring" : "dev"}${fallbackReason ? ` (${fallbackReason})` : ""}`,
+      );
+      debug(`dev: ${options.maxInFlight ?? 16} slots, ${dev.memory} bytes pinned`);
+      if (uring) {
+        debug(
+          `io_uring: ${uring.queues} queues x ${uring.depth} entries x ${uring.slotSize} bytes` +
+            ` = ${uring.memory} bytes pinned (payloads in the fixed-buffer table)`,
+        );
+      }
+    }
+    return new Session(path, connection, dev, uring, fallbackReason, closed);
   } catch (e) {
     dev.stop();
     try {
@@ -174,6 +248,31 @@ export async function mount(
   } finally {
     clearTimeout(timer);
   }
+}
 
-  return session;
+/** Set up and register the io_uring transport; on failure, say why. */
+function startUring(
+  fd: number,
+  dispatcher: Dispatcher,
+  connection: Connection,
+  options: MountOptions,
+): [UringTransport | null, string | null] {
+  if ((connection.flags & InitFlag.OVER_IO_URING) === 0n) {
+    return [null, "the kernel did not accept FUSE_OVER_IO_URING at INIT"];
+  }
+  let uring: UringTransport;
+  try {
+    uring = new UringTransport(fd, dispatcher, {
+      queueDepth: options.queueDepth,
+      slotSize: Math.max(connection.maxWrite, connection.maxRead, MAX_PAGES * 4096),
+    });
+  } catch (e) {
+    return [null, `cannot set up the ring: ${(e as Error).message}`];
+  }
+  const refused = uring.register();
+  if (refused) {
+    uring.close().catch(() => {});
+    return [null, refused];
+  }
+  return [uring, null];
 }

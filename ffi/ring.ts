@@ -1,0 +1,607 @@
+/**
+ * An io_uring ring driven from TypeScript.
+ *
+ * liburing sets the ring up, submits and registers buffers; everything it only
+ * has as static inline helpers is here, over the mmapped rings: getting an
+ * SQE, filling it (`prep*`), and reaping CQEs. The ring uses 128-byte SQEs
+ * and 32-byte CQEs, as FUSE's uring commands require.
+ *
+ * Completions are dispatched by `user_data`: an id from {@linkcode Ring.register}
+ * names a persistent handler (a FUSE ring entry); {@linkcode Ring.submitOp}
+ * runs a one-shot operation and returns its result as a Promise.
+ *
+ * All submissions must come from the thread that created the ring (the
+ * kernel ties FUSE's uring commands to the submitting task). Waiting is done
+ * by a non-blocking FFI call on Deno's pool, so the event loop never stalls.
+ *
+ * @module
+ */
+
+import { SystemError } from "./errno.ts";
+import { checkUring, liburing } from "./liburing.ts";
+import { PinnedRegion } from "./memory.ts";
+
+/** io_uring opcodes used by this project. */
+export const IORING_OP = {
+  NOP: 0,
+  READV: 1,
+  WRITEV: 2,
+  FSYNC: 3,
+  READ_FIXED: 4,
+  WRITE_FIXED: 5,
+  FALLOCATE: 17,
+  OPENAT: 18,
+  CLOSE: 19,
+  STATX: 21,
+  READ: 22,
+  WRITE: 23,
+  OPENAT2: 28,
+  RENAMEAT: 35,
+  UNLINKAT: 36,
+  MKDIRAT: 37,
+  SYMLINKAT: 38,
+  LINKAT: 39,
+  URING_CMD: 46,
+  FTRUNCATE: 55,
+} as const;
+
+/** `io_uring_setup` flags. */
+export const IORING_SETUP = {
+  CQSIZE: 1 << 3,
+  SUBMIT_ALL: 1 << 7,
+  COOP_TASKRUN: 1 << 8,
+  SQE128: 1 << 10,
+  CQE32: 1 << 11,
+} as const;
+
+/** SQE flags. */
+export const IOSQE = { FIXED_FILE: 1, IO_DRAIN: 2, IO_LINK: 4, IO_HARDLINK: 8 } as const;
+/** `fsync_flags` for IORING_OP_FSYNC. */
+export const IORING_FSYNC_DATASYNC = 1;
+const IORING_ENTER_GETEVENTS = 1;
+
+/** Byte offsets inside a 64-byte SQE (the first half of a 128-byte one). */
+export const Sqe = {
+  opcode: 0,
+  flags: 1,
+  ioprio: 2,
+  fd: 4,
+  off: 8, // also addr2, and cmd_op for URING_CMD
+  addr: 16,
+  len: 24,
+  opFlags: 28, // rw_flags, open_flags, statx_flags, fsync_flags, uring_cmd_flags ...
+  userData: 32,
+  bufIndex: 40,
+  personality: 42,
+  fileIndex: 44,
+  cmd: 48, // 80 bytes of command with SQE128
+} as const;
+
+// struct io_uring (liburing 2.3; checked by tests/ring_test.ts with offsetof).
+const R = {
+  SIZE: 216,
+  sq: 0,
+  cq: 104,
+  ringFd: 196,
+  sqKhead: 0,
+  sqKtail: 8,
+  sqSqes: 56,
+  sqSqeHead: 64,
+  sqSqeTail: 68,
+  sqRingMask: 88,
+  sqRingEntries: 92,
+  cqKhead: 0,
+  cqKtail: 8,
+  cqCqes: 48,
+  cqRingMask: 72,
+  cqRingEntries: 76,
+} as const;
+
+/** The liburing 2.3 `struct io_uring` offsets this file relies on (for tests). */
+export const IoUringLayout = R;
+
+const SQE_SIZE = 128;
+const CQE_SIZE = 32;
+const TWO_32 = 4294967296;
+
+type Handler = (res: number, flags: number) => void;
+
+function u64(view: DataView, o: number): bigint {
+  return view.getBigUint64(o, true);
+}
+
+/** A view of `len` bytes of kernel-mapped ring memory at address `addr`. */
+function mapped(addr: bigint, len: number): ArrayBuffer {
+  return Deno.UnsafePointerView.getArrayBuffer(Deno.UnsafePointer.create(addr)!, len);
+}
+
+/** Options of a ring. */
+export interface RingOptions {
+  /** Submission queue size (a power of two). */
+  entries: number;
+  /** Completion queue size (default 2 × entries). */
+  cqEntries?: number;
+}
+
+/** One io_uring with 128-byte SQEs and 32-byte CQEs. */
+export class Ring {
+  /** The ring's own fd. */
+  readonly fd: number;
+  /** Submission queue size. */
+  readonly sqEntries: number;
+  /** Completion queue size. */
+  readonly cqEntries: number;
+  /** Pointer to liburing's `struct io_uring`, for liburing calls. */
+  readonly pointer: Deno.PointerObject;
+  #mem: PinnedRegion;
+  #sqes: DataView;
+  #sqeBytes: Uint8Array;
+  #sqHead: Uint32Array;
+  #sqMask: number;
+  #sqeTail: number;
+  #flushedTail: number;
+  #cqes: DataView;
+  #cqHead: Uint32Array;
+  #cqTail: Uint32Array;
+  #cqMask: number;
+  #handlers: (Handler | undefined)[] = [];
+  #freeIds: number[] = [];
+  #pending = 0;
+  #closed = false;
+  #waiting: Promise<number> | null = null;
+
+  /** Set up a ring through `io_uring_queue_init_params`. */
+  constructor(options: RingOptions) {
+    const uring = liburing();
+    // struct io_uring, then struct io_uring_params (120 bytes) after it.
+    this.#mem = new PinnedRegion(4096);
+    this.pointer = this.#mem.pointer;
+    const params = this.#mem.at(256);
+    const pv = this.#mem.view;
+    const cqEntries = options.cqEntries ?? options.entries * 2;
+    pv.setUint32(256 + 4, cqEntries, true); // cq_entries
+    pv.setUint32(
+      256 + 8,
+      IORING_SETUP.SQE128 | IORING_SETUP.CQE32 | IORING_SETUP.CQSIZE | IORING_SETUP.SUBMIT_ALL,
+      true,
+    );
+    checkUring(
+      uring.io_uring_queue_init_params(options.entries, this.pointer, params),
+      "io_uring_queue_init_params",
+    );
+    const v = pv;
+    this.fd = v.getInt32(R.ringFd, true);
+    this.sqEntries = v.getUint32(R.sq + R.sqRingEntries, true);
+    this.cqEntries = v.getUint32(R.cq + R.cqRingEntries, true);
+    this.#sqMask = v.getUint32(R.sq + R.sqRingMask, true);
+    this.#cqMask = v.getUint32(R.cq + R.cqRingMask, true);
+    this.#sqeTail = this.#flushedTail = v.getUint32(R.sq + R.sqSqeTail, true);
+    const sqes = mapped(u64(v, R.sq + R.sqSqes), this.sqEntries * SQE_SIZE);
+    this.#sqes = new DataView(sqes);
+    this.#sqeBytes = new Uint8Array(sqes);
+    this.#sqHead = new Uint32Array(mapped(u64(v, R.sq + R.sqKhead), 4));
+    this.#cqHead = new Uint32Array(mapped(u64(v, R.cq + R.cqKhead), 4));
+    this.#cqTail = new Uint32Array(mapped(u64(v, R.cq + R.cqKtail), 4));
+    this.#cqes = new DataView(mapped(u64(v, R.cq + R.cqCqes), this.cqEntries * CQE_SIZE));
+  }
+
+  /** The SQE memory, for `prep*` helpers: offsets come from {@linkcode sqe}. */
+  get sqes(): DataView {
+    return this.#sqes;
+  }
+
+  /** Operations submitted and not yet completed. */
+  get inFlight(): number {
+    return this.#pending;
+  }
+
+  /**
+   * Claim the next SQE, zeroed, and return its byte offset in {@linkcode sqes}.
+   * Submits first if the submission queue is full.
+   */
+  sqe(): number {
+    const head = Atomics.load(this.#sqHead, 0);
+    if (((this.#sqeTail - head) >>> 0) >= this.sqEntries) {
+      this.submit();
+      if (((this.#sqeTail - Atomics.load(this.#sqHead, 0)) >>> 0) >= this.sqEntries) {
+        throw new SystemError("io_uring_get_sqe", 16, /* EBUSY */ "submission queue full");
+      }
+    }
+    const at = (this.#sqeTail & this.#sqMask) * SQE_SIZE;
+    this.#sqeTail = (this.#sqeTail + 1) >>> 0;
+    this.#sqeBytes.fill(0, at, at + SQE_SIZE);
+    return at;
+  }
+
+  /** Hand every prepared SQE to the kernel; returns how many were submitted. */
+  submit(): number {
+    // liburing's submit flushes sqe_head..sqe_tail into the ring.
+    this.#mem.view.setUint32(R.sq + R.sqSqeTail, this.#sqeTail, true);
+    this.#flushedTail = this.#sqeTail;
+    return checkUring(liburing().io_uring_submit(this.pointer), "io_uring_submit");
+  }
+
+  /** Whether SQEs were prepared since the last submit. */
+  get hasUnsubmitted(): boolean {
+    return this.#flushedTail !== this.#sqeTail;
+  }
+
+  /** Reserve a user_data id whose completions go to `handler` until released. */
+  register(handler: Handler): number {
+    const id = this.#freeIds.pop() ?? this.#handlers.length;
+    this.#handlers[id] = handler;
+    return id;
+  }
+
+  /** Release an id from {@linkcode register}. */
+  unregister(id: number): void {
+    this.#handlers[id] = undefined;
+    this.#freeIds.push(id);
+  }
+
+  /** Count an SQE carrying `id` as in flight (call once per SQE prepared). */
+  track(at: number, id: number): void {
+    this.#sqes.setUint32(at + Sqe.userData, id, true);
+    this.#sqes.setUint32(at + Sqe.userData + 4, 0, true);
+    this.#pending++;
+  }
+
+  /**
+   * Prepare one operation with `prep(sqeOffset)` and resolve with its result
+   * (`res` ≥ 0), or reject with a SystemError for a negative `res`. It is
+   * submitted with the next {@linkcode submit} (the serving loop submits).
+   */
+  submitOp(call: string, prep: (at: number) => void): Promise<number> {
+    return new Promise((resolve, reject) => {
+      const at = this.sqe();
+      prep(at);
+      const id = this.register((res) => {
+        this.unregister(id);
+        if (res < 0) reject(new SystemError(call, -res));
+        else resolve(res);
+      });
+      this.track(at, id);
+    });
+  }
+
+  /**
+   * Run the handlers of every completion in the CQ; returns how many. CQEs are
+   * read before the head is advanced, so the kernel never overwrites one that
+   * is still being read.
+   */
+  reap(): number {
+    const cqes = this.#cqes;
+    let head = Atomics.load(this.#cqHead, 0);
+    const tail = Atomics.load(this.#cqTail, 0);
+    let n = 0;
+    while (head !== tail) {
+      const o = (head & this.#cqMask) * CQE_SIZE;
+      const id = cqes.getUint32(o, true) + cqes.getUint32(o + 4, true) * TWO_32;
+      const res = cqes.getInt32(o + 8, true);
+      const flags = cqes.getUint32(o + 12, true);
+      head = (head + 1) >>> 0;
+      Atomics.store(this.#cqHead, 0, head);
+      this.#pending--;
+      n++;
+      const handler = this.#handlers[id];
+      if (handler) handler(res, flags);
+    }
+    return n;
+  }
+
+  /**
+   * Wait on Deno's blocking pool until at least one completion is queued.
+   * Only one wait runs at a time; concurrent callers share it.
+   */
+  wait(): Promise<number> {
+    if (this.#waiting) return this.#waiting;
+    if (Atomics.load(this.#cqHead, 0) !== Atomics.load(this.#cqTail, 0)) {
+      return Promise.resolve(0);
+    }
+    this.#waiting = liburing().io_uring_enter_wait(this.fd, 0, 1, IORING_ENTER_GETEVENTS, null)
+      .finally(() => this.#waiting = null);
+    return this.#waiting;
+  }
+
+  /** Register `count` empty slots in the fixed-buffer table. */
+  registerSparseBuffers(count: number): void {
+    checkUring(
+      liburing().io_uring_register_buffers_sparse(this.pointer, count),
+      "io_uring_register_buffers_sparse",
+    );
+  }
+
+  /**
+   * Fill fixed-buffer slots `offset..` with the buffers in `iovecs` (a pinned
+   * array of `count` struct iovec).
+   */
+  updateBuffers(offset: number, iovecs: Deno.PointerObject, count: number): void {
+    const tags = new PinnedRegion(count * 8);
+    try {
+      checkUring(
+        liburing().io_uring_register_buffers_update_tag(
+          this.pointer,
+          offset,
+          iovecs,
+          tags.pointer,
+          count,
+        ),
+        "io_uring_register_buffers_update_tag",
+      );
+    } finally {
+      tags.close();
+    }
+  }
+
+  /**
+   * Tear the ring down. Any wait in progress is woken with a NOP first, so no
+   * pool thread is left in `io_uring_enter` on a closed ring.
+   */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    if (this.#waiting) {
+      const at = this.sqe();
+      this.track(at, 0xffffffff);
+      this.submit();
+      await this.#waiting.catch(() => {});
+    }
+    liburing().io_uring_queue_exit(this.pointer);
+    this.#mem.close();
+  }
+}
+
+// ---------------------------------------------------------------------------
+// SQE builders: each fills a zeroed SQE at `at` in `s` (from Ring.sqe()).
+
+function setAddr(s: DataView, o: number, addr: bigint | number): void {
+  s.setBigUint64(o, BigInt(addr), true);
+}
+
+/** A NOP. */
+export function prepNop(s: DataView, at: number): void {
+  s.setUint8(at + Sqe.opcode, IORING_OP.NOP);
+}
+
+/** `IORING_OP_URING_CMD` on `fd` with `cmdOp`; the command area is at `at + Sqe.cmd`. */
+export function prepUringCmd(s: DataView, at: number, fd: number, cmdOp: number): void {
+  s.setUint8(at + Sqe.opcode, IORING_OP.URING_CMD);
+  s.setInt32(at + Sqe.fd, fd, true);
+  s.setUint32(at + Sqe.off, cmdOp, true);
+}
+
+function prepRw(
+  s: DataView,
+  at: number,
+  op: number,
+  fd: number,
+  addr: bigint,
+  len: number,
+  offset: number,
+): void {
+  s.setUint8(at + Sqe.opcode, op);
+  s.setInt32(at + Sqe.fd, fd, true);
+  s.setBigInt64(at + Sqe.off, BigInt(offset), true);
+  setAddr(s, at + Sqe.addr, addr);
+  s.setUint32(at + Sqe.len, len, true);
+}
+
+/** `pread(fd, addr, len, offset)` into fixed buffer `bufIndex`. */
+export function prepReadFixed(
+  s: DataView,
+  at: number,
+  fd: number,
+  addr: bigint,
+  len: number,
+  offset: number,
+  bufIndex: number,
+): void {
+  prepRw(s, at, IORING_OP.READ_FIXED, fd, addr, len, offset);
+  s.setUint16(at + Sqe.bufIndex, bufIndex, true);
+}
+
+/** `pwrite(fd, addr, len, offset)` from fixed buffer `bufIndex`. */
+export function prepWriteFixed(
+  s: DataView,
+  at: number,
+  fd: number,
+  addr: bigint,
+  len: number,
+  offset: number,
+  bufIndex: number,
+): void {
+  prepRw(s, at, IORING_OP.WRITE_FIXED, fd, addr, len, offset);
+  s.setUint16(at + Sqe.bufIndex, bufIndex, true);
+}
+
+/** `pread(fd, addr, len, offset)` (offset -1: the file position). */
+export function prepRead(
+  s: DataView,
+  at: number,
+  fd: number,
+  addr: bigint,
+  len: number,
+  offset: number,
+): void {
+  prepRw(s, at, IORING_OP.READ, fd, addr, len, offset);
+}
+
+/** `pwrite(fd, addr, len, offset)`. */
+export function prepWrite(
+  s: DataView,
+  at: number,
+  fd: number,
+  addr: bigint,
+  len: number,
+  offset: number,
+): void {
+  prepRw(s, at, IORING_OP.WRITE, fd, addr, len, offset);
+}
+
+/** `fsync(fd)`, or `fdatasync` with `datasync`. */
+export function prepFsync(s: DataView, at: number, fd: number, datasync: boolean): void {
+  s.setUint8(at + Sqe.opcode, IORING_OP.FSYNC);
+  s.setInt32(at + Sqe.fd, fd, true);
+  s.setUint32(at + Sqe.opFlags, datasync ? IORING_FSYNC_DATASYNC : 0, true);
+}
+
+/** `fallocate(fd, mode, offset, length)`. */
+export function prepFallocate(
+  s: DataView,
+  at: number,
+  fd: number,
+  mode: number,
+  offset: number,
+  length: number,
+): void {
+  s.setUint8(at + Sqe.opcode, IORING_OP.FALLOCATE);
+  s.setInt32(at + Sqe.fd, fd, true);
+  s.setBigInt64(at + Sqe.off, BigInt(offset), true);
+  s.setBigUint64(at + Sqe.addr, BigInt(length), true); // the length travels in addr
+  s.setUint32(at + Sqe.len, mode, true);
+}
+
+/** `ftruncate(fd, length)` (Linux 6.9+). */
+export function prepFtruncate(s: DataView, at: number, fd: number, length: number): void {
+  s.setUint8(at + Sqe.opcode, IORING_OP.FTRUNCATE);
+  s.setInt32(at + Sqe.fd, fd, true);
+  s.setBigInt64(at + Sqe.off, BigInt(length), true);
+}
+
+/** `openat(dirfd, path, flags, mode)`; `path` is a pinned NUL-terminated string. */
+export function prepOpenat(
+  s: DataView,
+  at: number,
+  dirfd: number,
+  path: bigint,
+  flags: number,
+  mode: number,
+): void {
+  s.setUint8(at + Sqe.opcode, IORING_OP.OPENAT);
+  s.setInt32(at + Sqe.fd, dirfd, true);
+  setAddr(s, at + Sqe.addr, path);
+  s.setUint32(at + Sqe.len, mode, true);
+  s.setUint32(at + Sqe.opFlags, flags, true);
+}
+
+/** `openat2(dirfd, path, how, sizeof how)`; `how` points at a pinned `struct open_how`. */
+export function prepOpenat2(
+  s: DataView,
+  at: number,
+  dirfd: number,
+  path: bigint,
+  how: bigint,
+): void {
+  s.setUint8(at + Sqe.opcode, IORING_OP.OPENAT2);
+  s.setInt32(at + Sqe.fd, dirfd, true);
+  setAddr(s, at + Sqe.addr, path);
+  s.setUint32(at + Sqe.len, 24, true);
+  setAddr(s, at + Sqe.off, how);
+}
+
+/** `close(fd)`. */
+export function prepClose(s: DataView, at: number, fd: number): void {
+  s.setUint8(at + Sqe.opcode, IORING_OP.CLOSE);
+  s.setInt32(at + Sqe.fd, fd, true);
+}
+
+/** `statx(dirfd, path, flags, mask, buf)`. */
+export function prepStatx(
+  s: DataView,
+  at: number,
+  dirfd: number,
+  path: bigint,
+  flags: number,
+  mask: number,
+  buf: bigint,
+): void {
+  s.setUint8(at + Sqe.opcode, IORING_OP.STATX);
+  s.setInt32(at + Sqe.fd, dirfd, true);
+  setAddr(s, at + Sqe.addr, path);
+  s.setUint32(at + Sqe.len, mask, true);
+  setAddr(s, at + Sqe.off, buf);
+  s.setUint32(at + Sqe.opFlags, flags, true);
+}
+
+/** `unlinkat(dirfd, path, flags)`. */
+export function prepUnlinkat(
+  s: DataView,
+  at: number,
+  dirfd: number,
+  path: bigint,
+  flags: number,
+): void {
+  s.setUint8(at + Sqe.opcode, IORING_OP.UNLINKAT);
+  s.setInt32(at + Sqe.fd, dirfd, true);
+  setAddr(s, at + Sqe.addr, path);
+  s.setUint32(at + Sqe.opFlags, flags, true);
+}
+
+/** `mkdirat(dirfd, path, mode)`. */
+export function prepMkdirat(
+  s: DataView,
+  at: number,
+  dirfd: number,
+  path: bigint,
+  mode: number,
+): void {
+  s.setUint8(at + Sqe.opcode, IORING_OP.MKDIRAT);
+  s.setInt32(at + Sqe.fd, dirfd, true);
+  setAddr(s, at + Sqe.addr, path);
+  s.setUint32(at + Sqe.len, mode, true);
+}
+
+/** `renameat2(olddirfd, oldpath, newdirfd, newpath, flags)`. */
+export function prepRenameat(
+  s: DataView,
+  at: number,
+  oldDirfd: number,
+  oldPath: bigint,
+  newDirfd: number,
+  newPath: bigint,
+  flags: number,
+): void {
+  s.setUint8(at + Sqe.opcode, IORING_OP.RENAMEAT);
+  s.setInt32(at + Sqe.fd, oldDirfd, true);
+  setAddr(s, at + Sqe.addr, oldPath);
+  s.setUint32(at + Sqe.len, newDirfd, true);
+  setAddr(s, at + Sqe.off, newPath);
+  s.setUint32(at + Sqe.opFlags, flags, true);
+}
+
+/** `symlinkat(target, newdirfd, linkpath)`. */
+export function prepSymlinkat(
+  s: DataView,
+  at: number,
+  target: bigint,
+  newDirfd: number,
+  linkPath: bigint,
+): void {
+  s.setUint8(at + Sqe.opcode, IORING_OP.SYMLINKAT);
+  s.setInt32(at + Sqe.fd, newDirfd, true);
+  setAddr(s, at + Sqe.addr, target);
+  setAddr(s, at + Sqe.off, linkPath);
+}
+
+/** `linkat(olddirfd, oldpath, newdirfd, newpath, flags)`. */
+export function prepLinkat(
+  s: DataView,
+  at: number,
+  oldDirfd: number,
+  oldPath: bigint,
+  newDirfd: number,
+  newPath: bigint,
+  flags: number,
+): void {
+  s.setUint8(at + Sqe.opcode, IORING_OP.LINKAT);
+  s.setInt32(at + Sqe.fd, oldDirfd, true);
+  setAddr(s, at + Sqe.addr, oldPath);
+  s.setUint32(at + Sqe.len, newDirfd, true);
+  setAddr(s, at + Sqe.off, newPath);
+  s.setUint32(at + Sqe.opFlags, flags, true);
+}
+
+/** Mark the SQE at `at` as linked to the next one (IOSQE_IO_LINK). */
+export function linkNext(s: DataView, at: number): void {
+  s.setUint8(at + Sqe.flags, s.getUint8(at + Sqe.flags) | IOSQE.IO_LINK);
+}

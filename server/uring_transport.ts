@@ -1,0 +1,370 @@
+/**
+ * FUSE-over-io_uring (Linux 6.14+): requests arrive as completions of
+ * REGISTER / COMMIT_AND_FETCH uring commands on the `/dev/fuse` fd, and each
+ * reply is committed with the command that fetches the next request.
+ *
+ * Every kernel queue (one per possible CPU) gets `depth` ring entries. An
+ * entry owns a 288-byte header buffer and a payload buffer of `slotSize`
+ * bytes, both pinned; the payload buffers sit in the ring's sparse
+ * fixed-buffer table at index = entry id, so read data goes from the backing
+ * fd into the reply with READ_FIXED, and write data from the request to the
+ * backing fd with WRITE_FIXED, never through JavaScript.
+ *
+ * @module
+ */
+
+import { Errno, errnoName, SystemError } from "../ffi/errno.ts";
+import { readSmallFile } from "../ffi/libc.ts";
+import { liburing } from "../ffi/liburing.ts";
+import { PinnedRegion } from "../ffi/memory.ts";
+import { prepReadFixed, prepUringCmd, prepWriteFixed, Ring, Sqe } from "../ffi/ring.ts";
+import {
+  InHeader,
+  OutHeader,
+  UringCmd,
+  UringCmdReq,
+  UringEntInOut,
+  UringReqHeader,
+} from "../ops/abi.ts";
+import { setU64 } from "../ops/codec.ts";
+import type { Dispatcher } from "../ops/dispatch.ts";
+import type { Exchange } from "../ops/exchange.ts";
+import { makeYield } from "./yield.ts";
+
+const ENT = UringReqHeader.ring_ent_in_out;
+/** Completions handled before yielding to the event loop. */
+const BATCH_BUDGET = 64;
+
+/** Counters of the io_uring transport. */
+export interface UringCounters {
+  /** Requests received over the rings. */
+  requests: number;
+  /** Replies committed. */
+  replies: number;
+  /** Reads served by READ_FIXED into an entry's payload slot. */
+  fixedReads: number;
+  /** Writes served by WRITE_FIXED from an entry's payload slot. */
+  fixedWrites: number;
+}
+
+/** Why the io_uring transport cannot be used here, or null if it can. */
+export function uringUnavailable(): string | null {
+  let enabled: string;
+  try {
+    enabled = readSmallFile("/sys/module/fuse/parameters/enable_uring").trim();
+  } catch {
+    return "this kernel has no FUSE-over-io_uring (needs Linux 6.14+ with CONFIG_FUSE_IO_URING)";
+  }
+  if (enabled !== "Y") {
+    return "FUSE-over-io_uring is switched off; enable it with: " +
+      "echo Y > /sys/module/fuse/parameters/enable_uring";
+  }
+  try {
+    liburing();
+  } catch (e) {
+    return (e as Error).message;
+  }
+  return null;
+}
+
+/** The number of kernel queues: one per possible CPU (nr_cpu_ids). */
+export function possibleCpus(): number {
+  const text = readSmallFile("/sys/devices/system/cpu/possible").trim();
+  let max = 0;
+  for (const part of text.split(",")) {
+    const last = Number(part.split("-").pop());
+    if (Number.isInteger(last)) max = Math.max(max, last);
+  }
+  return max + 1;
+}
+
+/** One ring entry: its header and payload buffers, and the Exchange over them. */
+class UringEntry implements Exchange {
+  header: DataView;
+  headerOffset: number;
+  arg: DataView;
+  argOffset: number;
+  argLength = 0;
+  data: Uint8Array;
+  dataOffset: number;
+  dataLength = 0;
+  readonly out: DataView;
+  readonly outBytes: Uint8Array;
+  readonly outOffset: number;
+  readonly outCapacity: number;
+  /** Entry id: index of its payload in the fixed-buffer table, and its user_data. */
+  readonly id: number;
+  readonly qid: number;
+  readonly payloadAddress: bigint;
+  #t: UringTransport;
+
+  constructor(
+    t: UringTransport,
+    id: number,
+    qid: number,
+    headers: PinnedRegion,
+    payloads: PinnedRegion,
+    slotSize: number,
+  ) {
+    this.#t = t;
+    this.id = id;
+    this.qid = qid;
+    this.header = this.arg = headers.view;
+    this.headerOffset = id * UringReqHeader.SIZE;
+    this.argOffset = this.headerOffset + UringReqHeader.op_in;
+    this.data = this.outBytes = payloads.bytes;
+    this.out = payloads.view;
+    this.dataOffset = this.outOffset = id * slotSize;
+    this.outCapacity = slotSize;
+    this.payloadAddress = payloads.address + BigInt(id * slotSize);
+  }
+
+  reply(unique: number, error: number, length: number): void {
+    this.#t.commit(this, unique, error, length);
+  }
+
+  replyFromFd(unique: number, fd: number, offset: number, length: number): void {
+    this.#t.readFixed(this, unique, fd, offset, length);
+  }
+
+  writeDataToFd(fd: number, offset: number): Promise<number> {
+    return this.#t.writeFixed(this, fd, offset);
+  }
+
+  noReply(): void {
+    // The kernel sends no-reply requests (FORGET) over /dev/fuse only; if one
+    // ever came here, an error commit still hands the entry back.
+    this.#t.commit(this, 0, -Errno.EIO, 0);
+  }
+}
+
+/** Options of the io_uring transport. */
+export interface UringTransportOptions {
+  /** Entries per queue (default 8). */
+  queueDepth?: number;
+  /** Payload bytes per entry: max(8192, max_write, max_pages × 4096). */
+  slotSize: number;
+  /** Number of kernel queues (default: possible CPUs). */
+  queues?: number;
+}
+
+/** Serves a session's requests over FUSE-over-io_uring. */
+export class UringTransport {
+  /** Counters since start. */
+  readonly counters: UringCounters = { requests: 0, replies: 0, fixedReads: 0, fixedWrites: 0 };
+  /** Number of kernel queues served. */
+  readonly queues: number;
+  /** Entries per queue. */
+  readonly depth: number;
+  /** Payload bytes per entry. */
+  readonly slotSize: number;
+  #fd: number;
+  #dispatcher: Dispatcher;
+  #ring: Ring;
+  #headers: PinnedRegion;
+  #payloads: PinnedRegion;
+  #iovecs: PinnedRegion;
+  #entries: UringEntry[] = [];
+  #live = 0;
+  #flushQueued = false;
+  #failures: number[] | null = null;
+  #done!: () => void;
+  #finished = new Promise<void>((r) => this.#done = r);
+
+  /**
+   * Set up the ring and pinned buffers, and register the payload buffers as
+   * fixed buffers. Throws if any step fails (the caller falls back).
+   */
+  constructor(fd: number, dispatcher: Dispatcher, options: UringTransportOptions) {
+    this.#fd = fd;
+    this.#dispatcher = dispatcher;
+    this.queues = options.queues ?? possibleCpus();
+    this.depth = options.queueDepth ?? 8;
+    this.slotSize = Math.max(8192, options.slotSize);
+    const n = this.queues * this.depth;
+    const entries = 1 << Math.ceil(Math.log2(Math.max(64, n * 4)));
+    this.#ring = new Ring({ entries, cqEntries: entries * 2 });
+    try {
+      this.#headers = new PinnedRegion(n * UringReqHeader.SIZE);
+      this.#payloads = new PinnedRegion(n * this.slotSize);
+      // Two iovecs per entry for REGISTER (header, payload), then one per
+      // entry for the fixed-buffer table.
+      this.#iovecs = new PinnedRegion(n * 48);
+      const iov = this.#iovecs.view;
+      for (let id = 0; id < n; id++) {
+        const entry = new UringEntry(
+          this,
+          id,
+          Math.floor(id / this.depth),
+          this.#headers,
+          this.#payloads,
+          this.slotSize,
+        );
+        this.#entries.push(entry);
+        const o = id * 32;
+        iov.setBigUint64(o, this.#headers.address + BigInt(entry.headerOffset), true);
+        iov.setBigUint64(o + 8, BigInt(UringReqHeader.SIZE), true);
+        iov.setBigUint64(o + 16, entry.payloadAddress, true);
+        iov.setBigUint64(o + 24, BigInt(this.slotSize), true);
+        iov.setBigUint64(n * 32 + id * 16, entry.payloadAddress, true);
+        iov.setBigUint64(n * 32 + id * 16 + 8, BigInt(this.slotSize), true);
+        const ud = this.#ring.register((res) => this.#complete(entry, res));
+        if (ud !== id) throw new Error("ring ids out of step with entry ids");
+      }
+      this.#ring.registerSparseBuffers(n);
+      this.#ring.updateBuffers(0, this.#iovecs.at(n * 32), n);
+    } catch (e) {
+      this.#release();
+      throw e;
+    }
+  }
+
+  /** Bytes of pinned memory held: headers and payloads of every entry. */
+  get memory(): number {
+    return this.#headers.size + this.#payloads.size;
+  }
+
+  /**
+   * Register every entry with the kernel. Returns null when they are all in
+   * place, or why the kernel refused some (a refused REGISTER completes
+   * during submit; accepted ones stay pending until a request arrives).
+   */
+  register(): string | null {
+    const s = this.#ring.sqes;
+    for (const entry of this.#entries) {
+      const at = this.#ring.sqe();
+      prepUringCmd(s, at, this.#fd, UringCmd.REGISTER);
+      s.setBigUint64(at + Sqe.addr, this.#iovecs.address + BigInt(entry.id * 32), true);
+      s.setUint32(at + Sqe.len, 2, true);
+      s.setUint16(at + Sqe.cmd + UringCmdReq.qid, entry.qid, true);
+      this.#ring.track(at, entry.id);
+      this.#live++;
+    }
+    this.#ring.submit();
+    const failures: number[] = [];
+    this.#failures = failures;
+    this.#ring.reap();
+    this.#failures = null;
+    if (failures.length === 0) return null;
+    const names = [...new Set(failures.map(errnoName))].join(", ");
+    return `REGISTER failed for ${failures.length} of ${this.#entries.length} entries: ${names}`;
+  }
+
+  /** Serve until every entry has been ended by the kernel (unmount). */
+  async run(): Promise<void> {
+    const [yieldNow, closeYield] = makeYield();
+    let budget = BATCH_BUDGET;
+    while (this.#live > 0) {
+      if (this.#ring.hasUnsubmitted) this.#ring.submit();
+      const n = this.#ring.reap();
+      if (this.#ring.hasUnsubmitted) this.#ring.submit();
+      if (this.#live === 0) break;
+      if (n === 0) {
+        budget = BATCH_BUDGET;
+        await this.#ring.wait();
+      } else if ((budget -= n) <= 0) {
+        budget = BATCH_BUDGET;
+        await yieldNow();
+      }
+    }
+    closeYield();
+    this.#done();
+  }
+
+  /** Settles when {@linkcode run} has seen every entry end. */
+  get finished(): Promise<void> {
+    return this.#finished;
+  }
+
+  /** Release the ring and memory (after the entries have ended). */
+  async close(): Promise<void> {
+    await this.#ring.close();
+    this.#headers.close();
+    this.#payloads.close();
+    this.#iovecs.close();
+  }
+
+  #release(): void {
+    this.#ring.close().catch(() => {});
+    this.#headers?.close();
+    this.#payloads?.close();
+    this.#iovecs?.close();
+  }
+
+  /** A REGISTER or COMMIT_AND_FETCH completed: a request arrived, or the entry ended. */
+  #complete(entry: UringEntry, res: number): void {
+    if (res < 0) {
+      this.#live--;
+      if (this.#failures) this.#failures.push(-res);
+      else if (res !== -Errno.ENOTCONN && res !== -Errno.ENODEV && res !== -Errno.ECANCELED) {
+        console.error(new SystemError("fuse uring entry", -res, `queue ${entry.qid}`).message);
+      }
+      return;
+    }
+    this.counters.requests++;
+    const h = entry.header;
+    const o = entry.headerOffset;
+    const opcode = h.getUint32(o + InHeader.opcode, true);
+    entry.argLength = Math.min(this.#dispatcher.argSize(opcode), UringReqHeader.op_in);
+    entry.dataLength = h.getUint32(o + ENT + UringEntInOut.payload_sz, true);
+    this.#dispatcher.dispatch(entry);
+  }
+
+  /** Write the out header and queue COMMIT_AND_FETCH for `entry`. */
+  commit(entry: UringEntry, unique: number, error: number, length: number): void {
+    const h = entry.header;
+    const o = entry.headerOffset;
+    h.setUint32(o + OutHeader.len, OutHeader.SIZE + length, true);
+    h.setInt32(o + OutHeader.error, error, true);
+    setU64(h, o + OutHeader.unique, unique);
+    h.setUint32(o + ENT + UringEntInOut.payload_sz, length, true);
+    const s = this.#ring.sqes;
+    const at = this.#ring.sqe();
+    prepUringCmd(s, at, this.#fd, UringCmd.COMMIT_AND_FETCH);
+    s.setBigUint64(
+      at + Sqe.cmd + UringCmdReq.commit_id,
+      h.getBigUint64(o + ENT + UringEntInOut.commit_id, true),
+      true,
+    );
+    s.setUint16(at + Sqe.cmd + UringCmdReq.qid, entry.qid, true);
+    this.#ring.track(at, entry.id);
+    this.counters.replies++;
+    this.#flushSoon();
+  }
+
+  /** READ_FIXED from `fd` into the entry's payload, then commit what was read. */
+  readFixed(entry: UringEntry, unique: number, fd: number, offset: number, length: number): void {
+    this.counters.fixedReads++;
+    this.#ring.submitOp(
+      "read_fixed",
+      (at) =>
+        prepReadFixed(this.#ring.sqes, at, fd, entry.payloadAddress, length, offset, entry.id),
+    ).then(
+      (n) => this.commit(entry, unique, 0, n),
+      (e: SystemError) => this.commit(entry, unique, -e.errno, 0),
+    );
+    this.#flushSoon();
+  }
+
+  /** WRITE_FIXED the entry's request data to `fd`; resolves with the bytes written. */
+  writeFixed(entry: UringEntry, fd: number, offset: number): Promise<number> {
+    this.counters.fixedWrites++;
+    const addr = entry.payloadAddress + BigInt(entry.dataOffset - entry.outOffset);
+    const p = this.#ring.submitOp(
+      "write_fixed",
+      (at) => prepWriteFixed(this.#ring.sqes, at, fd, addr, entry.dataLength, offset, entry.id),
+    );
+    this.#flushSoon();
+    return p;
+  }
+
+  /** Submit prepared SQEs once the current synchronous work is done. */
+  #flushSoon(): void {
+    if (this.#flushQueued) return;
+    this.#flushQueued = true;
+    queueMicrotask(() => {
+      this.#flushQueued = false;
+      if (this.#ring.hasUnsubmitted) this.#ring.submit();
+    });
+  }
+}
