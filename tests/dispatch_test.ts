@@ -286,3 +286,15 @@ Deno.test("dispatch: a name that is not UTF-8 is refused with EILSEQ", async () 
   );
   assert.equal(ex.replies[0].error, -Errno.EILSEQ);
 });
+
+Deno.test("dispatch: a read larger than the reply slot is clipped to the slot", async () => {
+  const asked: number[] = [];
+  const { d } = fixture({
+    read: (_c, _n, _fh, offset, size) => (asked.push(size), { fd: 5, offset, length: 1 << 20 }),
+  });
+  await init(d);
+  const big = arg(ReadIn.SIZE, (v) => v.setUint32(ReadIn.size, 1 << 20, true));
+  const ex = await roundTrip(d, request(Opcode.READ, 2, big), 8192);
+  assert.deepEqual(asked, [8192]);
+  assert.equal(ex.replies[0].payload.length, 8192);
+});

@@ -109,11 +109,13 @@ export function arg(size: number, fill: (v: DataView) => void = () => {}): Uint8
 export async function roundTrip(
   d: Dispatcher,
   req: { bytes: Uint8Array },
+  outCapacity?: number,
 ): Promise<FakeExchange> {
   const opcode = new DataView(req.bytes.buffer).getUint32(InHeader.opcode, true);
   const ex = new FakeExchange(
     req.bytes,
     opcode === Opcode.INIT ? req.bytes.length - InHeader.SIZE : d.argSize(opcode),
+    outCapacity,
   );
   d.dispatch(ex);
   await ex.done;

@@ -104,3 +104,34 @@ export async function waitFor(predicate: () => Promise<boolean>, ms = 10_000): P
     await new Promise((r) => setTimeout(r, 20));
   }
 }
+
+/** Transports to run every end-to-end test on. */
+export const TRANSPORTS = ["dev", "io_uring"] as const;
+
+/** Why io_uring cannot be tested here, or null. */
+export const uringMissing: string | null = (() => {
+  try {
+    const on = readSmallFile("/sys/module/fuse/parameters/enable_uring").trim();
+    return on === "Y"
+      ? null
+      : "enable_uring is off (echo Y > /sys/module/fuse/parameters/enable_uring)";
+  } catch {
+    return "the kernel has no FUSE-over-io_uring";
+  }
+})();
+if (uringMissing && !inCI) console.error(`io_uring tests skipped: ${uringMissing}`);
+
+/**
+ * A mount test run once per transport (`name [dev]`, `name [io_uring]`); the
+ * io_uring run is skipped where the kernel cannot do it, except in CI.
+ */
+export function transportTest(
+  name: string,
+  fn: (transport: typeof TRANSPORTS[number]) => Promise<void>,
+  timeoutMs?: number,
+): void {
+  for (const transport of TRANSPORTS) {
+    if (transport === "io_uring" && uringMissing && !inCI) continue;
+    mountTest(`${name} [${transport}]`, () => fn(transport), timeoutMs);
+  }
+}
