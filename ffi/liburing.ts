@@ -33,6 +33,10 @@ const symbols = {
     result: "i32",
     nonblocking: true,
   },
+  io_uring_wait_cqe_timeout: {
+    parameters: ["pointer", "pointer", "pointer"],
+    result: "i32",
+  },
   io_uring_register: {
     parameters: ["u32", "u32", "pointer", "u32"],
     result: "i32",

@@ -100,6 +100,9 @@ const R = {
 /** The liburing 2.3 `struct io_uring` offsets this file relies on (for tests). */
 export const IoUringLayout = R;
 
+// Scratch in the ring's own pinned page: struct io_uring @0, params @256.
+const TIMESPEC = 512;
+const CQE_PTR = 528;
 const SQE_SIZE = 128;
 const CQE_SIZE = 32;
 const TWO_32 = 4294967296;
@@ -301,6 +304,26 @@ export class Ring {
     this.#waiting = liburing().io_uring_enter_wait(this.fd, 0, 1, IORING_ENTER_GETEVENTS, null)
       .finally(() => this.#waiting = null);
     return this.#waiting;
+  }
+
+  /**
+   * Wait on this thread for up to `micros` µs for a completion; returns
+   * whether one is queued. Because the kernel runs this ring's task work
+   * while the submitting thread waits in `io_uring_enter`, a request that
+   * arrives meanwhile is delivered without waking any other thread. It
+   * blocks the event loop for at most `micros`, so keep it short.
+   */
+  waitHere(micros: number): boolean {
+    if (Atomics.load(this.#cqHead, 0) !== Atomics.load(this.#cqTail, 0)) return true;
+    const v = this.#mem.view;
+    v.setBigInt64(TIMESPEC, 0n, true);
+    v.setBigInt64(TIMESPEC + 8, BigInt(micros * 1000), true);
+    liburing().io_uring_wait_cqe_timeout(
+      this.pointer,
+      this.#mem.at(CQE_PTR),
+      this.#mem.at(TIMESPEC),
+    );
+    return Atomics.load(this.#cqHead, 0) !== Atomics.load(this.#cqTail, 0);
   }
 
   /** Register `count` empty slots in the fixed-buffer table. */

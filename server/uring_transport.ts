@@ -34,6 +34,16 @@ import { makeYield } from "./yield.ts";
 const ENT = UringReqHeader.ring_ent_in_out;
 /** Completions handled before yielding to the event loop. */
 const BATCH_BUDGET = 64;
+/**
+ * While requests flow, wait this long on the serving thread itself before
+ * falling back to a wait on Deno's pool: the kernel delivers FUSE requests
+ * as task work on the thread that submitted the commands, so a thread that
+ * waits in io_uring_enter gets them without a wake-up of another thread. It
+ * is also the longest the event loop can be held up by the wait.
+ */
+const BUSY_WAIT_US = 100;
+/** The longest the serving loop runs before yielding to the event loop. */
+const YIELD_EVERY_MS = 2;
 
 /** Counters of the io_uring transport. */
 export interface UringCounters {
@@ -96,6 +106,10 @@ class UringEntry implements Exchange {
   readonly id: number;
   readonly qid: number;
   readonly payloadAddress: bigint;
+  /** The user_data of this entry's backing reads (READ_FIXED). */
+  readId = -1;
+  /** The unique of the request whose data is being read. */
+  readUnique = 0;
   #t: UringTransport;
 
   constructor(
@@ -211,6 +225,12 @@ export class UringTransport {
         const ud = this.#ring.register((res) => this.#complete(entry, res));
         if (ud !== id) throw new Error("ring ids out of step with entry ids");
       }
+      // Entry ids are 0..n-1 (user_data = fixed-buffer index); read ids follow.
+      for (const entry of this.#entries) {
+        entry.readId = this.#ring.register((res) =>
+          this.commit(entry, entry.readUnique, res < 0 ? res : 0, res < 0 ? 0 : res)
+        );
+      }
       this.#ring.registerSparseBuffers(n);
       this.#ring.updateBuffers(0, this.#iovecs.at(n * 32), n);
     } catch (e) {
@@ -253,22 +273,45 @@ export class UringTransport {
   /** Serve until every entry has been ended by the kernel (unmount). */
   async run(): Promise<void> {
     const [yieldNow, closeYield] = makeYield();
-    let budget = BATCH_BUDGET;
+    let busy = false;
+    let lastYield = performance.now();
     while (this.#live > 0) {
-      if (this.#ring.hasUnsubmitted) this.#ring.submit();
-      const n = this.#ring.reap();
-      if (this.#ring.hasUnsubmitted) this.#ring.submit();
+      const n = this.#pump(BATCH_BUDGET);
       if (this.#live === 0) break;
-      if (n === 0) {
-        budget = BATCH_BUDGET;
-        await this.#ring.wait();
-      } else if ((budget -= n) <= 0) {
-        budget = BATCH_BUDGET;
-        await yieldNow();
+      if (n > 0) {
+        busy = true;
+        // Let timers, signals and pending promise work run regularly.
+        if (n >= BATCH_BUDGET || performance.now() - lastYield > YIELD_EVERY_MS) {
+          await yieldNow();
+          lastYield = performance.now();
+        } else {
+          await null; // microtasks only: async replies get committed
+        }
+      } else if (busy && this.#ring.waitHere(BUSY_WAIT_US)) {
+        continue; // the next request came while we waited in the kernel
+      } else {
+        busy = false;
+        await this.#ring.wait(); // idle: wait on Deno's pool, loop free
       }
     }
     closeYield();
     this.#done();
+  }
+
+  /**
+   * Submit what is prepared and reap what completed, until nothing moves or
+   * `budget` completions were handled. Backing I/O that the kernel completes
+   * inline (page-cache reads, tmpfs) is reaped at once, so a request and its
+   * READ_FIXED and COMMIT often take a single pass with no wait at all.
+   */
+  #pump(budget: number): number {
+    let total = 0;
+    for (;;) {
+      if (this.#ring.hasUnsubmitted) this.#ring.submit();
+      const n = this.#ring.reap();
+      total += n;
+      if ((n === 0 && !this.#ring.hasUnsubmitted) || total >= budget) return total;
+    }
   }
 
   /** Settles when {@linkcode run} has seen every entry end. */
@@ -332,17 +375,18 @@ export class UringTransport {
     this.#flushSoon();
   }
 
-  /** READ_FIXED from `fd` into the entry's payload, then commit what was read. */
+  /**
+   * READ_FIXED from `fd` into the entry's payload; its completion commits
+   * what was read (a short read at EOF commits fewer bytes, an error its
+   * errno). The read is not linked to the commit because the commit must
+   * carry the byte count, known only when the read completes.
+   */
   readFixed(entry: UringEntry, unique: number, fd: number, offset: number, length: number): void {
     this.counters.fixedReads++;
-    this.#ring.submitOp(
-      "read_fixed",
-      (at) =>
-        prepReadFixed(this.#ring.sqes, at, fd, entry.payloadAddress, length, offset, entry.id),
-    ).then(
-      (n) => this.commit(entry, unique, 0, n),
-      (e: SystemError) => this.commit(entry, unique, -e.errno, 0),
-    );
+    entry.readUnique = unique;
+    const at = this.#ring.sqe();
+    prepReadFixed(this.#ring.sqes, at, fd, entry.payloadAddress, length, offset, entry.id);
+    this.#ring.track(at, entry.readId);
     this.#flushSoon();
   }
 
@@ -364,7 +408,7 @@ export class UringTransport {
     this.#flushQueued = true;
     queueMicrotask(() => {
       this.#flushQueued = false;
-      if (this.#ring.hasUnsubmitted) this.#ring.submit();
+      this.#pump(BATCH_BUDGET);
     });
   }
 }
