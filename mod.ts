@@ -51,3 +51,10 @@ export {
 export { type KernelMountOptions, MountError } from "./server/mount.ts";
 export type { TransportCounters } from "./server/dev_transport.ts";
 export type { UringCounters } from "./server/uring_transport.ts";
+export {
+  MOUNT_OPTIONS_HELP,
+  type MountCommandLine,
+  parseMountArgs,
+  serveFromCommandLine,
+  UsageError,
+} from "./server/cli.ts";

@@ -1,7 +1,7 @@
 /**
  * The smallest useful file system: a read-only root holding one file.
  *
- *     deno run --allow-ffi examples/hello.ts MOUNTPOINT
+ *     deno run --allow-ffi examples/hello.ts MOUNTPOINT [-d] [-o no_io_uring]
  *     cat MOUNTPOINT/hello        # Hello, World!
  *
  * Ctrl-C unmounts.
@@ -9,7 +9,7 @@
  * @module
  */
 
-import { type Attr, Errno, type FileSystem, FuseError, mount, S } from "../mod.ts";
+import { type Attr, Errno, type FileSystem, FuseError, S, serveFromCommandLine } from "../mod.ts";
 
 const ROOT = 1;
 const HELLO = 2;
@@ -52,12 +52,5 @@ export const hello: FileSystem = {
 };
 
 if (import.meta.main) {
-  const mountpoint = Deno.args[0];
-  if (!mountpoint) {
-    console.error("usage: deno run --allow-ffi examples/hello.ts MOUNTPOINT");
-    Deno.exit(2);
-  }
-  const session = await mount(hello, mountpoint, { fsname: "hello", subtype: "hello" });
-  console.log(`hello: mounted on ${session.mountpoint}; Ctrl-C to unmount`);
-  await session.closed;
+  await serveFromCommandLine(hello, "examples/hello.ts", { fsname: "hello", subtype: "hello" });
 }

@@ -198,3 +198,29 @@ mountTest(
     }
   },
 );
+
+Deno.test("hello: a bad option or mountpoint is a one-line error with the right exit code", async () => {
+  const bad = await run(
+    deno,
+    "run",
+    "--allow-ffi",
+    `${repo}examples/hello.ts`,
+    "-o",
+    "bogus",
+    "/tmp",
+  );
+  assert.equal(bad.code, 2);
+  assert.match(bad.stderr, /unknown mount option: bogus\nusage: /);
+  const missing = await run(
+    deno,
+    "run",
+    "--allow-ffi",
+    `${repo}examples/hello.ts`,
+    "/nonexistent/x",
+  );
+  assert.equal(missing.code, 1);
+  assert.equal(
+    missing.stderr.trim(),
+    "examples/hello.ts: mountpoint /nonexistent/x does not exist",
+  );
+});

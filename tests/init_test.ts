@@ -80,3 +80,35 @@ Deno.test("init: flags2 is read only when the kernel sets INIT_EXT", () => {
   assert.equal(decodeInitIn(buf, 0, InitIn.SIZE).flags, InitFlag.INIT_EXT | InitFlag.OVER_IO_URING);
   assert.equal(decodeInitIn(buf, 0, InitIn.COMPAT_SIZE).flags, InitFlag.INIT_EXT);
 });
+
+import { parseMountArgs, UsageError } from "../server/cli.ts";
+
+Deno.test("cli: -o options, -d and positionals parse like mount.fuse", () => {
+  const cli = parseMountArgs([
+    "src",
+    "-o",
+    "allow_other,default_permissions,ro,no_io_uring,max_write=131072,fsname=x",
+    "mnt",
+    "-oio_uring_q_depth=4,attr_timeout=0.5",
+    "-d",
+  ]);
+  assert.ok(cli);
+  assert.deepEqual(cli.positionals, ["src", "mnt"]);
+  const { debug, ...rest } = cli.options;
+  assert.equal(typeof debug, "function");
+  assert.deepEqual(rest, {
+    allowOther: true,
+    defaultPermissions: true,
+    readOnly: true,
+    transport: "dev",
+    maxWrite: 131072,
+    fsname: "x",
+    queueDepth: 4,
+    attrTimeout: 0.5,
+  });
+  assert.equal(parseMountArgs(["--help"]), null);
+  assert.deepEqual(parseMountArgs(["-o", "io_uring,mine=1"], ["mine"])!.extra, { mine: "1" });
+  assert.throws(() => parseMountArgs(["-o", "bogus"]), UsageError);
+  assert.throws(() => parseMountArgs(["-o", "max_write=-1"]), /positive whole number/);
+  assert.throws(() => parseMountArgs(["-x"]), /unknown flag: -x/);
+});

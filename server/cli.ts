@@ -1,0 +1,181 @@
+/**
+ * Command lines in the style of mount.fuse and libfuse's examples:
+ * positional arguments, `-o opt[,opt=value...]`, `-d` for a debug log,
+ * `-h`/`--help`. Shared by the examples so every server takes the same options.
+ *
+ * @module
+ */
+
+import type { FileSystem } from "../ops/filesystem.ts";
+import { MountError } from "./mount.ts";
+import { mount, type MountOptions, type Session } from "./session.ts";
+
+/** A parsed command line. */
+export interface MountCommandLine {
+  /** The positional arguments (e.g. SOURCE MOUNTPOINT). */
+  positionals: string[];
+  /** Mount options from `-o` and `-d`. */
+  options: MountOptions;
+  /** `-o` options the caller declared in `extra`, by name (value or `true`). */
+  extra: Record<string, string | true>;
+}
+
+/** What `-o` understands, for `--help`. */
+export const MOUNT_OPTIONS_HELP = `Options:
+  -d                      log every request and reply (libfuse's debug mode)
+  -o opt[,opt...]         mount options:
+     allow_other            let other users in
+     default_permissions    let the kernel check permissions from file modes
+     ro                     mount read-only
+     fsname=NAME            source name shown in /proc/mounts
+     subtype=NAME           type shown as fuse.NAME
+     io_uring               require FUSE-over-io_uring (fail if unavailable)
+     no_io_uring            serve over /dev/fuse only
+     io_uring_q_depth=N     ring entries per queue (default 8)
+     max_write=N            largest write request in bytes (default 1048576)
+     max_read=N             largest read request in bytes (default 1048576)
+     entry_timeout=S        seconds names are cached (default 1)
+     attr_timeout=S         seconds attributes are cached (default 1)
+  -h, --help              show this help`;
+
+/** Thrown for a bad command line; `message` says what is wrong. */
+export class UsageError extends Error {
+  /**
+   * A command-line mistake.
+   * @param message what is wrong
+   */
+  constructor(message: string) {
+    super(message);
+    this.name = "UsageError";
+  }
+}
+
+function positiveInt(name: string, value: string | undefined): number {
+  const n = Number(value);
+  if (!value || !Number.isInteger(n) || n <= 0) {
+    throw new UsageError(`-o ${name} needs a positive whole number, got ${JSON.stringify(value)}`);
+  }
+  return n;
+}
+
+function seconds(name: string, value: string | undefined): number {
+  const n = Number(value);
+  if (!value || !(n >= 0)) {
+    throw new UsageError(`-o ${name} needs a number of seconds, got ${JSON.stringify(value)}`);
+  }
+  return n;
+}
+
+/**
+ * Parse `args`. Throws {@linkcode UsageError} for an unknown or malformed
+ * option; returns `null` when help was asked for. Options named in `extra`
+ * are the caller's own (`-o source_mode=...`) and are returned unparsed.
+ */
+export function parseMountArgs(
+  args: string[],
+  extra: string[] = [],
+): MountCommandLine | null {
+  const positionals: string[] = [];
+  const options: MountOptions = {};
+  const own: Record<string, string | true> = {};
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i];
+    if (arg === "-h" || arg === "--help") return null;
+    if (arg === "-d") {
+      options.debug = (line) => console.error(line);
+      continue;
+    }
+    if (arg === "-o" || (arg.startsWith("-o") && arg.length > 2)) {
+      const list = arg === "-o" ? args[++i] : arg.slice(2);
+      if (list === undefined) throw new UsageError("-o needs a list of options");
+      for (const item of list.split(",").filter((s) => s)) {
+        const eq = item.indexOf("=");
+        const name = eq < 0 ? item : item.slice(0, eq);
+        const value = eq < 0 ? undefined : item.slice(eq + 1);
+        switch (name) {
+          case "allow_other":
+            options.allowOther = true;
+            break;
+          case "default_permissions":
+            options.defaultPermissions = true;
+            break;
+          case "ro":
+            options.readOnly = true;
+            break;
+          case "rw":
+            options.readOnly = false;
+            break;
+          case "fsname":
+          case "subtype":
+            if (!value) throw new UsageError(`-o ${name} needs a value`);
+            options[name] = value;
+            break;
+          case "io_uring":
+            options.transport = "io_uring";
+            break;
+          case "no_io_uring":
+            options.transport = "dev";
+            break;
+          case "io_uring_q_depth":
+            options.queueDepth = positiveInt(name, value);
+            break;
+          case "max_write":
+            options.maxWrite = positiveInt(name, value);
+            break;
+          case "max_read":
+            options.maxRead = positiveInt(name, value);
+            break;
+          case "entry_timeout":
+            options.entryTimeout = seconds(name, value);
+            break;
+          case "attr_timeout":
+            options.attrTimeout = seconds(name, value);
+            break;
+          default:
+            if (!extra.includes(name)) throw new UsageError(`unknown mount option: ${name}`);
+            own[name] = value ?? true;
+        }
+      }
+      continue;
+    }
+    if (arg.startsWith("-") && arg !== "-") throw new UsageError(`unknown flag: ${arg}`);
+    positionals.push(arg);
+  }
+  return { positionals, options, extra: own };
+}
+
+/**
+ * The whole `main` of a one-mountpoint server: parse `Deno.args`, mount,
+ * say where, serve until unmounted (Ctrl-C unmounts). A bad command line
+ * prints the usage and exits 2; a failed mount prints why and exits 1.
+ */
+export async function serveFromCommandLine(
+  fs: FileSystem,
+  name: string,
+  defaults: MountOptions = {},
+): Promise<void> {
+  const usage = `usage: deno run --allow-ffi ${name} MOUNTPOINT [-d] [-o opt,...]`;
+  let cli: MountCommandLine | null;
+  try {
+    cli = parseMountArgs(Deno.args);
+    if (cli && cli.positionals.length !== 1) throw new UsageError("expected one MOUNTPOINT");
+  } catch (e) {
+    console.error(`${name}: ${(e as Error).message}\n${usage}`);
+    Deno.exit(2);
+  }
+  if (!cli) {
+    console.log(`${usage}\n${MOUNT_OPTIONS_HELP}`);
+    return;
+  }
+  let session: Session;
+  try {
+    session = await mount(fs, cli.positionals[0], { ...defaults, ...cli.options });
+  } catch (e) {
+    console.error(`${name}: ${e instanceof MountError ? e.message : e}`);
+    Deno.exit(1);
+  }
+  console.log(
+    `${name}: mounted on ${session.mountpoint} over ${session.transport}; Ctrl-C to unmount`,
+  );
+  await session.closed;
+}
