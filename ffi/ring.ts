@@ -574,6 +574,25 @@ export function prepMkdirat(
   s.setUint32(at + Sqe.len, mode, true);
 }
 
+/** The (old dirfd, old path) -> (new dirfd, new path) layout renameat and linkat share. */
+function prepPathPair(
+  s: DataView,
+  at: number,
+  op: number,
+  oldDirfd: number,
+  oldPath: bigint,
+  newDirfd: number,
+  newPath: bigint,
+  flags: number,
+): void {
+  s.setUint8(at + Sqe.opcode, op);
+  s.setInt32(at + Sqe.fd, oldDirfd, true);
+  setAddr(s, at + Sqe.addr, oldPath);
+  s.setUint32(at + Sqe.len, newDirfd, true);
+  setAddr(s, at + Sqe.off, newPath);
+  s.setUint32(at + Sqe.opFlags, flags, true);
+}
+
 /** `renameat2(olddirfd, oldpath, newdirfd, newpath, flags)`. */
 export function prepRenameat(
   s: DataView,
@@ -584,12 +603,7 @@ export function prepRenameat(
   newPath: bigint,
   flags: number,
 ): void {
-  s.setUint8(at + Sqe.opcode, IORING_OP.RENAMEAT);
-  s.setInt32(at + Sqe.fd, oldDirfd, true);
-  setAddr(s, at + Sqe.addr, oldPath);
-  s.setUint32(at + Sqe.len, newDirfd, true);
-  setAddr(s, at + Sqe.off, newPath);
-  s.setUint32(at + Sqe.opFlags, flags, true);
+  prepPathPair(s, at, IORING_OP.RENAMEAT, oldDirfd, oldPath, newDirfd, newPath, flags);
 }
 
 /** `symlinkat(target, newdirfd, linkpath)`. */
@@ -616,12 +630,7 @@ export function prepLinkat(
   newPath: bigint,
   flags: number,
 ): void {
-  s.setUint8(at + Sqe.opcode, IORING_OP.LINKAT);
-  s.setInt32(at + Sqe.fd, oldDirfd, true);
-  setAddr(s, at + Sqe.addr, oldPath);
-  s.setUint32(at + Sqe.len, newDirfd, true);
-  setAddr(s, at + Sqe.off, newPath);
-  s.setUint32(at + Sqe.opFlags, flags, true);
+  prepPathPair(s, at, IORING_OP.LINKAT, oldDirfd, oldPath, newDirfd, newPath, flags);
 }
 
 /** Mark the SQE at `at` as linked to the next one (IOSQE_IO_LINK). */
