@@ -55,6 +55,7 @@ export {
   MOUNT_OPTIONS_HELP,
   type MountCommandLine,
   parseMountArgs,
+  runMain,
   serveFromCommandLine,
   UsageError,
 } from "./server/cli.ts";

@@ -10,6 +10,9 @@
  * opendir, release, releasedir and flush succeed; statfs reports an empty
  * file system).
  *
+ * Never do I/O on the mount itself from the thread that serves it: the
+ * request would wait for a reply only that same thread can send.
+ *
  * Byte views handed to a method (`data` of `write`, names already decoded)
  * point into transport buffers and are valid only until the method returns or
  * its Promise settles: copy what you keep.

@@ -145,32 +145,30 @@ export function parseMountArgs(
 }
 
 /**
- * The whole `main` of a one-mountpoint server: parse `Deno.args`, mount,
- * say where, serve until unmounted (Ctrl-C unmounts). A bad command line
- * prints the usage and exits 2; a failed mount prints why and exits 1.
+ * Run a server's `main`: parse `Deno.args`, let `start` mount, say where,
+ * and serve until unmounted (Ctrl-C unmounts). `--help` prints the usage; a
+ * bad command line ({@linkcode UsageError}) prints it and exits 2; a failed
+ * mount prints the one-line reason and exits 1.
  */
-export async function serveFromCommandLine(
-  fs: FileSystem,
+export async function runMain(
   name: string,
-  defaults: MountOptions = {},
+  args: string,
+  start: (cli: MountCommandLine) => Promise<Session>,
 ): Promise<void> {
-  const usage = `usage: deno run --allow-ffi ${name} MOUNTPOINT [-d] [-o opt,...]`;
-  let cli: MountCommandLine | null;
-  try {
-    cli = parseMountArgs(Deno.args);
-    if (cli && cli.positionals.length !== 1) throw new UsageError("expected one MOUNTPOINT");
-  } catch (e) {
-    console.error(`${name}: ${(e as Error).message}\n${usage}`);
-    Deno.exit(2);
-  }
-  if (!cli) {
-    console.log(`${usage}\n${MOUNT_OPTIONS_HELP}`);
-    return;
-  }
+  const usage = `usage: deno run --allow-ffi ${name} ${args} [-d] [-o opt,...]`;
   let session: Session;
   try {
-    session = await mount(fs, cli.positionals[0], { ...defaults, ...cli.options });
+    const cli = parseMountArgs(Deno.args);
+    if (!cli) {
+      console.log(`${usage}\n${MOUNT_OPTIONS_HELP}`);
+      return;
+    }
+    session = await start(cli);
   } catch (e) {
+    if (e instanceof UsageError) {
+      console.error(`${name}: ${e.message}\n${usage}`);
+      Deno.exit(2);
+    }
     console.error(`${name}: ${e instanceof MountError ? e.message : e}`);
     Deno.exit(1);
   }
@@ -178,4 +176,16 @@ export async function serveFromCommandLine(
     `${name}: mounted on ${session.mountpoint} over ${session.transport}; Ctrl-C to unmount`,
   );
   await session.closed;
+}
+
+/** `main` of a server with one MOUNTPOINT argument, mounting `fs` with `defaults`. */
+export function serveFromCommandLine(
+  fs: FileSystem,
+  name: string,
+  defaults: MountOptions = {},
+): Promise<void> {
+  return runMain(name, "MOUNTPOINT", (cli) => {
+    if (cli.positionals.length !== 1) throw new UsageError("expected one MOUNTPOINT");
+    return mount(fs, cli.positionals[0], { ...defaults, ...cli.options });
+  });
 }

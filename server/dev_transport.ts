@@ -15,7 +15,7 @@
 import { Errno, SystemError } from "../ffi/errno.ts";
 import { errno, libc } from "../ffi/libc.ts";
 import { PinnedRegion } from "../ffi/memory.ts";
-import { InHeader, Opcode, OutHeader } from "../ops/abi.ts";
+import { InHeader, Opcode, OutHeader, WriteIn } from "../ops/abi.ts";
 import type { Dispatcher } from "../ops/dispatch.ts";
 import type { Exchange } from "../ops/exchange.ts";
 import { setU64 } from "../ops/codec.ts";
@@ -37,6 +37,20 @@ export interface TransportCounters {
   fdWrites: number;
 }
 
+/**
+ * Where things sit in a slot. Request and reply data both start on a page
+ * boundary (DATA), so a backing fd opened with O_DIRECT can read into and
+ * write from the slot: a request is read in at DATA - REQUEST_HEAD (its
+ * header and write_in end exactly at DATA), and a reply goes out with writev
+ * as the out header (at REPLY_HEADER) and the payload at DATA.
+ */
+const SLOT = {
+  REPLY_HEADER: 0,
+  IOVECS: 64,
+  DATA: 4096,
+  REQUEST_HEAD: InHeader.SIZE + WriteIn.SIZE,
+} as const;
+
 /** One request slot: a piece of pinned memory, and the Exchange over it. */
 class DevSlot implements Exchange {
   header: DataView;
@@ -51,9 +65,12 @@ class DevSlot implements Exchange {
   readonly outBytes: Uint8Array;
   readonly outOffset: number;
   readonly outCapacity: number;
-  readonly pointer: Deno.PointerObject;
-  readonly size: number;
-  readonly bigSize: bigint;
+  /** Where a request is read in, and how much room it has. */
+  readonly readPointer: Deno.PointerObject;
+  readonly readSize: bigint;
+  readonly #base: number;
+  readonly #region: PinnedRegion;
+  readonly #iovecs: Deno.PointerObject;
   #transport: DevTransport;
 
   constructor(
@@ -63,23 +80,32 @@ class DevSlot implements Exchange {
     size: number,
   ) {
     this.#transport = transport;
+    this.#region = region;
+    this.#base = base;
     this.header = this.arg = this.out = region.view;
     this.data = this.outBytes = region.bytes;
-    this.headerOffset = base;
-    this.outOffset = base + OutHeader.SIZE;
-    this.outCapacity = size - OutHeader.SIZE;
-    this.pointer = region.at(base);
-    this.size = size;
-    this.bigSize = BigInt(size);
+    this.headerOffset = base + SLOT.DATA - SLOT.REQUEST_HEAD;
+    this.readPointer = region.at(this.headerOffset);
+    this.readSize = BigInt(size - (SLOT.DATA - SLOT.REQUEST_HEAD));
+    this.outOffset = base + SLOT.DATA;
+    this.outCapacity = size - SLOT.DATA;
+    // iovec[0]: the out header; iovec[1]: the payload (its length set per reply).
+    const v = region.view;
+    const iov = base + SLOT.IOVECS;
+    v.setBigUint64(iov, region.address + BigInt(base + SLOT.REPLY_HEADER), true);
+    v.setBigUint64(iov + 8, BigInt(OutHeader.SIZE), true);
+    v.setBigUint64(iov + 16, region.address + BigInt(base + SLOT.DATA), true);
+    this.#iovecs = region.at(iov);
   }
 
   reply(unique: number, error: number, length: number): void {
     const v = this.out;
-    const o = this.headerOffset;
+    const o = this.#base + SLOT.REPLY_HEADER;
     v.setUint32(o + OutHeader.len, OutHeader.SIZE + length, true);
     v.setInt32(o + OutHeader.error, error, true);
     setU64(v, o + OutHeader.unique, unique);
-    this.#transport.send(this, OutHeader.SIZE + length);
+    v.setBigUint64(this.#base + SLOT.IOVECS + 24, BigInt(length), true);
+    this.#transport.send(this, this.#iovecs);
   }
 
   replyFromFd(
@@ -88,17 +114,14 @@ class DevSlot implements Exchange {
     offset: number,
     length: number,
   ): void {
-    const n = libc.pread64(fd, this.#transport.outPointer(this), BigInt(length), BigInt(offset));
+    const n = libc.pread64(fd, this.#region.at(this.outOffset), BigInt(length), BigInt(offset));
     if (n < 0) throw new SystemError("pread", errno(), `fd ${fd}`);
     this.#transport.counters.fdReads++;
     this.reply(unique, 0, n);
   }
 
   writeDataToFd(fd: number, offset: number): number {
-    const ptr = Deno.UnsafePointer.offset(
-      this.pointer,
-      this.dataOffset - this.headerOffset,
-    );
+    const ptr = this.#region.at(this.dataOffset);
     const n = libc.pwrite64(fd, ptr, BigInt(this.dataLength), BigInt(offset));
     if (n < 0) throw new SystemError("pwrite", errno(), `fd ${fd}`);
     this.#transport.counters.fdWrites++;
@@ -161,7 +184,7 @@ export class DevTransport {
       while (!this.#stopped) {
         const slot = this.#free.pop() ?? await this.#waitForSlot();
         if (slot === null) break;
-        const n = libc.read(this.#fd, slot.pointer, slot.bigSize);
+        const n = libc.read(this.#fd, slot.readPointer, slot.readSize);
         if (n < 0) {
           const e = errno();
           this.#free.push(slot);
@@ -230,24 +253,19 @@ export class DevTransport {
     this.#dispatcher.dispatch(slot);
   }
 
-  /** Write a reply held in `slot` and free the slot. */
-  send(slot: DevSlot, length: number): void {
-    const n = libc.write(this.#fd, slot.pointer, BigInt(length));
+  /** Write the reply described by the slot's two iovecs, and free the slot. */
+  send(slot: DevSlot, iovecs: Deno.PointerObject): void {
+    const n = libc.writev(this.#fd, iovecs, 2);
     if (n < 0) {
       const e = errno();
       // ENOENT: the request was interrupted or aborted; nobody waits for it.
       if (e !== Errno.ENOENT && e !== Errno.ENODEV && e !== Errno.ECONNABORTED) {
-        console.error(new SystemError("write", e, "/dev/fuse").message);
+        console.error(new SystemError("writev", e, "/dev/fuse").message);
       }
     } else {
       this.counters.replies++;
     }
     this.release(slot);
-  }
-
-  /** The address of a slot's reply payload. */
-  outPointer(slot: DevSlot): Deno.PointerObject {
-    return Deno.UnsafePointer.offset(slot.pointer, OutHeader.SIZE)!;
   }
 
   /** Return a slot to the free list. */

@@ -149,7 +149,7 @@ export async function mount(
   const fd = openFuseDevice();
   let dev: DevTransport;
   try {
-    // Room for the largest write plus its headers, or the largest reply.
+    // A page for headers, then the largest write or reply, page-aligned.
     const slotSize = Math.max(maxWrite, maxRead) + 4096;
     dev = new DevTransport(fd, dispatcher, options.maxInFlight ?? 16, slotSize);
   } catch (e) {

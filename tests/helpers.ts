@@ -71,17 +71,29 @@ export function isMounted(path: string): boolean {
 }
 
 /**
- * Make sure nothing stays mounted at `path`: abort our own connection (found
- * through `mountpoint -d`, never another mount's) and detach it.
+ * The FUSE connection number of the mount at `path`, from /proc/self/mountinfo
+ * (never from stat(2), which would block on a connection whose server is stuck).
+ */
+export function connectionOf(path: string): string | null {
+  for (const line of readSmallFile("/proc/self/mountinfo").split("\n")) {
+    const f = line.split(" ");
+    if (f[4] === path && /^fuse/.test(line.split(" - ")[1] ?? "")) return f[2].split(":")[1];
+  }
+  return null;
+}
+
+/**
+ * Make sure nothing stays mounted at `path`: abort our own connection (by its
+ * number from mountinfo, never another mount's) and detach it.
  */
 export async function forceUnmount(path: string): Promise<void> {
   if (!isMounted(path)) return;
-  const dev = (await run("mountpoint", "-d", path)).stdout.trim(); // "0:N"
-  const minor = dev.split(":")[1];
+  const minor = connectionOf(path);
   if (minor) {
     const conns = "/sys/fs/fuse/connections";
-    const ok = await Deno.stat(`${conns}/${minor}`).then(() => true, () => false);
-    if (!ok) await run("mount", "-t", "fusectl", "none", conns);
+    if (readSmallFile("/proc/self/mounts").indexOf(` ${conns} fusectl `) < 0) {
+      await run("mount", "-t", "fusectl", "none", conns);
+    }
     await Deno.writeTextFile(`${conns}/${minor}/abort`, "1").catch(() => {});
   }
   await run("umount", "-l", path);

@@ -1,0 +1,639 @@
+/**
+ * A passthrough file system: mounts SOURCE at MOUNTPOINT and forwards every
+ * operation to it, in the manner of libfuse's passthrough_hp.
+ *
+ *     deno run --allow-ffi examples/passthrough.ts [SOURCE] MOUNTPOINT [-d] [-o opts]
+ *
+ * Without SOURCE it serves /tmp/denofuse-source (created if missing).
+ * default_permissions is on, as in passthrough_hp: the kernel checks access
+ * from the modes the server reports.
+ *
+ * How it stays correct and safe:
+ * - A node id names a held `O_PATH | O_NOFOLLOW` fd of the backing object,
+ *   keyed by (dev, ino), with the kernel's lookup count; FORGET releases it.
+ *   There are no path strings, so renames and hard links need no bookkeeping,
+ *   and node ids are never reused.
+ * - Every backing call is relative to a held fd: `*at()` on the parent's fd
+ *   with the plain name, or `/proc/self/fd/N`, which the kernel resolves to the
+ *   inode itself rather than walking a path. Nothing follows a symlink on the
+ *   server side, and `..` at the root stays at the root.
+ * - Reads and writes answer with the open fd (FdSource / FdSink), so on the
+ *   io_uring transport data moves by READ_FIXED / WRITE_FIXED.
+ * - Objects created for a caller belong to the caller: when running as root
+ *   the creating calls run under the caller's fsuid/fsgid.
+ *
+ * @module
+ */
+
+import {
+  Errno,
+  type FileSystem,
+  FuseError,
+  mount,
+  type RequestContext,
+  runMain,
+  S,
+  UsageError,
+} from "../mod.ts";
+import { checkMountpoint, realPath, statMode } from "../server/mount.ts";
+import type { Attr, Entry, OpenReply, SetAttr, StatFs } from "../mod.ts";
+import { AT, check, check64, close, cstr, libc, O } from "../ffi/libc.ts";
+import { SystemError } from "../ffi/errno.ts";
+
+const STATX_BASIC_STATS = 0x7ff;
+const NOFOLLOW_EMPTY = AT.EMPTY_PATH | AT.SYMLINK_NOFOLLOW;
+const UTIME_NOW = (1 << 30) - 1;
+const UTIME_OMIT = (1 << 30) - 2;
+const XATTR_SIZE_MAX = 65536;
+const decoder = new TextDecoder();
+const EMPTY = cstr("");
+
+/** One backing object the kernel knows: a held O_PATH fd and its lookup count. */
+interface Inode {
+  fd: number;
+  key: string;
+  nlookup: number;
+  isSymlink: boolean;
+}
+
+/** An open directory: a snapshot of its entries, served by index. */
+interface DirHandle {
+  fd: number;
+  entries: { name: string; ino: number; type: number }[] | null;
+}
+
+/** Attributes of `fd` (an O_PATH fd is fine) from statx. */
+function statFd(fd: number, buf: Uint8Array<ArrayBuffer>): Attr {
+  check(libc.statx(fd, EMPTY, NOFOLLOW_EMPTY, STATX_BASIC_STATS, buf), "statx");
+  return attrFromStatx(new DataView(buf.buffer));
+}
+
+/** A `struct statx` as FUSE attributes. */
+export function attrFromStatx(v: DataView): Attr {
+  const rdevMajor = v.getUint32(128, true);
+  const rdevMinor = v.getUint32(132, true);
+  return {
+    ino: Number(v.getBigUint64(32, true)),
+    mode: v.getUint16(28, true),
+    nlink: v.getUint32(16, true),
+    uid: v.getUint32(20, true),
+    gid: v.getUint32(24, true),
+    // The kernel's 32-bit device encoding (new_encode_dev).
+    rdev: (rdevMinor & 0xff) | (rdevMajor << 8) | ((rdevMinor & ~0xff) << 12),
+    size: Number(v.getBigUint64(40, true)),
+    blocks: Number(v.getBigUint64(48, true)),
+    blksize: v.getUint32(4, true),
+    atimeSec: Number(v.getBigInt64(64, true)),
+    atimeNsec: v.getUint32(72, true),
+    mtimeSec: Number(v.getBigInt64(112, true)),
+    mtimeNsec: v.getUint32(120, true),
+    ctimeSec: Number(v.getBigInt64(96, true)),
+    ctimeNsec: v.getUint32(104, true),
+  };
+}
+
+/** glibc's dev_t for the kernel's 32-bit encoding. */
+function devT(rdev: number): bigint {
+  const major = BigInt((rdev >>> 8) & 0xfff);
+  const minor = BigInt((rdev & 0xff) | ((rdev >>> 12) & 0xfff00));
+  return ((major & 0xfffn) << 8n) | (minor & 0xffn) | ((minor & ~0xffn) << 12n);
+}
+
+function procPath(fd: number): Uint8Array<ArrayBuffer> {
+  return cstr(`/proc/self/fd/${fd}`);
+}
+
+/** A name the kernel sent must be one path component. */
+function component(name: string): Uint8Array<ArrayBuffer> {
+  if (name.length === 0 || name.includes("/")) throw new FuseError(Errno.EINVAL);
+  return cstr(name);
+}
+
+/** The passthrough file system over the directory open at `rootFd`. */
+export class Passthrough implements FileSystem {
+  #inodes = new Map<number, Inode>();
+  #byKey = new Map<string, number>();
+  #nextId = 2;
+  #dirs = new Map<number, DirHandle>();
+  #nextDir = 1;
+  #stat = new Uint8Array(256);
+  #asRoot = libc.geteuid() === 0;
+
+  /** Serve the directory `source` (its fd is held for the mount's life). */
+  constructor(source: string) {
+    const fd = check(
+      libc.open(cstr(source), O.PATH | O.DIRECTORY | O.CLOEXEC, 0),
+      "open",
+      source,
+    );
+    const key = this.#keyOf(fd);
+    this.#inodes.set(1, { fd, key, nlookup: 1, isSymlink: false });
+    this.#byKey.set(key, 1);
+  }
+
+  /** Number of backing objects held (for tests: FORGET must bring it down). */
+  get heldInodes(): number {
+    return this.#inodes.size;
+  }
+
+  #keyOf(fd: number): string {
+    check(libc.statx(fd, EMPTY, NOFOLLOW_EMPTY, 0x100, /* STATX_INO */ this.#stat), "statx");
+    const v = new DataView(this.#stat.buffer);
+    return `${v.getUint32(136, true)}:${v.getUint32(140, true)}:${v.getBigUint64(32, true)}`;
+  }
+
+  #inode(nodeId: number): Inode {
+    const inode = this.#inodes.get(nodeId);
+    if (!inode) throw new FuseError(Errno.ESTALE);
+    return inode;
+  }
+
+  /** Run `fn` with the caller's fsuid/fsgid, so that what it creates is theirs. */
+  #asCaller<T>(ctx: RequestContext, fn: () => T): T {
+    if (!this.#asRoot) return fn();
+    libc.setfsgid(ctx.gid);
+    libc.setfsuid(ctx.uid);
+    try {
+      return fn();
+    } finally {
+      libc.setfsuid(0);
+      libc.setfsgid(0);
+    }
+  }
+
+  /** Look `name` up in `parent` and count one lookup of the result. */
+  #lookup(parent: number, name: string): Entry {
+    const dir = this.#inode(parent);
+    if (name === "." || (name === ".." && parent === 1)) return this.#entryFor(parent, dir.fd);
+    const fd = check(
+      libc.openat(dir.fd, component(name), O.PATH | O.NOFOLLOW | O.CLOEXEC, 0),
+      "openat",
+    );
+    const attr = statFd(fd, this.#stat);
+    const v = new DataView(this.#stat.buffer);
+    const key = `${v.getUint32(136, true)}:${v.getUint32(140, true)}:${attr.ino}`;
+    const known = this.#byKey.get(key);
+    if (known !== undefined) {
+      close(fd);
+      const inode = this.#inodes.get(known)!;
+      inode.nlookup++;
+      return { nodeId: known, attr };
+    }
+    const nodeId = this.#nextId++;
+    this.#inodes.set(nodeId, {
+      fd,
+      key,
+      nlookup: 1,
+      isSymlink: (attr.mode & S.IFMT) === S.IFLNK,
+    });
+    this.#byKey.set(key, nodeId);
+    return { nodeId, attr };
+  }
+
+  #entryFor(nodeId: number, fd: number): Entry {
+    const inode = this.#inodes.get(nodeId)!;
+    inode.nlookup++;
+    return { nodeId, attr: statFd(fd, this.#stat) };
+  }
+
+  lookup(_ctx: RequestContext, parent: number, name: string): Entry {
+    return this.#lookup(parent, name);
+  }
+
+  forget(nodeId: number, nlookup: number): void {
+    const inode = this.#inodes.get(nodeId);
+    if (!inode || nodeId === 1) return;
+    inode.nlookup -= nlookup;
+    if (inode.nlookup <= 0) {
+      close(inode.fd);
+      this.#inodes.delete(nodeId);
+      this.#byKey.delete(inode.key);
+    }
+  }
+
+  getattr(_ctx: RequestContext, nodeId: number): Attr {
+    return statFd(this.#inode(nodeId).fd, this.#stat);
+  }
+
+  setattr(_ctx: RequestContext, nodeId: number, c: SetAttr): Attr {
+    const inode = this.#inode(nodeId);
+    const path = procPath(inode.fd);
+    if (c.mode !== undefined) {
+      if (c.fh !== undefined) check(libc.fchmod(c.fh, c.mode & 0o7777), "fchmod");
+      else check(libc.fchmodat(AT.FDCWD, path, c.mode & 0o7777, 0), "fchmodat");
+    }
+    if (c.uid !== undefined || c.gid !== undefined) {
+      check(
+        libc.fchownat(inode.fd, EMPTY, c.uid ?? 0xffffffff, c.gid ?? 0xffffffff, NOFOLLOW_EMPTY),
+        "fchownat",
+      );
+    }
+    if (c.size !== undefined) {
+      if (c.fh !== undefined) check(libc.ftruncate(c.fh, BigInt(c.size)), "ftruncate");
+      else {
+        const fd = check(libc.open(path, O.WRONLY | O.CLOEXEC, 0), "open");
+        try {
+          check(libc.ftruncate(fd, BigInt(c.size)), "ftruncate");
+        } finally {
+          close(fd);
+        }
+      }
+    }
+    if (c.atime !== undefined || c.mtime !== undefined) {
+      const ts = new Uint8Array(32);
+      const v = new DataView(ts.buffer);
+      const put = (o: number, t: SetAttr["atime"]) => {
+        if (t === undefined) v.setBigInt64(o + 8, BigInt(UTIME_OMIT), true);
+        else if (t === "now") v.setBigInt64(o + 8, BigInt(UTIME_NOW), true);
+        else {
+          v.setBigInt64(o, BigInt(t.sec), true);
+          v.setBigInt64(o + 8, BigInt(t.nsec), true);
+        }
+      };
+      put(0, c.atime);
+      put(16, c.mtime);
+      if (c.fh !== undefined) check(libc.futimens(c.fh, ts), "futimens");
+      else if (inode.isSymlink) throw new FuseError(Errno.EPERM);
+      else check(libc.utimensat(AT.FDCWD, path, ts, 0), "utimensat");
+    }
+    return statFd(inode.fd, this.#stat);
+  }
+
+  readlink(_ctx: RequestContext, nodeId: number): Uint8Array {
+    const buf = new Uint8Array(4096);
+    const n = check64(libc.readlinkat(this.#inode(nodeId).fd, EMPTY, buf, 4096n), "readlinkat");
+    return buf.slice(0, n);
+  }
+
+  mknod(
+    ctx: RequestContext,
+    parent: number,
+    name: string,
+    mode: number,
+    rdev: number,
+  ): Entry {
+    const dir = this.#inode(parent);
+    this.#asCaller(
+      ctx,
+      () => check(libc.mknodat(dir.fd, component(name), mode, devT(rdev)), "mknodat"),
+    );
+    return this.#lookup(parent, name);
+  }
+
+  mkdir(ctx: RequestContext, parent: number, name: string, mode: number): Entry {
+    const dir = this.#inode(parent);
+    this.#asCaller(ctx, () => check(libc.mkdirat(dir.fd, component(name), mode), "mkdirat"));
+    return this.#lookup(parent, name);
+  }
+
+  symlink(ctx: RequestContext, parent: number, name: string, target: string): Entry {
+    const dir = this.#inode(parent);
+    this.#asCaller(
+      ctx,
+      () => check(libc.symlinkat(cstr(target), dir.fd, component(name)), "symlinkat"),
+    );
+    return this.#lookup(parent, name);
+  }
+
+  link(_ctx: RequestContext, nodeId: number, newParent: number, newName: string): Entry {
+    const inode = this.#inode(nodeId);
+    const dir = this.#inode(newParent);
+    // AT_EMPTY_PATH on an O_PATH fd links the inode itself (needs CAP_DAC_READ_SEARCH,
+    // which root has); otherwise go through /proc, which also resolves the inode.
+    const ok = libc.linkat(inode.fd, EMPTY, dir.fd, component(newName), AT.EMPTY_PATH) === 0;
+    if (!ok) {
+      check(
+        libc.linkat(AT.FDCWD, procPath(inode.fd), dir.fd, component(newName), AT.SYMLINK_FOLLOW),
+        "linkat",
+      );
+    }
+    return this.#lookup(newParent, newName);
+  }
+
+  unlink(_ctx: RequestContext, parent: number, name: string): void {
+    check(libc.unlinkat(this.#inode(parent).fd, component(name), 0), "unlinkat");
+  }
+
+  rmdir(_ctx: RequestContext, parent: number, name: string): void {
+    check(libc.unlinkat(this.#inode(parent).fd, component(name), AT.REMOVEDIR), "unlinkat");
+  }
+
+  rename(
+    _ctx: RequestContext,
+    parent: number,
+    name: string,
+    newParent: number,
+    newName: string,
+    flags: number,
+  ): void {
+    check(
+      libc.renameat2(
+        this.#inode(parent).fd,
+        component(name),
+        this.#inode(newParent).fd,
+        component(newName),
+        flags,
+      ),
+      "renameat2",
+    );
+  }
+
+  open(_ctx: RequestContext, nodeId: number, flags: number): OpenReply {
+    const inode = this.#inode(nodeId);
+    // O_NOFOLLOW would refuse the /proc magic link itself; the kernel never
+    // opens a symlink node (it follows client-side), so this stays safe.
+    const clean = (flags & ~(O.CREAT | O.EXCL | O.NOCTTY | O.NOFOLLOW)) | O.CLOEXEC;
+    const fd = check(libc.open(procPath(inode.fd), clean, 0), "open");
+    return { fh: fd, parallelDirectWrites: true };
+  }
+
+  create(
+    ctx: RequestContext,
+    parent: number,
+    name: string,
+    mode: number,
+    flags: number,
+  ): { entry: Entry; fh: number; parallelDirectWrites: boolean } {
+    const dir = this.#inode(parent);
+    const fd = this.#asCaller(ctx, () =>
+      check(
+        libc.openat(dir.fd, component(name), flags | O.CREAT | O.NOFOLLOW | O.CLOEXEC, mode),
+        "openat",
+      ));
+    try {
+      return { entry: this.#lookup(parent, name), fh: fd, parallelDirectWrites: true };
+    } catch (e) {
+      close(fd);
+      throw e;
+    }
+  }
+
+  read(_ctx: RequestContext, _nodeId: number, fh: number, offset: number, size: number) {
+    return { fd: fh, offset, length: size };
+  }
+
+  write(_ctx: RequestContext, _nodeId: number, fh: number, offset: number) {
+    return { fd: fh, offset };
+  }
+
+  flush(_ctx: RequestContext, _nodeId: number, fh: number): void {
+    // close() of a duplicate drops the POSIX locks the caller held, as close(2) would.
+    check(libc.close(check(libc.dup(fh), "dup")), "close");
+  }
+
+  release(_ctx: RequestContext, _nodeId: number, fh: number): void {
+    close(fh);
+  }
+
+  fsync(_ctx: RequestContext, _nodeId: number, fh: number, datasync: boolean): void {
+    check(datasync ? libc.fdatasync(fh) : libc.fsync(fh), datasync ? "fdatasync" : "fsync");
+  }
+
+  opendir(_ctx: RequestContext, nodeId: number): OpenReply {
+    const fd = check(
+      libc.open(procPath(this.#inode(nodeId).fd), O.RDONLY | O.DIRECTORY | O.CLOEXEC, 0),
+      "open",
+    );
+    const fh = this.#nextDir++;
+    this.#dirs.set(fh, { fd, entries: null });
+    return { fh };
+  }
+
+  /** The directory's entries, read once per pass from offset 0 (getdents64). */
+  #entries(fh: number, offset: number): { name: string; ino: number; type: number }[] {
+    const dir = this.#dirs.get(fh);
+    if (!dir) throw new FuseError(Errno.EBADF);
+    if (dir.entries && offset !== 0) return dir.entries;
+    check64(libc.lseek(dir.fd, 0n, 0), "lseek");
+    const entries: { name: string; ino: number; type: number }[] = [];
+    const buf = new Uint8Array(65536);
+    const view = new DataView(buf.buffer);
+    const ptr = Deno.UnsafePointer.of(buf);
+    for (;;) {
+      const n = check(libc.getdents64(dir.fd, ptr, BigInt(buf.length)), "getdents64");
+      if (n === 0) break;
+      for (let at = 0; at < n;) {
+        const reclen = view.getUint16(at + 16, true);
+        const end = buf.indexOf(0, at + 19);
+        entries.push({
+          ino: Number(view.getBigUint64(at, true)),
+          type: buf[at + 18] << 12,
+          name: decoder.decode(buf.subarray(at + 19, end)),
+        });
+        at += reclen;
+      }
+    }
+    dir.entries = entries;
+    return entries;
+  }
+
+  readdir(
+    _ctx: RequestContext,
+    _nodeId: number,
+    fh: number,
+    offset: number,
+    list: { add(name: string, ino: number, mode: number, offset: number): boolean },
+  ): void {
+    const entries = this.#entries(fh, offset);
+    for (let i = offset; i < entries.length; i++) {
+      const e = entries[i];
+      if (!list.add(e.name, e.ino, e.type, i + 1)) break;
+    }
+  }
+
+  readdirplus(
+    _ctx: RequestContext,
+    nodeId: number,
+    fh: number,
+    offset: number,
+    list: { add(name: string, entry: Entry, offset: number): boolean },
+  ): void {
+    const entries = this.#entries(fh, offset);
+    for (let i = offset; i < entries.length; i++) {
+      const e = entries[i];
+      if (e.name === "." || e.name === "..") {
+        // No lookup count for these: node id 0 tells the kernel so.
+        if (!list.add(e.name, { nodeId: 0, attr: { ino: e.ino, mode: e.type } }, i + 1)) break;
+        continue;
+      }
+      let entry: Entry;
+      try {
+        entry = this.#lookup(nodeId, e.name);
+      } catch (err) {
+        if (err instanceof SystemError && err.errno === Errno.ENOENT) continue; // removed since
+        throw err;
+      }
+      if (!list.add(e.name, entry, i + 1)) {
+        this.forget(entry.nodeId, 1); // not sent: the kernel will not count it
+        break;
+      }
+    }
+  }
+
+  releasedir(_ctx: RequestContext, _nodeId: number, fh: number): void {
+    const dir = this.#dirs.get(fh);
+    if (!dir) return;
+    close(dir.fd);
+    this.#dirs.delete(fh);
+  }
+
+  fsyncdir(_ctx: RequestContext, _nodeId: number, fh: number, datasync: boolean): void {
+    const dir = this.#dirs.get(fh);
+    if (!dir) throw new FuseError(Errno.EBADF);
+    check(datasync ? libc.fdatasync(dir.fd) : libc.fsync(dir.fd), "fsync");
+  }
+
+  statfs(_ctx: RequestContext, nodeId: number): StatFs {
+    const buf = new Uint8Array(120);
+    check(libc.fstatfs(this.#inode(nodeId).fd, buf), "fstatfs");
+    const v = new DataView(buf.buffer);
+    const n = (o: number) => Number(v.getBigUint64(o, true));
+    return {
+      bsize: n(8),
+      blocks: n(16),
+      bfree: n(24),
+      bavail: n(32),
+      files: n(40),
+      ffree: n(48),
+      namelen: n(64),
+      frsize: n(72),
+    };
+  }
+
+  #xattrPath(nodeId: number): Uint8Array<ArrayBuffer> {
+    const inode = this.#inode(nodeId);
+    // Extended attributes of a symlink cannot be reached through /proc
+    // without following it, and user.* ones are not allowed on symlinks.
+    if (inode.isSymlink) throw new FuseError(Errno.EOPNOTSUPP);
+    return procPath(inode.fd);
+  }
+
+  setxattr(
+    _ctx: RequestContext,
+    nodeId: number,
+    name: string,
+    value: Uint8Array,
+    flags: number,
+  ): void {
+    const v = new Uint8Array(value);
+    check(
+      libc.setxattr(this.#xattrPath(nodeId), cstr(name), v, BigInt(v.length), flags),
+      "setxattr",
+    );
+  }
+
+  getxattr(_ctx: RequestContext, nodeId: number, name: string): Uint8Array {
+    const buf = new Uint8Array(XATTR_SIZE_MAX);
+    const n = check64(
+      libc.getxattr(this.#xattrPath(nodeId), cstr(name), buf, BigInt(buf.length)),
+      "getxattr",
+    );
+    return buf.slice(0, n);
+  }
+
+  listxattr(_ctx: RequestContext, nodeId: number): string[] {
+    const buf = new Uint8Array(XATTR_SIZE_MAX);
+    const n = check64(
+      libc.listxattr(this.#xattrPath(nodeId), buf, BigInt(buf.length)),
+      "listxattr",
+    );
+    return n === 0 ? [] : decoder.decode(buf.subarray(0, n - 1)).split("\0");
+  }
+
+  removexattr(_ctx: RequestContext, nodeId: number, name: string): void {
+    check(libc.removexattr(this.#xattrPath(nodeId), cstr(name)), "removexattr");
+  }
+
+  fallocate(
+    _ctx: RequestContext,
+    _nodeId: number,
+    fh: number,
+    offset: number,
+    length: number,
+    mode: number,
+  ): void {
+    check(libc.fallocate(fh, mode, BigInt(offset), BigInt(length)), "fallocate");
+  }
+
+  lseek(_ctx: RequestContext, _nodeId: number, fh: number, offset: number, whence: number): number {
+    return check64(libc.lseek(fh, BigInt(offset), whence), "lseek");
+  }
+
+  copyFileRange(
+    _ctx: RequestContext,
+    _nodeIn: number,
+    fhIn: number,
+    offIn: number,
+    _nodeOut: number,
+    fhOut: number,
+    offOut: number,
+    length: number,
+    flags: number,
+  ): number {
+    const a = new BigInt64Array([BigInt(offIn)]);
+    const b = new BigInt64Array([BigInt(offOut)]);
+    return check64(
+      libc.copy_file_range(
+        fhIn,
+        new Uint8Array(a.buffer),
+        fhOut,
+        new Uint8Array(b.buffer),
+        BigInt(length),
+        flags,
+      ),
+      "copy_file_range",
+    );
+  }
+
+  destroy(): void {
+    for (const [, inode] of this.#inodes) close(inode.fd);
+    for (const [, dir] of this.#dirs) close(dir.fd);
+    this.#inodes.clear();
+    this.#dirs.clear();
+  }
+}
+
+/** The source served when the command line names only a mountpoint. */
+export const DEFAULT_SOURCE = "/tmp/denofuse-source";
+
+/**
+ * Check SOURCE and MOUNTPOINT for the CLI: both directories, and the
+ * mountpoint not inside the source (the mount would then contain itself).
+ */
+export function checkSourceAndMountpoint(source: string, mountpoint: string): void {
+  let src: string;
+  try {
+    src = realPath(source);
+    if ((statMode(src) & S.IFMT) !== S.IFDIR) {
+      throw new UsageError(`source ${source} is not a directory`);
+    }
+  } catch (e) {
+    if (e instanceof UsageError) throw e;
+    throw new UsageError(`source ${source}: ${(e as Error).message}`);
+  }
+  const mnt = checkMountpoint(mountpoint);
+  if (mnt === src || mnt.startsWith(src.endsWith("/") ? src : src + "/")) {
+    throw new UsageError(`mountpoint ${mountpoint} is inside the source ${source}`);
+  }
+}
+
+if (import.meta.main) {
+  await runMain("examples/passthrough.ts", "[SOURCE] MOUNTPOINT", async (cli) => {
+    if (cli.positionals.length < 1 || cli.positionals.length > 2) {
+      throw new UsageError("expected [SOURCE] MOUNTPOINT");
+    }
+    const [source, mountpoint] = cli.positionals.length === 2
+      ? cli.positionals
+      : [DEFAULT_SOURCE, cli.positionals[0]];
+    if (source === DEFAULT_SOURCE) libc.mkdirat(AT.FDCWD, cstr(source), 0o755);
+    checkSourceAndMountpoint(source, mountpoint);
+    const fs = new Passthrough(source);
+    return await mount(fs, mountpoint, {
+      fsname: source,
+      subtype: "passthrough",
+      defaultPermissions: true,
+      atomicOTrunc: true,
+      ...cli.options,
+    });
+  });
+}
