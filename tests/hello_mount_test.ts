@@ -4,7 +4,16 @@
 import assert from "node:assert/strict";
 import { hello } from "../examples/hello.ts";
 import { mount, MountError, type Session } from "../mod.ts";
-import { isMounted, mountTest, run, tempMountpoint, transportTest, waitFor } from "./helpers.ts";
+import {
+  isMounted,
+  mountTest,
+  reap,
+  run,
+  startServer,
+  tempMountpoint,
+  transportTest,
+  waitFor,
+} from "./helpers.ts";
 
 const repo = new URL("..", import.meta.url).pathname;
 const deno = Deno.execPath();
@@ -98,32 +107,6 @@ transportTest("hello: the event loop keeps running while requests flow", async (
     await cleanup();
   }
 });
-
-/** Start a hello server process; resolves when it says it is mounted. */
-async function startServer(args: string[]) {
-  const child = new Deno.Command(deno, {
-    args: ["run", "--allow-ffi", ...args],
-    cwd: repo,
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-  let out = "";
-  while (!out.includes("mounted on")) {
-    const { value, done } = await reader.read();
-    if (done) throw new Error(`server exited early: ${out}`);
-    out += value;
-  }
-  reader.releaseLock();
-  return { child, out };
-}
-
-async function reap(child: Deno.ChildProcess): Promise<Deno.CommandStatus> {
-  const status = await child.status;
-  await child.stderr.cancel().catch(() => {});
-  await child.stdout.cancel().catch(() => {});
-  return status;
-}
 
 mountTest(
   "hello: the example runs with --allow-ffi only; SIGINT unmounts and exits 0",

@@ -147,3 +147,36 @@ export function transportTest(
     mountTest(`${name} [${transport}]`, () => fn(transport), timeoutMs);
   }
 }
+
+/**
+ * Start a server as a user would (`deno run --allow-ffi ARGS...`, from the
+ * repository root); resolves with the process and what it printed once it
+ * says it is mounted.
+ */
+export async function startServer(
+  args: string[],
+): Promise<{ child: Deno.ChildProcess; out: string }> {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "--allow-ffi", ...args],
+    cwd: new URL("..", import.meta.url).pathname,
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let out = "";
+  while (!out.includes("mounted on")) {
+    const { value, done } = await reader.read();
+    if (done) throw new Error(`server exited early: ${out}`);
+    out += value;
+  }
+  reader.releaseLock();
+  return { child, out };
+}
+
+/** Wait for a server process to end and release its pipes. */
+export async function reap(child: Deno.ChildProcess): Promise<Deno.CommandStatus> {
+  const status = await child.status;
+  await child.stderr.cancel().catch(() => {});
+  await child.stdout.cancel().catch(() => {});
+  return status;
+}

@@ -1,7 +1,7 @@
 // The passthrough example on a real mount, on each transport, driven with
 // ordinary tools and Deno's fs API, and compared with the backing directory.
 import assert from "node:assert/strict";
-import { isMounted, run, tempMountpoint, transportTest } from "./helpers.ts";
+import { isMounted, reap, run, startServer, tempMountpoint, transportTest } from "./helpers.ts";
 
 /**
  * Run `fn` against examples/passthrough.ts serving a fresh source, started as
@@ -15,28 +15,14 @@ async function withPassthrough(
 ): Promise<void> {
   const [mnt, cleanup] = await tempMountpoint();
   const src = await Deno.makeTempDir({ prefix: "denofuse-src-" });
-  const server = new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "--allow-ffi",
-      `${repo}examples/passthrough.ts`,
-      src,
-      mnt,
-      "-o",
-      transport === "io_uring" ? "io_uring" : "no_io_uring",
-    ],
-    stdout: "piped",
-    stderr: "inherit",
-  }).spawn();
+  const { child: server, out } = await startServer([
+    "examples/passthrough.ts",
+    src,
+    mnt,
+    "-o",
+    transport === "io_uring" ? "io_uring" : "no_io_uring",
+  ]);
   try {
-    const reader = server.stdout.pipeThrough(new TextDecoderStream()).getReader();
-    let out = "";
-    while (!out.includes("mounted on")) {
-      const { value, done } = await reader.read();
-      if (done) throw new Error(`passthrough exited early: ${out}`);
-      out += value;
-    }
-    reader.releaseLock();
     assert.match(out, new RegExp(`over ${transport}`));
     await fn(mnt, src);
     server.kill("SIGTERM");
@@ -46,8 +32,7 @@ async function withPassthrough(
     try {
       server.kill("SIGKILL");
     } catch { /* already gone */ }
-    await server.status;
-    await server.stdout.cancel().catch(() => {});
+    await reap(server);
     await cleanup();
     await Deno.remove(src, { recursive: true });
   }
