@@ -126,7 +126,7 @@ export class Passthrough implements FileSystem {
       "open",
       source,
     );
-    const key = this.#keyOf(fd);
+    const { key } = this.#statKey(fd);
     this.#inodes.set(1, { fd, key, nlookup: 1, isSymlink: false });
     this.#byKey.set(key, 1);
   }
@@ -136,10 +136,11 @@ export class Passthrough implements FileSystem {
     return this.#inodes.size;
   }
 
-  #keyOf(fd: number): string {
-    check(libc.statx(fd, EMPTY, NOFOLLOW_EMPTY, 0x100, /* STATX_INO */ this.#stat), "statx");
+  /** Attributes of `fd`, and the (dev, ino) key that names its inode, from one statx. */
+  #statKey(fd: number): { attr: Attr; key: string } {
+    const attr = statFd(fd, this.#stat);
     const v = new DataView(this.#stat.buffer);
-    return `${v.getUint32(136, true)}:${v.getUint32(140, true)}:${v.getBigUint64(32, true)}`;
+    return { attr, key: `${v.getUint32(136, true)}:${v.getUint32(140, true)}:${attr.ino}` };
   }
 
   #inode(nodeId: number): Inode {
@@ -169,9 +170,7 @@ export class Passthrough implements FileSystem {
       libc.openat(dir.fd, component(name), O.PATH | O.NOFOLLOW | O.CLOEXEC, 0),
       "openat",
     );
-    const attr = statFd(fd, this.#stat);
-    const v = new DataView(this.#stat.buffer);
-    const key = `${v.getUint32(136, true)}:${v.getUint32(140, true)}:${attr.ino}`;
+    const { attr, key } = this.#statKey(fd);
     const known = this.#byKey.get(key);
     if (known !== undefined) {
       close(fd);

@@ -234,7 +234,7 @@ export class UringTransport {
       this.#ring.registerSparseBuffers(n);
       this.#ring.updateBuffers(0, this.#iovecs.at(n * 32), n);
     } catch (e) {
-      this.#release();
+      this.close().catch(() => {});
       throw e;
     }
   }
@@ -319,16 +319,12 @@ export class UringTransport {
     return this.#finished;
   }
 
-  /** Release the ring and memory (after the entries have ended). */
+  /**
+   * Release the ring and memory (after the entries have ended). Also undoes
+   * a constructor that failed halfway, hence the optional regions.
+   */
   async close(): Promise<void> {
     await this.#ring.close();
-    this.#headers.close();
-    this.#payloads.close();
-    this.#iovecs.close();
-  }
-
-  #release(): void {
-    this.#ring.close().catch(() => {});
     this.#headers?.close();
     this.#payloads?.close();
     this.#iovecs?.close();
@@ -364,11 +360,10 @@ export class UringTransport {
     const s = this.#ring.sqes;
     const at = this.#ring.sqe();
     prepUringCmd(s, at, this.#fd, UringCmd.COMMIT_AND_FETCH);
-    s.setBigUint64(
-      at + Sqe.cmd + UringCmdReq.commit_id,
-      h.getBigUint64(o + ENT + UringEntInOut.commit_id, true),
-      true,
-    );
+    // commit_id is an opaque u64: copy it as two halves, no bigint per request.
+    const id = o + ENT + UringEntInOut.commit_id;
+    s.setUint32(at + Sqe.cmd + UringCmdReq.commit_id, h.getUint32(id, true), true);
+    s.setUint32(at + Sqe.cmd + UringCmdReq.commit_id + 4, h.getUint32(id + 4, true), true);
     s.setUint16(at + Sqe.cmd + UringCmdReq.qid, entry.qid, true);
     this.#ring.track(at, entry.id);
     this.counters.replies++;
