@@ -34,6 +34,7 @@ export type {
   StatFs,
   WriteReply,
 } from "./ops/filesystem.ts";
+export type { BackingIo, Caller } from "./ops/backing_io.ts";
 export { DirectoryList, DirectoryPlusList } from "./ops/directory.ts";
 export { FuseError } from "./ops/error.ts";
 export { Errno, type ErrnoName, errnoName, SystemError } from "./ffi/errno.ts";
@@ -58,4 +59,5 @@ export {
   runMain,
   serveFromCommandLine,
   UsageError,
+  VERSION,
 } from "./server/cli.ts";

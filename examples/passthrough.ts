@@ -36,11 +36,13 @@ import {
   UsageError,
 } from "../mod.ts";
 import { checkMountpoint, realPath, statMode } from "../server/mount.ts";
-import type { Attr, Entry, OpenReply, SetAttr, StatFs } from "../mod.ts";
+import type { Attr, BackingIo, CreateReply, Entry, OpenReply, SetAttr, StatFs } from "../mod.ts";
+import { asCaller } from "../server/direct_io.ts";
 import { AT, check, check64, close, cstr, libc, O } from "../ffi/libc.ts";
 import { SystemError } from "../ffi/errno.ts";
 
 const STATX_BASIC_STATS = 0x7ff;
+const AT_STATX_SYNC_TYPE = 0x6000;
 const NOFOLLOW_EMPTY = AT.EMPTY_PATH | AT.SYMLINK_NOFOLLOW;
 const UTIME_NOW = (1 << 30) - 1;
 const UTIME_OMIT = (1 << 30) - 2;
@@ -62,10 +64,21 @@ interface DirHandle {
   entries: { name: string; ino: number; type: number }[] | null;
 }
 
-/** Attributes of `fd` (an O_PATH fd is fine) from statx. */
-function statFd(fd: number, buf: Uint8Array<ArrayBuffer>): Attr {
-  check(libc.statx(fd, EMPTY, NOFOLLOW_EMPTY, STATX_BASIC_STATS, buf), "statx");
-  return attrFromStatx(new DataView(buf.buffer));
+/** The statx of `fd` (an O_PATH fd is fine), through the backing ring. */
+async function statxFd(io: BackingIo, fd: number): Promise<DataView> {
+  const buf = new Uint8Array(256);
+  await io.statx(fd, EMPTY, NOFOLLOW_EMPTY, STATX_BASIC_STATS, buf);
+  return new DataView(buf.buffer);
+}
+
+/** Attributes of `fd` from statx. */
+async function statFd(io: BackingIo, fd: number): Promise<Attr> {
+  return attrFromStatx(await statxFd(io, fd));
+}
+
+/** The (dev major, dev minor, ino) of a `struct statx`: what names an inode. */
+function inodeKey(v: DataView): string {
+  return `${v.getUint32(136, true)}:${v.getUint32(140, true)}:${v.getBigUint64(32, true)}`;
 }
 
 /** A `struct statx` as FUSE attributes. */
@@ -116,8 +129,6 @@ export class Passthrough implements FileSystem {
   #nextId = 2;
   #dirs = new Map<number, DirHandle>();
   #nextDir = 1;
-  #stat = new Uint8Array(256);
-  #asRoot = libc.geteuid() === 0;
 
   /** Serve the directory `source` (its fd is held for the mount's life). */
   constructor(source: string) {
@@ -126,7 +137,9 @@ export class Passthrough implements FileSystem {
       "open",
       source,
     );
-    const { key } = this.#statKey(fd);
+    const buf = new Uint8Array(256);
+    check(libc.statx(fd, EMPTY, NOFOLLOW_EMPTY, STATX_BASIC_STATS, buf), "statx");
+    const key = inodeKey(new DataView(buf.buffer));
     this.#inodes.set(1, { fd, key, nlookup: 1, isSymlink: false });
     this.#byKey.set(key, 1);
   }
@@ -136,41 +149,31 @@ export class Passthrough implements FileSystem {
     return this.#inodes.size;
   }
 
-  /** Attributes of `fd`, and the (dev, ino) key that names its inode, from one statx. */
-  #statKey(fd: number): { attr: Attr; key: string } {
-    const attr = statFd(fd, this.#stat);
-    const v = new DataView(this.#stat.buffer);
-    return { attr, key: `${v.getUint32(136, true)}:${v.getUint32(140, true)}:${attr.ino}` };
-  }
-
   #inode(nodeId: number): Inode {
     const inode = this.#inodes.get(nodeId);
     if (!inode) throw new FuseError(Errno.ESTALE);
     return inode;
   }
 
-  /** Run `fn` with the caller's fsuid/fsgid, so that what it creates is theirs. */
-  #asCaller<T>(ctx: RequestContext, fn: () => T): T {
-    if (!this.#asRoot) return fn();
-    libc.setfsgid(ctx.gid);
-    libc.setfsuid(ctx.uid);
-    try {
-      return fn();
-    } finally {
-      libc.setfsuid(0);
-      libc.setfsgid(0);
-    }
-  }
-
   /** Look `name` up in `parent` and count one lookup of the result. */
-  #lookup(parent: number, name: string): Entry {
+  async #lookup(io: BackingIo, parent: number, name: string): Promise<Entry> {
     const dir = this.#inode(parent);
-    if (name === "." || (name === ".." && parent === 1)) return this.#entryFor(parent, dir.fd);
-    const fd = check(
-      libc.openat(dir.fd, component(name), O.PATH | O.NOFOLLOW | O.CLOEXEC, 0),
-      "openat",
-    );
-    const { attr, key } = this.#statKey(fd);
+    if (name === "." || (name === ".." && parent === 1)) {
+      const attr = await statFd(io, dir.fd);
+      this.#inode(parent).nlookup++;
+      return { nodeId: parent, attr };
+    }
+    const fd = await io.openat(dir.fd, component(name), O.PATH | O.NOFOLLOW | O.CLOEXEC, 0);
+    let stx: DataView;
+    try {
+      stx = await statxFd(io, fd);
+    } catch (e) {
+      close(fd);
+      throw e;
+    }
+    const attr = attrFromStatx(stx);
+    const key = inodeKey(stx);
+    // Decided after the last await: a concurrent lookup may have added it.
     const known = this.#byKey.get(key);
     if (known !== undefined) {
       close(fd);
@@ -189,14 +192,8 @@ export class Passthrough implements FileSystem {
     return { nodeId, attr };
   }
 
-  #entryFor(nodeId: number, fd: number): Entry {
-    const inode = this.#inodes.get(nodeId)!;
-    inode.nlookup++;
-    return { nodeId, attr: statFd(fd, this.#stat) };
-  }
-
-  lookup(_ctx: RequestContext, parent: number, name: string): Entry {
-    return this.#lookup(parent, name);
+  lookup(ctx: RequestContext, parent: number, name: string): Promise<Entry> {
+    return this.#lookup(ctx.io, parent, name);
   }
 
   forget(nodeId: number, nlookup: number): void {
@@ -210,11 +207,25 @@ export class Passthrough implements FileSystem {
     }
   }
 
-  getattr(_ctx: RequestContext, nodeId: number): Attr {
-    return statFd(this.#inode(nodeId).fd, this.#stat);
+  getattr(ctx: RequestContext, nodeId: number): Promise<Attr> {
+    return statFd(ctx.io, this.#inode(nodeId).fd);
   }
 
-  setattr(_ctx: RequestContext, nodeId: number, c: SetAttr): Attr {
+  async statx(
+    ctx: RequestContext,
+    nodeId: number,
+    fh: number | undefined,
+    flags: number,
+    mask: number,
+  ): Promise<Uint8Array> {
+    const buf = new Uint8Array(256);
+    // The caller's AT_STATX_* sync flags pass through; the node itself is never followed.
+    const how = NOFOLLOW_EMPTY | (flags & AT_STATX_SYNC_TYPE);
+    await ctx.io.statx(fh ?? this.#inode(nodeId).fd, EMPTY, how, mask | STATX_BASIC_STATS, buf);
+    return buf;
+  }
+
+  async setattr(ctx: RequestContext, nodeId: number, c: SetAttr): Promise<Attr> {
     const inode = this.#inode(nodeId);
     const path = procPath(inode.fd);
     if (c.mode !== undefined) {
@@ -228,11 +239,11 @@ export class Passthrough implements FileSystem {
       );
     }
     if (c.size !== undefined) {
-      if (c.fh !== undefined) check(libc.ftruncate(c.fh, BigInt(c.size)), "ftruncate");
+      if (c.fh !== undefined) await ctx.io.ftruncate(c.fh, c.size);
       else {
-        const fd = check(libc.open(path, O.WRONLY | O.CLOEXEC, 0), "open");
+        const fd = await ctx.io.openat(AT.FDCWD, path, O.WRONLY | O.CLOEXEC, 0);
         try {
-          check(libc.ftruncate(fd, BigInt(c.size)), "ftruncate");
+          await ctx.io.ftruncate(fd, c.size);
         } finally {
           close(fd);
         }
@@ -255,7 +266,25 @@ export class Passthrough implements FileSystem {
       else if (inode.isSymlink) throw new FuseError(Errno.EPERM);
       else check(libc.utimensat(AT.FDCWD, path, ts, 0), "utimensat");
     }
-    return statFd(inode.fd, this.#stat);
+    return statFd(ctx.io, inode.fd);
+  }
+
+  /**
+   * access(2) for the caller, from the backing modes. The kernel asks only
+   * when default_permissions is off; supplementary groups are not known to
+   * FUSE, so only the caller's primary group counts.
+   */
+  async access(ctx: RequestContext, nodeId: number, mask: number): Promise<void> {
+    const a = await statFd(ctx.io, this.#inode(nodeId).fd);
+    const want = mask & 0o7;
+    if (ctx.uid === 0) {
+      // Root may read and write anything, and execute what anyone may.
+      const dir = (a.mode & S.IFMT) === S.IFDIR;
+      if ((want & 1) && !dir && (a.mode & 0o111) === 0) throw new FuseError(Errno.EACCES);
+      return;
+    }
+    const bits = ctx.uid === a.uid ? a.mode >> 6 : ctx.gid === a.gid ? a.mode >> 3 : a.mode;
+    if ((want & ~bits) !== 0) throw new FuseError(Errno.EACCES);
   }
 
   readlink(_ctx: RequestContext, nodeId: number): Uint8Array {
@@ -270,97 +299,95 @@ export class Passthrough implements FileSystem {
     name: string,
     mode: number,
     rdev: number,
-  ): Entry {
+  ): Promise<Entry> {
     const dir = this.#inode(parent);
-    this.#asCaller(
-      ctx,
-      () => check(libc.mknodat(dir.fd, component(name), mode, devT(rdev)), "mknodat"),
-    );
-    return this.#lookup(parent, name);
+    // io_uring has no mknodat: a direct call, as the caller.
+    asCaller(ctx, () => check(libc.mknodat(dir.fd, component(name), mode, devT(rdev)), "mknodat"));
+    return this.#lookup(ctx.io, parent, name);
   }
 
-  mkdir(ctx: RequestContext, parent: number, name: string, mode: number): Entry {
-    const dir = this.#inode(parent);
-    this.#asCaller(ctx, () => check(libc.mkdirat(dir.fd, component(name), mode), "mkdirat"));
-    return this.#lookup(parent, name);
+  async mkdir(ctx: RequestContext, parent: number, name: string, mode: number): Promise<Entry> {
+    await ctx.io.mkdirat(this.#inode(parent).fd, component(name), mode, ctx);
+    return this.#lookup(ctx.io, parent, name);
   }
 
-  symlink(ctx: RequestContext, parent: number, name: string, target: string): Entry {
-    const dir = this.#inode(parent);
-    this.#asCaller(
-      ctx,
-      () => check(libc.symlinkat(cstr(target), dir.fd, component(name)), "symlinkat"),
-    );
-    return this.#lookup(parent, name);
+  async symlink(
+    ctx: RequestContext,
+    parent: number,
+    name: string,
+    target: string,
+  ): Promise<Entry> {
+    await ctx.io.symlinkat(cstr(target), this.#inode(parent).fd, component(name), ctx);
+    return this.#lookup(ctx.io, parent, name);
   }
 
-  link(_ctx: RequestContext, nodeId: number, newParent: number, newName: string): Entry {
+  async link(
+    ctx: RequestContext,
+    nodeId: number,
+    newParent: number,
+    newName: string,
+  ): Promise<Entry> {
     const inode = this.#inode(nodeId);
     const dir = this.#inode(newParent);
-    // AT_EMPTY_PATH on an O_PATH fd links the inode itself (needs CAP_DAC_READ_SEARCH,
-    // which root has); otherwise go through /proc, which also resolves the inode.
-    const ok = libc.linkat(inode.fd, EMPTY, dir.fd, component(newName), AT.EMPTY_PATH) === 0;
-    if (!ok) {
-      check(
-        libc.linkat(AT.FDCWD, procPath(inode.fd), dir.fd, component(newName), AT.SYMLINK_FOLLOW),
-        "linkat",
-      );
+    try {
+      // AT_EMPTY_PATH on an O_PATH fd links the inode itself (it needs
+      // CAP_DAC_READ_SEARCH, which root has).
+      await ctx.io.linkat(inode.fd, EMPTY, dir.fd, component(newName), AT.EMPTY_PATH);
+    } catch (e) {
+      if (!(e instanceof SystemError) || e.errno !== Errno.ENOENT) throw e;
+      // Without the capability: /proc resolves to the same inode.
+      const proc = procPath(inode.fd);
+      await ctx.io.linkat(AT.FDCWD, proc, dir.fd, component(newName), AT.SYMLINK_FOLLOW);
     }
-    return this.#lookup(newParent, newName);
+    return this.#lookup(ctx.io, newParent, newName);
   }
 
-  unlink(_ctx: RequestContext, parent: number, name: string): void {
-    check(libc.unlinkat(this.#inode(parent).fd, component(name), 0), "unlinkat");
+  unlink(ctx: RequestContext, parent: number, name: string): Promise<void> {
+    return ctx.io.unlinkat(this.#inode(parent).fd, component(name), 0);
   }
 
-  rmdir(_ctx: RequestContext, parent: number, name: string): void {
-    check(libc.unlinkat(this.#inode(parent).fd, component(name), AT.REMOVEDIR), "unlinkat");
+  rmdir(ctx: RequestContext, parent: number, name: string): Promise<void> {
+    return ctx.io.unlinkat(this.#inode(parent).fd, component(name), AT.REMOVEDIR);
   }
 
   rename(
-    _ctx: RequestContext,
+    ctx: RequestContext,
     parent: number,
     name: string,
     newParent: number,
     newName: string,
     flags: number,
-  ): void {
-    check(
-      libc.renameat2(
-        this.#inode(parent).fd,
-        component(name),
-        this.#inode(newParent).fd,
-        component(newName),
-        flags,
-      ),
-      "renameat2",
-    );
+  ): Promise<void> {
+    const from = this.#inode(parent).fd;
+    const to = this.#inode(newParent).fd;
+    return ctx.io.renameat(from, component(name), to, component(newName), flags);
   }
 
-  open(_ctx: RequestContext, nodeId: number, flags: number): OpenReply {
+  async open(ctx: RequestContext, nodeId: number, flags: number): Promise<OpenReply> {
     const inode = this.#inode(nodeId);
     // O_NOFOLLOW would refuse the /proc magic link itself; the kernel never
     // opens a symlink node (it follows client-side), so this stays safe.
     const clean = (flags & ~(O.CREAT | O.EXCL | O.NOCTTY | O.NOFOLLOW)) | O.CLOEXEC;
-    const fd = check(libc.open(procPath(inode.fd), clean, 0), "open");
+    const fd = await ctx.io.openat(AT.FDCWD, procPath(inode.fd), clean, 0);
     return { fh: fd, parallelDirectWrites: true };
   }
 
-  create(
+  async create(
     ctx: RequestContext,
     parent: number,
     name: string,
     mode: number,
     flags: number,
-  ): { entry: Entry; fh: number; parallelDirectWrites: boolean } {
+  ): Promise<CreateReply> {
     const dir = this.#inode(parent);
-    const fd = this.#asCaller(ctx, () =>
-      check(
-        libc.openat(dir.fd, component(name), flags | O.CREAT | O.NOFOLLOW | O.CLOEXEC, mode),
-        "openat",
-      ));
+    const all = flags | O.CREAT | O.NOFOLLOW | O.CLOEXEC;
+    const fd = await ctx.io.openat(dir.fd, component(name), all, mode, ctx);
     try {
-      return { entry: this.#lookup(parent, name), fh: fd, parallelDirectWrites: true };
+      return {
+        entry: await this.#lookup(ctx.io, parent, name),
+        fh: fd,
+        parallelDirectWrites: true,
+      };
     } catch (e) {
       close(fd);
       throw e;
@@ -375,23 +402,25 @@ export class Passthrough implements FileSystem {
     return { fd: fh, offset };
   }
 
-  flush(_ctx: RequestContext, _nodeId: number, fh: number): void {
-    // close() of a duplicate drops the POSIX locks the caller held, as close(2) would.
-    check(libc.close(check(libc.dup(fh), "dup")), "close");
+  flush(ctx: RequestContext, _nodeId: number, fh: number): Promise<void> {
+    // close() of a duplicate reports delayed write errors (NFS) as close(2) would.
+    return ctx.io.close(check(libc.dup(fh), "dup"));
   }
 
-  release(_ctx: RequestContext, _nodeId: number, fh: number): void {
-    close(fh);
+  release(ctx: RequestContext, _nodeId: number, fh: number): Promise<void> {
+    return ctx.io.close(fh);
   }
 
-  fsync(_ctx: RequestContext, _nodeId: number, fh: number, datasync: boolean): void {
-    check(datasync ? libc.fdatasync(fh) : libc.fsync(fh), datasync ? "fdatasync" : "fsync");
+  fsync(ctx: RequestContext, _nodeId: number, fh: number, datasync: boolean): Promise<void> {
+    return ctx.io.fsync(fh, datasync);
   }
 
-  opendir(_ctx: RequestContext, nodeId: number): OpenReply {
-    const fd = check(
-      libc.open(procPath(this.#inode(nodeId).fd), O.RDONLY | O.DIRECTORY | O.CLOEXEC, 0),
-      "open",
+  async opendir(ctx: RequestContext, nodeId: number): Promise<OpenReply> {
+    const fd = await ctx.io.openat(
+      AT.FDCWD,
+      procPath(this.#inode(nodeId).fd),
+      O.RDONLY | O.DIRECTORY | O.CLOEXEC,
+      0,
     );
     const fh = this.#nextDir++;
     this.#dirs.set(fh, { fd, entries: null });
@@ -440,13 +469,13 @@ export class Passthrough implements FileSystem {
     }
   }
 
-  readdirplus(
-    _ctx: RequestContext,
+  async readdirplus(
+    ctx: RequestContext,
     nodeId: number,
     fh: number,
     offset: number,
     list: { add(name: string, entry: Entry, offset: number): boolean },
-  ): void {
+  ): Promise<void> {
     const entries = this.#entries(fh, offset);
     for (let i = offset; i < entries.length; i++) {
       const e = entries[i];
@@ -457,7 +486,7 @@ export class Passthrough implements FileSystem {
       }
       let entry: Entry;
       try {
-        entry = this.#lookup(nodeId, e.name);
+        entry = await this.#lookup(ctx.io, nodeId, e.name);
       } catch (err) {
         if (err instanceof SystemError && err.errno === Errno.ENOENT) continue; // removed since
         throw err;
@@ -476,10 +505,10 @@ export class Passthrough implements FileSystem {
     this.#dirs.delete(fh);
   }
 
-  fsyncdir(_ctx: RequestContext, _nodeId: number, fh: number, datasync: boolean): void {
+  fsyncdir(ctx: RequestContext, _nodeId: number, fh: number, datasync: boolean): Promise<void> {
     const dir = this.#dirs.get(fh);
     if (!dir) throw new FuseError(Errno.EBADF);
-    check(datasync ? libc.fdatasync(dir.fd) : libc.fsync(dir.fd), "fsync");
+    return ctx.io.fsync(dir.fd, datasync);
   }
 
   statfs(_ctx: RequestContext, nodeId: number): StatFs {
@@ -544,14 +573,14 @@ export class Passthrough implements FileSystem {
   }
 
   fallocate(
-    _ctx: RequestContext,
+    ctx: RequestContext,
     _nodeId: number,
     fh: number,
     offset: number,
     length: number,
     mode: number,
-  ): void {
-    check(libc.fallocate(fh, mode, BigInt(offset), BigInt(length)), "fallocate");
+  ): Promise<void> {
+    return ctx.io.fallocate(fh, mode, offset, length);
   }
 
   lseek(_ctx: RequestContext, _nodeId: number, fh: number, offset: number, whence: number): number {

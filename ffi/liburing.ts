@@ -67,6 +67,7 @@ const symbols = {
     result: "i32",
   },
   io_uring_register_ring_fd: { parameters: ["pointer"], result: "i32" },
+  io_uring_register_personality: { parameters: ["pointer"], result: "i32" },
   io_uring_get_probe_ring: { parameters: ["pointer"], result: "pointer" },
   io_uring_free_probe: { parameters: ["pointer"], result: "void" },
 } as const satisfies Deno.ForeignLibraryInterface;

@@ -148,6 +148,7 @@ export class Ring {
   #cqTail: Uint32Array;
   #cqMask: number;
   #handlers: (Handler | undefined)[] = [];
+  #kept: unknown[] = [];
   #freeIds: number[] = [];
   #pending = 0;
   #closed = false;
@@ -253,16 +254,20 @@ export class Ring {
    * Prepare one operation with `prep(sqeOffset)` and resolve with its result
    * (`res` ≥ 0), or reject with a SystemError for a negative `res`. It is
    * submitted with the next {@linkcode submit} (the serving loop submits).
+   * `keep` (paths, buffers the SQE points at) is held until completion, so
+   * the garbage collector cannot free memory the kernel still reads.
    */
-  submitOp(call: string, prep: (at: number) => void): Promise<number> {
+  submitOp(call: string, prep: (at: number) => void, keep?: unknown): Promise<number> {
     return new Promise((resolve, reject) => {
       const at = this.sqe();
       prep(at);
       const id = this.register((res) => {
+        this.#kept[id] = undefined;
         this.unregister(id);
         if (res < 0) reject(new SystemError(call, -res));
         else resolve(res);
       });
+      this.#kept[id] = keep;
       this.track(at, id);
     });
   }
@@ -324,6 +329,18 @@ export class Ring {
       this.#mem.at(TIMESPEC),
     );
     return Atomics.load(this.#cqHead, 0) !== Atomics.load(this.#cqTail, 0);
+  }
+
+  /**
+   * Register the calling thread's current credentials (including its fsuid
+   * and fsgid) as a personality; an SQE carrying the returned id in its
+   * `personality` field runs with them.
+   */
+  registerPersonality(): number {
+    return checkUring(
+      liburing().io_uring_register_personality(this.pointer),
+      "io_uring_register_personality",
+    );
   }
 
   /** Register `count` empty slots in the fixed-buffer table. */

@@ -422,6 +422,12 @@ export const StatxIn = {
   sx_mask: 20,
 } as const;
 
+/**
+ * `struct fuse_statx_out`: attr_valid, attr_valid_nsec, flags, spare[2], then
+ * `struct fuse_statx`, which has the layout of Linux's `struct statx`.
+ */
+export const StatxOut = { SIZE: 288, attr_valid: 0, attr_valid_nsec: 8, stat: 32 } as const;
+
 /** `struct fuse_init_in`. */
 export const InitIn = {
   SIZE: 64,

@@ -5,7 +5,7 @@
  * @module
  */
 
-import { Attr as AttrLayout, AttrOut, EntryOut, OpenOut, StatfsOut } from "./abi.ts";
+import { Attr as AttrLayout, AttrOut, EntryOut, OpenOut, StatfsOut, StatxOut } from "./abi.ts";
 import { FOPEN } from "./abi.ts";
 import type { Attr, Entry, OpenReply, StatFs } from "./filesystem.ts";
 
@@ -82,6 +82,24 @@ export function encodeEntry(
 }
 
 /** Encode `struct fuse_attr_out` at `o`; returns its size. */
+/**
+ * `fuse_statx_out` from a Linux `struct statx` (the first 256 bytes of
+ * `stx`, copied as they are: `fuse_statx` has the same layout).
+ */
+export function encodeStatxOut(
+  view: DataView,
+  bytes: Uint8Array,
+  o: number,
+  stx: Uint8Array,
+  attrTimeout: number,
+): number {
+  bytes.fill(0, o, o + StatxOut.SIZE);
+  setTimeout64(view, o + StatxOut.attr_valid, o + StatxOut.attr_valid_nsec, attrTimeout);
+  bytes.set(stx.subarray(0, StatxOut.SIZE - StatxOut.stat), o + StatxOut.stat);
+  return StatxOut.SIZE;
+}
+
+/** `fuse_attr_out` for `a`, valid for `attrTimeout` seconds. */
 export function encodeAttrOut(
   view: DataView,
   o: number,

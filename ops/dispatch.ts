@@ -47,10 +47,19 @@ import {
   RenameIn,
   SetattrIn,
   SetxattrIn,
+  StatxIn,
   WriteIn,
   WriteOut,
 } from "./abi.ts";
-import { encodeAttrOut, encodeEntry, encodeOpen, encodeStatfs, getU64, setU64 } from "./codec.ts";
+import {
+  encodeAttrOut,
+  encodeEntry,
+  encodeOpen,
+  encodeStatfs,
+  encodeStatxOut,
+  getU64,
+  setU64,
+} from "./codec.ts";
 import { DirectoryList, DirectoryPlusList } from "./directory.ts";
 import { FuseError } from "./error.ts";
 import type { Exchange } from "./exchange.ts";
@@ -219,6 +228,7 @@ export class Dispatcher {
       uid: h.getUint32(o + InHeader.uid, true),
       gid: h.getUint32(o + InHeader.gid, true),
       pid: h.getUint32(o + InHeader.pid, true),
+      io: ex.io,
     };
     try {
       this.#route(ex, opcode, unique, nodeId, ctx);
@@ -260,6 +270,24 @@ export class Dispatcher {
           ? getU64(a, ao + GetattrIn.fh)
           : undefined;
         return this.#call(ex, op, unique, () => fs.getattr!(ctx, nodeId, fh), attr);
+      }
+      case Opcode.STATX: {
+        if (!fs.statx) break;
+        const fh = a.getUint32(ao + StatxIn.getattr_flags, true) & FUSE_GETATTR_FH
+          ? getU64(a, ao + StatxIn.fh)
+          : undefined;
+        const flags = a.getUint32(ao + StatxIn.sx_flags, true);
+        const mask = a.getUint32(ao + StatxIn.sx_mask, true);
+        return this.#call(
+          ex,
+          op,
+          unique,
+          () => fs.statx!(ctx, nodeId, fh, flags, mask),
+          (stx) => {
+            if (stx.length < 256) fail(Errno.EIO);
+            return encodeStatxOut(out, ex.outBytes, oo, stx, this.#attrTimeout);
+          },
+        );
       }
       case Opcode.SETATTR: {
         if (!fs.setattr) break;

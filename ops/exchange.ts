@@ -11,8 +11,12 @@
  * @module
  */
 
+import type { BackingIo } from "./backing_io.ts";
+
 /** One request and the place for its reply. */
 export interface Exchange {
+  /** Backing calls for the file system, through this transport's ring when it has one. */
+  readonly io: BackingIo;
   /** Memory holding the `fuse_in_header`. */
   header: DataView;
   /** Offset of the `fuse_in_header` in {@linkcode header}. */

@@ -20,6 +20,7 @@
  * @module
  */
 
+import type { BackingIo } from "./backing_io.ts";
 import type { DirectoryList, DirectoryPlusList } from "./directory.ts";
 
 /** Who sent a request. */
@@ -32,6 +33,11 @@ export interface RequestContext {
   readonly gid: number;
   /** The calling thread group id (0 for requests without a caller). */
   readonly pid: number;
+  /**
+   * Asynchronous backing calls (statx, openat, mkdirat, fsync, ...) through
+   * the transport's ring, or direct calls where there is none.
+   */
+  readonly io: BackingIo;
 }
 
 /**
@@ -222,6 +228,19 @@ export interface FileSystem {
   forget?(nodeId: number, nlookup: number): void;
   /** Attributes of `nodeId` (`fh` is set when called through an open file). */
   getattr?(ctx: RequestContext, nodeId: number, fh?: number): MaybePromise<Attr>;
+  /**
+   * Extended attributes (statx(2)): answer a Linux `struct statx` of at
+   * least 256 bytes, as statx(2) fills it (`fuse_statx` has the same
+   * layout). The kernel asks for it when a caller wants fields that getattr
+   * lacks, such as the birth time; without this method it uses getattr.
+   */
+  statx?(
+    ctx: RequestContext,
+    nodeId: number,
+    fh: number | undefined,
+    flags: number,
+    mask: number,
+  ): MaybePromise<Uint8Array>;
   /** Change attributes; answer the new attributes. */
   setattr?(ctx: RequestContext, nodeId: number, changes: SetAttr): MaybePromise<Attr>;
   /** The target of symlink `nodeId`. */

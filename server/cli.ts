@@ -7,11 +7,14 @@
  */
 
 import type { FileSystem } from "../ops/filesystem.ts";
+import { FUSE_KERNEL_MINOR_VERSION, FUSE_KERNEL_VERSION } from "../ops/abi.ts";
 import { MountError } from "./mount.ts";
 import { mount, type MountOptions, type Session } from "./session.ts";
 
 /** A parsed command line. */
 export interface MountCommandLine {
+  /** `--version` was asked for: print it and exit. */
+  version?: boolean;
   /** The positional arguments (e.g. SOURCE MOUNTPOINT). */
   positionals: string[];
   /** Mount options from `-o` and `-d`. */
@@ -19,6 +22,9 @@ export interface MountCommandLine {
   /** `-o` options the caller declared in `extra`, by name (value or `true`). */
   extra: Record<string, string | true>;
 }
+
+/** This release of denofuse (kept equal to deno.json's version by a test). */
+export const VERSION = "0.1.0";
 
 /** What `-o` understands, for `--help`. */
 export const MOUNT_OPTIONS_HELP = `Options:
@@ -36,7 +42,8 @@ export const MOUNT_OPTIONS_HELP = `Options:
      max_read=N             largest read request in bytes (default 1048576)
      entry_timeout=S        seconds names are cached (default 1)
      attr_timeout=S         seconds attributes are cached (default 1)
-  -h, --help              show this help`;
+  -h, --help              show this help
+  -V, --version           show the denofuse and FUSE protocol versions`;
 
 /** Thrown for a bad command line; `message` says what is wrong. */
 export class UsageError extends Error {
@@ -81,6 +88,9 @@ export function parseMountArgs(
   for (let i = 0; i < args.length; i++) {
     const arg = args[i];
     if (arg === "-h" || arg === "--help") return null;
+    if (arg === "-V" || arg === "--version") {
+      return { positionals, options, extra: own, version: true };
+    }
     if (arg === "-d") {
       options.debug = (line) => console.error(line);
       continue;
@@ -161,6 +171,12 @@ export async function runMain(
     const cli = parseMountArgs(Deno.args);
     if (!cli) {
       console.log(`${usage}\n${MOUNT_OPTIONS_HELP}`);
+      return;
+    }
+    if (cli.version) {
+      console.log(
+        `denofuse ${VERSION} (FUSE protocol ${FUSE_KERNEL_VERSION}.${FUSE_KERNEL_MINOR_VERSION})`,
+      );
       return;
     }
     session = await start(cli);

@@ -19,6 +19,9 @@ import { InHeader, Opcode, OutHeader, WriteIn } from "../ops/abi.ts";
 import type { Dispatcher } from "../ops/dispatch.ts";
 import type { Exchange } from "../ops/exchange.ts";
 import { setU64 } from "../ops/codec.ts";
+import type { BackingIo } from "../ops/backing_io.ts";
+import { DirectIo } from "./direct_io.ts";
+import { RingIo } from "./ring_io.ts";
 import { makeYield } from "./yield.ts";
 
 /** Requests handled per batch before yielding to the event loop. */
@@ -98,6 +101,10 @@ class DevSlot implements Exchange {
     this.#iovecs = region.at(iov);
   }
 
+  get io(): BackingIo {
+    return this.#transport.io;
+  }
+
   reply(unique: number, error: number, length: number): void {
     const v = this.out;
     const o = this.#base + SLOT.REPLY_HEADER;
@@ -113,18 +120,31 @@ class DevSlot implements Exchange {
     fd: number,
     offset: number,
     length: number,
-  ): void {
+  ): void | Promise<void> {
+    this.#transport.counters.fdReads++;
+    const io = this.#transport.io;
+    if (io instanceof RingIo) {
+      // Through the ring: a slow backing read never stalls the event loop.
+      return io.readInto(fd, this.#region.address + BigInt(this.outOffset), length, offset).then(
+        (n) => this.reply(unique, 0, n),
+        (e: SystemError) => this.reply(unique, -e.errno, 0),
+      );
+    }
     const n = libc.pread64(fd, this.#region.at(this.outOffset), BigInt(length), BigInt(offset));
     if (n < 0) throw new SystemError("pread", errno(), `fd ${fd}`);
-    this.#transport.counters.fdReads++;
     this.reply(unique, 0, n);
   }
 
-  writeDataToFd(fd: number, offset: number): number {
+  writeDataToFd(fd: number, offset: number): number | Promise<number> {
+    this.#transport.counters.fdWrites++;
+    const io = this.#transport.io;
+    if (io instanceof RingIo) {
+      const addr = this.#region.address + BigInt(this.dataOffset);
+      return io.writeFrom(fd, addr, this.dataLength, offset);
+    }
     const ptr = this.#region.at(this.dataOffset);
     const n = libc.pwrite64(fd, ptr, BigInt(this.dataLength), BigInt(offset));
     if (n < 0) throw new SystemError("pwrite", errno(), `fd ${fd}`);
-    this.#transport.counters.fdWrites++;
     return n;
   }
 
@@ -142,6 +162,11 @@ export class DevTransport {
     fdReads: 0,
     fdWrites: 0,
   };
+  /**
+   * Backing calls offered to the file system with each request: direct
+   * calls until the session gives this transport a ring of its own.
+   */
+  io: BackingIo = new DirectIo();
   #fd: number;
   #dispatcher: Dispatcher;
   #region: PinnedRegion;

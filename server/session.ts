@@ -20,6 +20,7 @@ import {
   openFuseDevice,
   unmountFuse,
 } from "./mount.ts";
+import { RingIo } from "./ring_io.ts";
 import { type UringCounters, UringTransport, uringUnavailable } from "./uring_transport.ts";
 
 /** Which transport serves requests. */
@@ -179,6 +180,7 @@ export async function mount(
     }
   }
   let uring: UringTransport | null = null;
+  let devRing: RingIo | null = null;
   const devRunning = dev.run();
   const serving = devRunning.then(() => uring?.finished);
   const closed = serving.catch((e) => {
@@ -194,6 +196,7 @@ export async function mount(
       console.error("denofuse: destroy failed:", e);
     }
     await dev.close();
+    await devRing?.shutdown();
     await uring?.close();
     closeFuseDevice(fd);
   });
@@ -225,11 +228,22 @@ export async function mount(
       }
     }
     if (fallbackReason && choice === "auto") notice(`serving over /dev/fuse: ${fallbackReason}`);
+    let devIoNote = "";
+    if (!uring) {
+      // Backing calls get a ring of their own, so they never block the loop.
+      try {
+        devRing = RingIo.own();
+        dev.io = devRing;
+      } catch (e) {
+        devIoNote = ` (direct calls: ${(e as Error).message})`;
+      }
+    }
     if (debug) {
       debug(
         `transport: ${uring ? "io_uring" : "dev"}${fallbackReason ? ` (${fallbackReason})` : ""}`,
       );
       debug(`dev: ${options.maxInFlight ?? 16} slots, ${dev.memory} bytes pinned`);
+      debug(`backing calls: ${uring ? uring.io.kind : dev.io.kind}${devIoNote}`);
       if (uring) {
         debug(
           `io_uring: ${uring.queues} queues x ${uring.depth} entries x ${uring.slotSize} bytes` +

@@ -13,6 +13,7 @@
  * @module
  */
 
+import { RingIo } from "./ring_io.ts";
 import { Errno, errnoName, SystemError } from "../ffi/errno.ts";
 import { readSmallFile } from "../ffi/libc.ts";
 import { liburing } from "../ffi/liburing.ts";
@@ -133,6 +134,10 @@ class UringEntry implements Exchange {
     this.payloadAddress = payloads.address + BigInt(id * slotSize);
   }
 
+  get io(): RingIo {
+    return this.#t.io;
+  }
+
   reply(unique: number, error: number, length: number): void {
     this.#t.commit(this, unique, error, length);
   }
@@ -172,6 +177,8 @@ export class UringTransport {
   readonly depth: number;
   /** Payload bytes per entry. */
   readonly slotSize: number;
+  /** Backing calls for the file system, on this transport's ring. */
+  readonly io: RingIo;
   #fd: number;
   #dispatcher: Dispatcher;
   #ring: Ring;
@@ -198,6 +205,7 @@ export class UringTransport {
     const n = this.queues * this.depth;
     const entries = 1 << Math.ceil(Math.log2(Math.max(64, n * 4)));
     this.#ring = new Ring({ entries, cqEntries: entries * 2 });
+    this.io = new RingIo(this.#ring, () => this.#flushSoon());
     try {
       this.#headers = new PinnedRegion(n * UringReqHeader.SIZE);
       this.#payloads = new PinnedRegion(n * this.slotSize);

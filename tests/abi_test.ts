@@ -48,6 +48,7 @@ const structs: Record<string, string> = {
   CopyFileRangeIn: "fuse_copy_file_range_in",
   CopyFileRangeOut: "fuse_copy_file_range_out",
   StatxIn: "fuse_statx_in",
+  StatxOut: "fuse_statx_out",
   InitIn: "fuse_init_in",
   InitOut: "fuse_init_out",
   Dirent: "fuse_dirent",
@@ -98,6 +99,7 @@ const uapiSizes: Record<string, number> = {
   CopyFileRangeIn: 56,
   CopyFileRangeOut: 8,
   StatxIn: 24,
+  StatxOut: 288,
   InitIn: 64,
   InitOut: 64,
   Dirent: 24, // up to the flexible name

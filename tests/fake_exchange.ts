@@ -1,5 +1,7 @@
 // An Exchange over plain memory, and request builders, for dispatcher tests
 // that need no kernel.
+import type { BackingIo } from "../ops/backing_io.ts";
+import { DirectIo } from "../server/direct_io.ts";
 import { InHeader, InitFlag, InitIn, Opcode } from "../ops/abi.ts";
 import { setU64 } from "../ops/codec.ts";
 import type { Dispatcher } from "../ops/dispatch.ts";
@@ -15,6 +17,7 @@ export interface Reply {
 
 /** One request in its own memory, with the reply recorded. */
 export class FakeExchange implements Exchange {
+  readonly io: BackingIo = new DirectIo();
   header: DataView;
   headerOffset = 0;
   arg: DataView;

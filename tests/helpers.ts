@@ -1,5 +1,6 @@
 // Helpers for tests that mount: skip cleanly without privileges, time-limit
 // everything, and never leave a mount behind.
+import assert from "node:assert/strict";
 import { close, libc, O, open, readSmallFile } from "../ffi/libc.ts";
 
 /** True when this process may mount FUSE file systems here. */
@@ -179,4 +180,41 @@ export async function reap(child: Deno.ChildProcess): Promise<Deno.CommandStatus
   await child.stderr.cancel().catch(() => {});
   await child.stdout.cancel().catch(() => {});
   return status;
+}
+
+/**
+ * Run `fn` against examples/passthrough.ts serving a fresh source, started as
+ * a user would start it, in its own process. The server must not share a
+ * thread with clients of its own mount: Deno runs some file calls (a small
+ * FsFile.write) on the calling thread, which would then wait on itself.
+ */
+export async function withPassthrough(
+  transport: "dev" | "io_uring",
+  fn: (mnt: string, src: string, pid: number) => Promise<void>,
+  extraArgs: string[] = [],
+): Promise<void> {
+  const [mnt, cleanup] = await tempMountpoint();
+  const src = await Deno.makeTempDir({ prefix: "denofuse-src-" });
+  const { child: server, out } = await startServer([
+    "examples/passthrough.ts",
+    src,
+    mnt,
+    "-o",
+    transport === "io_uring" ? "io_uring" : "no_io_uring",
+    ...extraArgs,
+  ]);
+  try {
+    assert.match(out, new RegExp(`over ${transport}`));
+    await fn(mnt, src, server.pid);
+    server.kill("SIGTERM");
+    assert.equal((await server.status).code, 0);
+    assert.equal(isMounted(mnt), false);
+  } finally {
+    try {
+      server.kill("SIGKILL");
+    } catch { /* already gone */ }
+    await reap(server);
+    await cleanup();
+    await Deno.remove(src, { recursive: true });
+  }
 }

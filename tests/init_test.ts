@@ -81,7 +81,7 @@ Deno.test("init: flags2 is read only when the kernel sets INIT_EXT", () => {
   assert.equal(decodeInitIn(buf, 0, InitIn.COMPAT_SIZE).flags, InitFlag.INIT_EXT);
 });
 
-import { parseMountArgs, UsageError } from "../server/cli.ts";
+import { parseMountArgs, UsageError, VERSION } from "../server/cli.ts";
 
 Deno.test("cli: -o options, -d and positionals parse like mount.fuse", () => {
   const cli = parseMountArgs([
@@ -107,6 +107,10 @@ Deno.test("cli: -o options, -d and positionals parse like mount.fuse", () => {
     attrTimeout: 0.5,
   });
   assert.equal(parseMountArgs(["--help"]), null);
+  assert.equal(parseMountArgs(["--version"])!.version, true);
+  assert.equal(parseMountArgs(["-V"])!.version, true);
+  const denoJson = JSON.parse(Deno.readTextFileSync(new URL("../deno.json", import.meta.url)));
+  assert.equal(VERSION, denoJson.version);
   assert.deepEqual(parseMountArgs(["-o", "io_uring,mine=1"], ["mine"])!.extra, { mine: "1" });
   assert.throws(() => parseMountArgs(["-o", "bogus"]), UsageError);
   assert.throws(() => parseMountArgs(["-o", "max_write=-1"]), /positive whole number/);

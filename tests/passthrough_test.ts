@@ -1,42 +1,7 @@
 // The passthrough example on a real mount, on each transport, driven with
 // ordinary tools and Deno's fs API, and compared with the backing directory.
 import assert from "node:assert/strict";
-import { isMounted, reap, run, startServer, tempMountpoint, transportTest } from "./helpers.ts";
-
-/**
- * Run `fn` against examples/passthrough.ts serving a fresh source, started as
- * a user would start it, in its own process. The server must not share a
- * thread with clients of its own mount: Deno runs some file calls (a small
- * FsFile.write) on the calling thread, which would then wait on itself.
- */
-async function withPassthrough(
-  transport: "dev" | "io_uring",
-  fn: (mnt: string, src: string) => Promise<void>,
-): Promise<void> {
-  const [mnt, cleanup] = await tempMountpoint();
-  const src = await Deno.makeTempDir({ prefix: "denofuse-src-" });
-  const { child: server, out } = await startServer([
-    "examples/passthrough.ts",
-    src,
-    mnt,
-    "-o",
-    transport === "io_uring" ? "io_uring" : "no_io_uring",
-  ]);
-  try {
-    assert.match(out, new RegExp(`over ${transport}`));
-    await fn(mnt, src);
-    server.kill("SIGTERM");
-    assert.equal((await server.status).code, 0);
-    assert.equal(isMounted(mnt), false);
-  } finally {
-    try {
-      server.kill("SIGKILL");
-    } catch { /* already gone */ }
-    await reap(server);
-    await cleanup();
-    await Deno.remove(src, { recursive: true });
-  }
-}
+import { run, transportTest, withPassthrough } from "./helpers.ts";
 
 const repo = new URL("..", import.meta.url).pathname;
 
