@@ -1,0 +1,249 @@
+/**
+ * The benchmark: fio and a metadata job on a fresh tmpfs, on the classic
+ * transport and on the io_uring transport of the passthrough example, and
+ * optionally on any other FUSE server, side by side in one run.
+ *
+ *     deno task bench [--quick] [--rounds N] [--runtime S] [--size SIZE]
+ *                     [--files N] [--compare 'COMMAND'] [--out DIR]
+ *
+ * Configurations: (a) the tmpfs itself, (b) `examples/passthrough.ts -o
+ * no_io_uring`, (c) `examples/passthrough.ts -o io_uring`, and with
+ * `--compare` (d) COMMAND SOURCE MOUNTPOINT (e.g. libfuse's passthrough_hp;
+ * the command may fork to the background). Each round runs them in turn,
+ * in alternating order; a server is started for each job so that its CPU
+ * time and peak RSS belong to that job. Prints a Markdown table and writes
+ * JSON and an SVG chart under bench/results/.
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import { libc, readSmallFile } from "../ffi/libc.ts";
+import {
+  type Job,
+  JOBS,
+  markdownTable,
+  parseFio,
+  type Results,
+  type Sample,
+  summarize,
+  svgChart,
+} from "./report.ts";
+
+const { values } = parseArgs({
+  args: Deno.args,
+  options: {
+    quick: { type: "boolean", default: false },
+    rounds: { type: "string" },
+    runtime: { type: "string" },
+    size: { type: "string" },
+    files: { type: "string" },
+    compare: { type: "string" },
+    out: { type: "string", default: new URL("./results", import.meta.url).pathname },
+  },
+});
+const quick = values.quick!;
+const rounds = Number(values.rounds ?? 2);
+const runtime = Number(values.runtime ?? (quick ? 2 : 15));
+const size = values.size ?? (quick ? "128M" : "1G");
+const files = Number(values.files ?? (quick ? 1000 : 10000));
+if (!(rounds >= 1 && runtime >= 1 && files >= 1) || !/^\d+[KMG]$/.test(size)) {
+  console.error("bench: --rounds, --runtime and --files take positive numbers, --size e.g. 1G");
+  Deno.exit(2);
+}
+if (libc.geteuid() !== 0) {
+  console.error("bench: run as root (it mounts a tmpfs and FUSE file systems)");
+  Deno.exit(1);
+}
+
+const repo = new URL("..", import.meta.url).pathname;
+const CLK_TCK = 100;
+
+async function sh(cmd: string): Promise<string> {
+  const out = await new Deno.Command("sh", { args: ["-c", cmd], stdout: "piped", stderr: "piped" })
+    .output();
+  const dec = new TextDecoder();
+  if (!out.success) throw new Error(`${cmd}: ${dec.decode(out.stderr)}`);
+  return dec.decode(out.stdout);
+}
+
+function mountedFuse(path: string): boolean {
+  return readSmallFile("/proc/self/mountinfo").split("\n").some((l) =>
+    l.split(" ")[4] === path && / - fuse/.test(l)
+  );
+}
+
+/** Pids with /dev/fuse open. */
+function fuseServers(): Set<number> {
+  const pids = new Set<number>();
+  for (const e of Deno.readDirSync("/proc")) {
+    if (!/^\d+$/.test(e.name)) continue;
+    try {
+      for (const fd of Deno.readDirSync(`/proc/${e.name}/fd`)) {
+        if (Deno.readLinkSync(`/proc/${e.name}/fd/${fd.name}`) === "/dev/fuse") {
+          pids.add(Number(e.name));
+          break;
+        }
+      }
+    } catch { /* gone, or not ours to read */ }
+  }
+  return pids;
+}
+
+function cpuSeconds(pid: number): number {
+  const stat = readSmallFile(`/proc/${pid}/stat`);
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return (Number(fields[11]) + Number(fields[12])) / CLK_TCK; // utime, stime
+}
+
+function peakRssKiB(pid: number): number {
+  const m = /VmHWM:\s+(\d+) kB/.exec(readSmallFile(`/proc/${pid}/status`));
+  return m ? Number(m[1]) : 0;
+}
+
+/** A running server: its process and the pid that holds /dev/fuse. */
+interface Server {
+  child: Deno.ChildProcess;
+  pid: number;
+}
+
+async function startServer(config: string, src: string, mnt: string): Promise<Server> {
+  const before = fuseServers();
+  const command = config === "compare" ? ["sh", "-c", `${values.compare} "$0" "$1"`, src, mnt] : [
+    Deno.execPath(),
+    "run",
+    "--allow-ffi",
+    `${repo}examples/passthrough.ts`,
+    src,
+    mnt,
+    "-o",
+    config === "dev" ? "no_io_uring" : "io_uring",
+  ];
+  const child = new Deno.Command(command[0], {
+    args: command.slice(1),
+    stdout: "null",
+    stderr: "inherit",
+  }).spawn();
+  const deadline = Date.now() + 20_000;
+  while (!mountedFuse(mnt)) {
+    if (Date.now() > deadline) {
+      try {
+        child.kill("SIGKILL");
+      } catch { /* gone */ }
+      throw new Error(`${config}: not mounted on ${mnt} after 20 s`);
+    }
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  const pid = [...fuseServers()].find((p) => !before.has(p));
+  if (pid === undefined) throw new Error(`${config}: no new process holds /dev/fuse`);
+  return { child, pid };
+}
+
+async function stopServer(server: Server, mnt: string): Promise<void> {
+  await sh(`umount ${mnt}`);
+  const exited = server.child.status;
+  const timeout = new Promise((r) => setTimeout(r, 10_000, "timeout"));
+  if (await Promise.race([exited, timeout]) === "timeout") {
+    server.child.kill("SIGKILL");
+    await exited;
+  }
+}
+
+async function runJob(job: Job, dir: string): Promise<number> {
+  if (job.id === "metadata") {
+    await Deno.mkdir(`${dir}/meta`);
+    const out = await sh(
+      `${Deno.execPath()} run --allow-ffi ${repo}bench/meta_client.ts ${dir}/meta ${files}`,
+    );
+    await Deno.remove(`${dir}/meta`);
+    return JSON.parse(out).total;
+  }
+  const out = await sh(
+    `fio --name=${job.id} --directory=${dir} --filename_format='bench.$jobnum' ` +
+      `--rw=${job.rw} --bs=${job.bs} --direct=1 --ioengine=sync --numjobs=2 --size=${size} ` +
+      `--time_based --runtime=${runtime} --group_reporting --output-format=json`,
+  );
+  return parseFio(out, job);
+}
+
+const configs = ["tmpfs", "dev", "io_uring", ...(values.compare ? ["compare"] : [])];
+const results: Results = Object.fromEntries(configs.map((c) => [c, {}]));
+const base = await Deno.makeTempDir({ prefix: "denofuse-bench-" });
+const src = `${base}/src`;
+const mnt = `${base}/mnt`;
+await Deno.mkdir(src);
+await Deno.mkdir(mnt);
+const sizeBytes = Number(size.slice(0, -1)) * { K: 1 << 10, M: 1 << 20, G: 1 << 30 }[size.at(-1)!]!;
+const tmpfsBytes = 2 * sizeBytes + (512 << 20);
+await sh(`mount -t tmpfs -o size=${tmpfsBytes} denofuse-bench ${src}`);
+const started = new Date();
+try {
+  // Lay out the two job files once; every job and configuration reuses them.
+  await sh(
+    `fio --name=layout --directory=${src} --filename_format='bench.$jobnum' --rw=write ` +
+      `--bs=1M --numjobs=2 --size=${size} --output=/dev/null`,
+  );
+  for (let round = 0; round < rounds; round++) {
+    const order = round % 2 === 0 ? configs : [...configs].reverse();
+    for (const config of order) {
+      for (const job of JOBS) {
+        let sample: Sample;
+        if (config === "tmpfs") {
+          sample = { value: await runJob(job, src), cpuSeconds: 0, peakRssKiB: 0 };
+        } else {
+          const server = await startServer(config, src, mnt);
+          try {
+            const cpu0 = cpuSeconds(server.pid);
+            const value = await runJob(job, mnt);
+            sample = {
+              value,
+              cpuSeconds: cpuSeconds(server.pid) - cpu0,
+              peakRssKiB: peakRssKiB(server.pid),
+            };
+          } finally {
+            await stopServer(server, mnt);
+          }
+        }
+        (results[config][job.id] ??= []).push(sample);
+        console.error(
+          `round ${round + 1}/${rounds} ${config} ${job.label}: ${
+            sample.value.toFixed(3)
+          } ${job.unit}`,
+        );
+      }
+    }
+  }
+} finally {
+  await sh(`umount ${mnt} 2>/dev/null || true; umount ${src}`);
+  await Deno.remove(base, { recursive: true });
+}
+
+const summary = summarize(results, configs);
+const table = markdownTable(summary);
+const title = `denofuse bench ${started.toISOString().slice(0, 16)}Z` +
+  (quick ? " (quick)" : "") + `, ${rounds} rounds`;
+console.log(`${title}\n\n${table}`);
+console.log(
+  `\nio_uring/dev on rand read 4k: ${summary.uringOverDev.randread?.toFixed(2)} ` +
+    `(target ≥ 1.3: ${summary.uringTargetMet ? "met" : "not met"})`,
+);
+await Deno.mkdir(values.out!, { recursive: true });
+const stem = `${values.out}/${quick ? "quick-" : ""}${started.toISOString().replace(/[:.]/g, "-")}`;
+await Deno.writeTextFile(
+  `${stem}.json`,
+  JSON.stringify(
+    {
+      started: started.toISOString(),
+      kernel: (await sh("uname -r")).trim(),
+      cpus: navigator.hardwareConcurrency,
+      options: { quick, rounds, runtime, size, files, compare: values.compare ?? null },
+      configs,
+      results,
+      summary,
+    },
+    null,
+    2,
+  ) + "\n",
+);
+await Deno.writeTextFile(`${stem}.svg`, svgChart(summary, title) + "\n");
+console.log(`\nwrote ${stem}.json and ${stem}.svg`);

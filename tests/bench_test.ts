@@ -1,0 +1,80 @@
+// The benchmark's parsing and arithmetic on canned fio JSON (real fio 3.33
+// output captured on this machine), and its table and chart.
+import assert from "node:assert/strict";
+import {
+  JOBS,
+  markdownTable,
+  median,
+  parseFio,
+  type Results,
+  summarize,
+  svgChart,
+} from "../bench/report.ts";
+
+const job = (id: string) => JOBS.find((j) => j.id === id)!;
+const fixture = (name: string) =>
+  Deno.readTextFileSync(new URL(`./fixtures/${name}`, import.meta.url));
+
+Deno.test("bench: fio JSON gives IOPS for 4k jobs and MiB/s for 1M jobs", () => {
+  // randread.json: read.iops 25004.995005, read.bw_bytes 102420459.
+  assert.equal(parseFio(fixture("fio_randread.json"), job("randread")), 25004.995005);
+  // seqwrite.json: write.bw_bytes 4063362941 → 3875.12... MiB/s.
+  const mibs = parseFio(fixture("fio_seqwrite.json"), job("seqwrite"));
+  assert.ok(Math.abs(mibs - 4063362941 / 1048576) < 1e-9, String(mibs));
+  // fio may print notices before the JSON; they are skipped.
+  assert.equal(
+    parseFio(
+      "note: both iodepth >= 1 and synchronous I/O engine\n" + fixture("fio_randread.json"),
+      job("randread"),
+    ),
+    25004.995005,
+  );
+  assert.throws(() => parseFio("fio: error", job("randread")), /no JSON/);
+  assert.throws(() => parseFio('{"jobs": []}', job("randread")), /no job/);
+});
+
+Deno.test("bench: medians, ratios to tmpfs, io_uring over dev, and targets", () => {
+  assert.equal(median([3, 1, 2]), 2);
+  assert.equal(median([4, 1, 3, 2]), 2.5);
+  assert.ok(Number.isNaN(median([])));
+  const s = (value: number, cpuSeconds = 0, peakRssKiB = 0) => ({ value, cpuSeconds, peakRssKiB });
+  const results: Results = {
+    tmpfs: { randread: [s(1000), s(1200)], metadata: [s(0.1), s(0.1)] },
+    dev: { randread: [s(80, 2, 70_000), s(100, 4, 71_000)], metadata: [s(1.5), s(1.2)] },
+    io_uring: { randread: [s(130, 1, 90_000), s(120, 3, 80_000)], metadata: [s(1.4), s(1.0)] },
+  };
+  const sum = summarize(results, ["tmpfs", "dev", "io_uring"]);
+  const row = (jobId: string, config: string) =>
+    sum.rows.find((r) => r.job === jobId && r.config === config)!;
+  assert.equal(row("randread", "tmpfs").median, 1100);
+  assert.equal(row("randread", "dev").median, 90);
+  assert.ok(Math.abs(row("randread", "io_uring").ratioToTmpfs - 125 / 1100) < 1e-12);
+  assert.equal(row("randread", "io_uring").meetsTarget, true); // 0.1136 >= 0.09
+  assert.equal(row("randread", "dev").meetsTarget, false); // 0.0818 < 0.09
+  assert.equal(row("randread", "dev").cpuSeconds, 3);
+  assert.equal(row("randread", "io_uring").peakRssKiB, 90_000);
+  assert.ok(Math.abs(sum.uringOverDev.randread - 125 / 90) < 1e-12);
+  assert.equal(sum.uringTargetMet, true); // 1.39 >= 1.3
+  // Seconds: the ratio is how many times the tmpfs time, and lower meets the target.
+  assert.ok(Math.abs(row("metadata", "dev").ratioToTmpfs - 13.5) < 1e-9);
+  assert.equal(row("metadata", "dev").meetsTarget, false); // 13.5× > 13×
+  assert.equal(row("metadata", "io_uring").meetsTarget, true); // 12×
+  assert.equal(row("metadata", "tmpfs").meetsTarget, null);
+  // Jobs without samples are left out, not reported as NaN.
+  assert.equal(sum.rows.some((r) => r.job === "seqread"), false);
+
+  const table = markdownTable(sum);
+  assert.match(
+    table,
+    /^\| rand read 4k \| io_uring \| 125 IOPS \| 0\.114 \| ≥ 0\.09 \| yes \| 1\.39 \(≥ 1\.3\) \| 2\.00 \| 88 \|$/m,
+  );
+  assert.match(table, /^\| metadata \| dev \| 1\.350 s \| 13\.5× \| ≤ 13 \| no \|/m);
+  assert.equal(table.split("\n").length, 2 + 6);
+
+  const svg = svgChart(sum, "test <run>");
+  assert.match(svg, /^<svg /);
+  assert.match(svg, /test &lt;run&gt;/);
+  assert.equal(svg.match(/class="bar"/g)?.length, 4); // 2 jobs x 2 servers
+  // Metadata bars show speed: tmpfs time / time = 0.1 / 1.2 for io_uring.
+  assert.match(svg, /metadata io_uring: 0\.083/);
+});
