@@ -394,8 +394,27 @@ export class Ring {
 // ---------------------------------------------------------------------------
 // SQE builders: each fills a zeroed SQE at `at` in `s` (from Ring.sqe()).
 
-function setAddr(s: DataView, o: number, addr: bigint | number): void {
-  s.setBigUint64(o, BigInt(addr), true);
+/**
+ * The fields most operations use, as liburing's `io_uring_prep_rw` sets
+ * them: opcode, fd, addr, len, off (an offset, or a second pointer) and the
+ * per-operation flags word. Each builder below says what goes where.
+ */
+function prep(
+  s: DataView,
+  at: number,
+  op: number,
+  fd: number,
+  addr: bigint | number,
+  len: number,
+  off: bigint | number,
+  opFlags = 0,
+): void {
+  s.setUint8(at + Sqe.opcode, op);
+  s.setInt32(at + Sqe.fd, fd, true);
+  s.setBigUint64(at + Sqe.addr, BigInt(addr), true);
+  s.setUint32(at + Sqe.len, len, true);
+  s.setBigUint64(at + Sqe.off, BigInt.asUintN(64, BigInt(off)), true);
+  s.setUint32(at + Sqe.opFlags, opFlags, true);
 }
 
 /** A NOP. */
@@ -405,25 +424,7 @@ export function prepNop(s: DataView, at: number): void {
 
 /** `IORING_OP_URING_CMD` on `fd` with `cmdOp`; the command area is at `at + Sqe.cmd`. */
 export function prepUringCmd(s: DataView, at: number, fd: number, cmdOp: number): void {
-  s.setUint8(at + Sqe.opcode, IORING_OP.URING_CMD);
-  s.setInt32(at + Sqe.fd, fd, true);
-  s.setUint32(at + Sqe.off, cmdOp, true);
-}
-
-function prepRw(
-  s: DataView,
-  at: number,
-  op: number,
-  fd: number,
-  addr: bigint,
-  len: number,
-  offset: number,
-): void {
-  s.setUint8(at + Sqe.opcode, op);
-  s.setInt32(at + Sqe.fd, fd, true);
-  s.setBigInt64(at + Sqe.off, BigInt(offset), true);
-  setAddr(s, at + Sqe.addr, addr);
-  s.setUint32(at + Sqe.len, len, true);
+  prep(s, at, IORING_OP.URING_CMD, fd, 0, 0, cmdOp);
 }
 
 /** `pread(fd, addr, len, offset)` into fixed buffer `bufIndex`. */
@@ -436,7 +437,7 @@ export function prepReadFixed(
   offset: number,
   bufIndex: number,
 ): void {
-  prepRw(s, at, IORING_OP.READ_FIXED, fd, addr, len, offset);
+  prep(s, at, IORING_OP.READ_FIXED, fd, addr, len, offset);
   s.setUint16(at + Sqe.bufIndex, bufIndex, true);
 }
 
@@ -450,7 +451,7 @@ export function prepWriteFixed(
   offset: number,
   bufIndex: number,
 ): void {
-  prepRw(s, at, IORING_OP.WRITE_FIXED, fd, addr, len, offset);
+  prep(s, at, IORING_OP.WRITE_FIXED, fd, addr, len, offset);
   s.setUint16(at + Sqe.bufIndex, bufIndex, true);
 }
 
@@ -463,7 +464,7 @@ export function prepRead(
   len: number,
   offset: number,
 ): void {
-  prepRw(s, at, IORING_OP.READ, fd, addr, len, offset);
+  prep(s, at, IORING_OP.READ, fd, addr, len, offset);
 }
 
 /** `pwrite(fd, addr, len, offset)`. */
@@ -475,17 +476,15 @@ export function prepWrite(
   len: number,
   offset: number,
 ): void {
-  prepRw(s, at, IORING_OP.WRITE, fd, addr, len, offset);
+  prep(s, at, IORING_OP.WRITE, fd, addr, len, offset);
 }
 
 /** `fsync(fd)`, or `fdatasync` with `datasync`. */
 export function prepFsync(s: DataView, at: number, fd: number, datasync: boolean): void {
-  s.setUint8(at + Sqe.opcode, IORING_OP.FSYNC);
-  s.setInt32(at + Sqe.fd, fd, true);
-  s.setUint32(at + Sqe.opFlags, datasync ? IORING_FSYNC_DATASYNC : 0, true);
+  prep(s, at, IORING_OP.FSYNC, fd, 0, 0, 0, datasync ? IORING_FSYNC_DATASYNC : 0);
 }
 
-/** `fallocate(fd, mode, offset, length)`. */
+/** `fallocate(fd, mode, offset, length)`: the length travels in addr, the mode in len. */
 export function prepFallocate(
   s: DataView,
   at: number,
@@ -494,18 +493,12 @@ export function prepFallocate(
   offset: number,
   length: number,
 ): void {
-  s.setUint8(at + Sqe.opcode, IORING_OP.FALLOCATE);
-  s.setInt32(at + Sqe.fd, fd, true);
-  s.setBigInt64(at + Sqe.off, BigInt(offset), true);
-  s.setBigUint64(at + Sqe.addr, BigInt(length), true); // the length travels in addr
-  s.setUint32(at + Sqe.len, mode, true);
+  prep(s, at, IORING_OP.FALLOCATE, fd, length, mode, offset);
 }
 
 /** `ftruncate(fd, length)` (Linux 6.9+). */
 export function prepFtruncate(s: DataView, at: number, fd: number, length: number): void {
-  s.setUint8(at + Sqe.opcode, IORING_OP.FTRUNCATE);
-  s.setInt32(at + Sqe.fd, fd, true);
-  s.setBigInt64(at + Sqe.off, BigInt(length), true);
+  prep(s, at, IORING_OP.FTRUNCATE, fd, 0, 0, length);
 }
 
 /** `openat(dirfd, path, flags, mode)`; `path` is a pinned NUL-terminated string. */
@@ -517,11 +510,7 @@ export function prepOpenat(
   flags: number,
   mode: number,
 ): void {
-  s.setUint8(at + Sqe.opcode, IORING_OP.OPENAT);
-  s.setInt32(at + Sqe.fd, dirfd, true);
-  setAddr(s, at + Sqe.addr, path);
-  s.setUint32(at + Sqe.len, mode, true);
-  s.setUint32(at + Sqe.opFlags, flags, true);
+  prep(s, at, IORING_OP.OPENAT, dirfd, path, mode, 0, flags);
 }
 
 /** `openat2(dirfd, path, how, sizeof how)`; `how` points at a pinned `struct open_how`. */
@@ -532,20 +521,15 @@ export function prepOpenat2(
   path: bigint,
   how: bigint,
 ): void {
-  s.setUint8(at + Sqe.opcode, IORING_OP.OPENAT2);
-  s.setInt32(at + Sqe.fd, dirfd, true);
-  setAddr(s, at + Sqe.addr, path);
-  s.setUint32(at + Sqe.len, 24, true);
-  setAddr(s, at + Sqe.off, how);
+  prep(s, at, IORING_OP.OPENAT2, dirfd, path, 24, how);
 }
 
 /** `close(fd)`. */
 export function prepClose(s: DataView, at: number, fd: number): void {
-  s.setUint8(at + Sqe.opcode, IORING_OP.CLOSE);
-  s.setInt32(at + Sqe.fd, fd, true);
+  prep(s, at, IORING_OP.CLOSE, fd, 0, 0, 0);
 }
 
-/** `statx(dirfd, path, flags, mask, buf)`. */
+/** `statx(dirfd, path, flags, mask, buf)`: the mask travels in len, the buffer in off. */
 export function prepStatx(
   s: DataView,
   at: number,
@@ -555,12 +539,7 @@ export function prepStatx(
   mask: number,
   buf: bigint,
 ): void {
-  s.setUint8(at + Sqe.opcode, IORING_OP.STATX);
-  s.setInt32(at + Sqe.fd, dirfd, true);
-  setAddr(s, at + Sqe.addr, path);
-  s.setUint32(at + Sqe.len, mask, true);
-  setAddr(s, at + Sqe.off, buf);
-  s.setUint32(at + Sqe.opFlags, flags, true);
+  prep(s, at, IORING_OP.STATX, dirfd, path, mask, buf, flags);
 }
 
 /** `unlinkat(dirfd, path, flags)`. */
@@ -571,10 +550,7 @@ export function prepUnlinkat(
   path: bigint,
   flags: number,
 ): void {
-  s.setUint8(at + Sqe.opcode, IORING_OP.UNLINKAT);
-  s.setInt32(at + Sqe.fd, dirfd, true);
-  setAddr(s, at + Sqe.addr, path);
-  s.setUint32(at + Sqe.opFlags, flags, true);
+  prep(s, at, IORING_OP.UNLINKAT, dirfd, path, 0, 0, flags);
 }
 
 /** `mkdirat(dirfd, path, mode)`. */
@@ -585,32 +561,10 @@ export function prepMkdirat(
   path: bigint,
   mode: number,
 ): void {
-  s.setUint8(at + Sqe.opcode, IORING_OP.MKDIRAT);
-  s.setInt32(at + Sqe.fd, dirfd, true);
-  setAddr(s, at + Sqe.addr, path);
-  s.setUint32(at + Sqe.len, mode, true);
+  prep(s, at, IORING_OP.MKDIRAT, dirfd, path, mode, 0);
 }
 
-/** The (old dirfd, old path) -> (new dirfd, new path) layout renameat and linkat share. */
-function prepPathPair(
-  s: DataView,
-  at: number,
-  op: number,
-  oldDirfd: number,
-  oldPath: bigint,
-  newDirfd: number,
-  newPath: bigint,
-  flags: number,
-): void {
-  s.setUint8(at + Sqe.opcode, op);
-  s.setInt32(at + Sqe.fd, oldDirfd, true);
-  setAddr(s, at + Sqe.addr, oldPath);
-  s.setUint32(at + Sqe.len, newDirfd, true);
-  setAddr(s, at + Sqe.off, newPath);
-  s.setUint32(at + Sqe.opFlags, flags, true);
-}
-
-/** `renameat2(olddirfd, oldpath, newdirfd, newpath, flags)`. */
+/** `renameat2(olddirfd, oldpath, newdirfd, newpath, flags)`: the new dirfd travels in len. */
 export function prepRenameat(
   s: DataView,
   at: number,
@@ -620,7 +574,7 @@ export function prepRenameat(
   newPath: bigint,
   flags: number,
 ): void {
-  prepPathPair(s, at, IORING_OP.RENAMEAT, oldDirfd, oldPath, newDirfd, newPath, flags);
+  prep(s, at, IORING_OP.RENAMEAT, oldDirfd, oldPath, newDirfd, newPath, flags);
 }
 
 /** `symlinkat(target, newdirfd, linkpath)`. */
@@ -631,13 +585,10 @@ export function prepSymlinkat(
   newDirfd: number,
   linkPath: bigint,
 ): void {
-  s.setUint8(at + Sqe.opcode, IORING_OP.SYMLINKAT);
-  s.setInt32(at + Sqe.fd, newDirfd, true);
-  setAddr(s, at + Sqe.addr, target);
-  setAddr(s, at + Sqe.off, linkPath);
+  prep(s, at, IORING_OP.SYMLINKAT, newDirfd, target, 0, linkPath);
 }
 
-/** `linkat(olddirfd, oldpath, newdirfd, newpath, flags)`. */
+/** `linkat(olddirfd, oldpath, newdirfd, newpath, flags)`, laid out as renameat. */
 export function prepLinkat(
   s: DataView,
   at: number,
@@ -647,7 +598,7 @@ export function prepLinkat(
   newPath: bigint,
   flags: number,
 ): void {
-  prepPathPair(s, at, IORING_OP.LINKAT, oldDirfd, oldPath, newDirfd, newPath, flags);
+  prep(s, at, IORING_OP.LINKAT, oldDirfd, oldPath, newDirfd, newPath, flags);
 }
 
 /** Mark the SQE at `at` as linked to the next one (IOSQE_IO_LINK). */

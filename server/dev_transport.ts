@@ -21,7 +21,7 @@ import type { Exchange } from "../ops/exchange.ts";
 import { setU64 } from "../ops/codec.ts";
 import type { BackingIo } from "../ops/backing_io.ts";
 import { DirectIo } from "./direct_io.ts";
-import { RingIo } from "./ring_io.ts";
+import type { RingIo } from "./ring_io.ts";
 import { makeYield } from "./yield.ts";
 
 /** Requests handled per batch before yielding to the event loop. */
@@ -122,10 +122,10 @@ class DevSlot implements Exchange {
     length: number,
   ): void | Promise<void> {
     this.#transport.counters.fdReads++;
-    const io = this.#transport.io;
-    if (io instanceof RingIo) {
+    const ring = this.#transport.ring;
+    if (ring) {
       // Through the ring: a slow backing read never stalls the event loop.
-      return io.readInto(fd, this.#region.address + BigInt(this.outOffset), length, offset).then(
+      return ring.readInto(fd, this.#region.address + BigInt(this.outOffset), length, offset).then(
         (n) => this.reply(unique, 0, n),
         (e: SystemError) => this.reply(unique, -e.errno, 0),
       );
@@ -137,10 +137,10 @@ class DevSlot implements Exchange {
 
   writeDataToFd(fd: number, offset: number): number | Promise<number> {
     this.#transport.counters.fdWrites++;
-    const io = this.#transport.io;
-    if (io instanceof RingIo) {
+    const ring = this.#transport.ring;
+    if (ring) {
       const addr = this.#region.address + BigInt(this.dataOffset);
-      return io.writeFrom(fd, addr, this.dataLength, offset);
+      return ring.writeFrom(fd, addr, this.dataLength, offset);
     }
     const ptr = this.#region.at(this.dataOffset);
     const n = libc.pwrite64(fd, ptr, BigInt(this.dataLength), BigInt(offset));
@@ -163,10 +163,11 @@ export class DevTransport {
     fdWrites: 0,
   };
   /**
-   * Backing calls offered to the file system with each request: direct
-   * calls until the session gives this transport a ring of its own.
+   * The ring for backing calls and fd data, once the session gives this
+   * transport one (set by the session); until then, direct calls.
    */
-  io: BackingIo = new DirectIo();
+  ring: RingIo | null = null;
+  #direct = new DirectIo();
   #fd: number;
   #dispatcher: Dispatcher;
   #region: PinnedRegion;
@@ -195,6 +196,11 @@ export class DevTransport {
     pv.setInt32(0, fd, true);
     pv.setInt16(4, POLLIN, true);
     [this.#yield, this.#closeYield] = makeYield();
+  }
+
+  /** Backing calls offered to the file system with each request. */
+  get io(): BackingIo {
+    return this.ring ?? this.#direct;
   }
 
   /** Bytes of pinned memory held. */

@@ -9,7 +9,8 @@ import { check } from "../ffi/libc.ts";
 import { libc } from "../ffi/libc.ts";
 import type { BackingIo, Caller } from "../ops/backing_io.ts";
 
-const asRoot = libc.geteuid() === 0;
+/** Whether this server runs as root (only root can act as another user). */
+export const asRoot: boolean = libc.geteuid() === 0;
 
 /**
  * Run `fn` with the fsuid/fsgid of `caller` (when running as root; an

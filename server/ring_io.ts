@@ -16,7 +16,6 @@
  * @module
  */
 
-import { libc } from "../ffi/libc.ts";
 import {
   prepClose,
   prepFallocate,
@@ -35,9 +34,7 @@ import {
   Sqe,
 } from "../ffi/ring.ts";
 import type { BackingIo, Caller } from "../ops/backing_io.ts";
-import { asCaller } from "./direct_io.ts";
-
-const asRoot = libc.geteuid() === 0;
+import { asCaller, asRoot } from "./direct_io.ts";
 
 function address(buf: Uint8Array): bigint {
   return BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(buf as BufferSource)));

@@ -233,7 +233,7 @@ export async function mount(
       // Backing calls get a ring of their own, so they never block the loop.
       try {
         devRing = RingIo.own();
-        dev.io = devRing;
+        dev.ring = devRing;
       } catch (e) {
         devIoNote = ` (direct calls: ${(e as Error).message})`;
       }

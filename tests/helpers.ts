@@ -64,6 +64,13 @@ export async function run(cmd: string, ...args: string[]): Promise<Output> {
   return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
 }
 
+/** Run a shell script that must succeed; resolves with its stdout. */
+export async function sh(script: string): Promise<string> {
+  const out = await run("sh", "-c", script);
+  assert.equal(out.code, 0, `${script}\n${out.stderr}`);
+  return out.stdout;
+}
+
 /** Whether `path` is a mountpoint in /proc/mounts. */
 export function isMounted(path: string): boolean {
   // Through libc: cleanup must work whatever permissions the test runs with.

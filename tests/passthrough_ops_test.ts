@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import { AT, check, check64, close, cstr, libc, O, open, S } from "../ffi/libc.ts";
 import { SystemError } from "../ffi/errno.ts";
-import { run, transportTest, withPassthrough } from "./helpers.ts";
+import { run, sh, transportTest, withPassthrough } from "./helpers.ts";
 
 const RENAME_NOREPLACE = 1;
 const RENAME_EXCHANGE = 2;
@@ -18,12 +18,6 @@ const FALLOC_FL_PUNCH_HOLE = 2;
 const SEEK_DATA = 3;
 const SEEK_HOLE = 4;
 const XATTR_CREATE = 1;
-
-async function sh(script: string): Promise<string> {
-  const out = await run("sh", "-c", script);
-  assert.equal(out.code, 0, `${script}\n${out.stderr}`);
-  return out.stdout;
-}
 
 /** The errno name a libc call failed with. */
 function failsWith(fn: () => number | bigint, code: string): void {

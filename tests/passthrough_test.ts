@@ -1,15 +1,9 @@
 // The passthrough example on a real mount, on each transport, driven with
 // ordinary tools and Deno's fs API, and compared with the backing directory.
 import assert from "node:assert/strict";
-import { run, transportTest, withPassthrough } from "./helpers.ts";
+import { run, sh, transportTest, withPassthrough } from "./helpers.ts";
 
 const repo = new URL("..", import.meta.url).pathname;
-
-async function sh(script: string): Promise<string> {
-  const out = await run("sh", "-c", script);
-  assert.equal(out.code, 0, `${script}\n${out.stderr}`);
-  return out.stdout;
-}
 
 function bytes(n: number, seed = 1): Uint8Array {
   const out = new Uint8Array(n);
