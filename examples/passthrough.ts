@@ -511,6 +511,20 @@ export class Passthrough implements FileSystem {
     return ctx.io.fsync(dir.fd, datasync);
   }
 
+  /**
+   * Whether the source directory lives on a memory file system (tmpfs,
+   * ramfs), where no backing call waits for a device: the command line then
+   * makes backing calls directly rather than through io_uring (see
+   * `MountOptions.backingIo`). File systems mounted below the
+   * source are not looked at.
+   */
+  get memoryBacked(): boolean {
+    const buf = new Uint8Array(120);
+    check(libc.fstatfs(this.#inode(1).fd, buf), "fstatfs");
+    const type = new DataView(buf.buffer).getUint32(0, true);
+    return type === TMPFS_MAGIC || type === RAMFS_MAGIC;
+  }
+
   statfs(_ctx: RequestContext, nodeId: number): StatFs {
     const buf = new Uint8Array(120);
     check(libc.fstatfs(this.#inode(nodeId).fd, buf), "fstatfs");
@@ -621,6 +635,10 @@ export class Passthrough implements FileSystem {
   }
 }
 
+/** `statfs` f_type of tmpfs and of ramfs. */
+const TMPFS_MAGIC = 0x01021994;
+const RAMFS_MAGIC = 0x858458f6;
+
 /** The source served when the command line names only a mountpoint. */
 export const DEFAULT_SOURCE = "/tmp/denofuse-source";
 
@@ -661,6 +679,9 @@ if (import.meta.main) {
       subtype: "passthrough",
       defaultPermissions: true,
       atomicOTrunc: true,
+      // -o backing_io=auto (the default): nothing on a memory file system
+      // can block, so skip io_uring's hand-off to its worker threads there.
+      backingIo: fs.memoryBacked ? "direct" : "ring",
       ...cli.options,
     });
   });

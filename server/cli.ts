@@ -38,6 +38,9 @@ export const MOUNT_OPTIONS_HELP = `Options:
      io_uring               require FUSE-over-io_uring (fail if unavailable)
      no_io_uring            serve over /dev/fuse only
      io_uring_q_depth=N     ring entries per queue (default 8)
+     backing_io=MODE        ring: backing calls as io_uring operations;
+                            direct: system calls on the serving thread;
+                            auto (default): the server's choice
      max_write=N            largest write request in bytes (default 1048576)
      max_read=N             largest read request in bytes (default 1048576)
      entry_timeout=S        seconds names are cached (default 1)
@@ -128,6 +131,11 @@ export function parseMountArgs(
             break;
           case "io_uring_q_depth":
             options.queueDepth = positiveInt(name, value);
+            break;
+          case "backing_io":
+            if (value === "ring" || value === "direct") options.backingIo = value;
+            else if (value === "auto") delete options.backingIo;
+            else throw new UsageError("-o backing_io takes ring, direct or auto");
             break;
           case "max_write":
             options.maxWrite = positiveInt(name, value);

@@ -3,11 +3,18 @@
  * written back to it.
  *
  * The fd is non-blocking. Reads are synchronous (so errno is exact) and are
- * repeated while requests are queued; when the queue is empty the loop waits
- * with `poll` on Deno's blocking pool, which never blocks the event loop.
- * Each request gets its own slot of pinned memory, kept until its reply is
- * written, so async FileSystem methods overlap: a slow request never holds
- * up the next one.
+ * repeated while requests are queued. When the queue is empty the loop
+ * first gives handlers a few microtask turns, then, while requests are
+ * flowing, waits up to a millisecond with `poll` on the serving thread
+ * itself (no other thread is woken when the next request comes), and only
+ * when idle waits with `poll` on Deno's blocking pool, which never blocks
+ * the event loop. Each request gets its own slot of pinned memory, kept
+ * until its reply is written, so async FileSystem methods overlap: a slow
+ * request never holds up the next one.
+ *
+ * With a ring attached ({@linkcode DevTransport.attachRing}), backing calls
+ * and fd data go through it, and this loop submits and reaps it: the same
+ * waits watch `/dev/fuse` and the ring's fd together.
  *
  * @module
  */
@@ -20,9 +27,10 @@ import type { Dispatcher } from "../ops/dispatch.ts";
 import type { Exchange } from "../ops/exchange.ts";
 import { setU64 } from "../ops/codec.ts";
 import type { BackingIo } from "../ops/backing_io.ts";
+import type { Ring } from "../ffi/ring.ts";
 import { DirectIo } from "./direct_io.ts";
-import type { RingIo } from "./ring_io.ts";
-import { makeYield } from "./yield.ts";
+import { RingIo } from "./ring_io.ts";
+import { BUSY_WAIT_US, coalesced, makeYield, settleHandlers } from "./yield.ts";
 
 /** Requests handled per batch before yielding to the event loop. */
 const BATCH_BUDGET = 64;
@@ -163,17 +171,23 @@ export class DevTransport {
     fdWrites: 0,
   };
   /**
-   * The ring for backing calls and fd data, once the session gives this
-   * transport one (set by the session); until then, direct calls.
+   * Backing calls and fd data on the ring from {@linkcode attachRing};
+   * null until then (direct calls).
    */
   ring: RingIo | null = null;
+  #ring: Ring | null = null;
+  #flush = coalesced(() => this.#pumpRing());
+  /** Bumped when a ring operation is prepared or a reply sent: handlers moved. */
+  #moved = 0;
   #direct = new DirectIo();
   #fd: number;
   #dispatcher: Dispatcher;
   #region: PinnedRegion;
   #free: DevSlot[] = [];
   #slotWaiter: (() => void) | null = null;
-  #pollfd = new Uint8Array(8);
+  /** struct pollfd for /dev/fuse, then for the ring's fd once attached. */
+  #pollfds = new Uint8Array(16);
+  #nfds = 1n;
   #stopped = false;
   #slots: number;
   #yield: () => Promise<void>;
@@ -192,10 +206,24 @@ export class DevTransport {
     for (let i = slots - 1; i >= 0; i--) {
       this.#free.push(new DevSlot(this, this.#region, i * slotSize, slotSize));
     }
-    const pv = new DataView(this.#pollfd.buffer);
+    const pv = new DataView(this.#pollfds.buffer);
     pv.setInt32(0, fd, true);
     pv.setInt16(4, POLLIN, true);
     [this.#yield, this.#closeYield] = makeYield();
+  }
+
+  /**
+   * Do backing calls and fd data through `ring` from now on; this
+   * transport's loop submits and reaps it (the caller closes it after
+   * {@linkcode run} has settled).
+   */
+  attachRing(ring: Ring): void {
+    this.#ring = ring;
+    this.ring = new RingIo(ring, () => this.#flushSoon());
+    const pv = new DataView(this.#pollfds.buffer);
+    pv.setInt32(8, ring.fd, true);
+    pv.setInt16(12, POLLIN, true);
+    this.#nfds = 2n;
   }
 
   /** Backing calls offered to the file system with each request. */
@@ -212,6 +240,7 @@ export class DevTransport {
   async run(): Promise<void> {
     try {
       let budget = BATCH_BUDGET;
+      let busy = false;
       while (!this.#stopped) {
         const slot = this.#free.pop() ?? await this.#waitForSlot();
         if (slot === null) break;
@@ -221,7 +250,13 @@ export class DevTransport {
           this.#free.push(slot);
           if (e === Errno.EAGAIN) {
             budget = BATCH_BUDGET;
-            await libc.poll_wait(this.#pollfd, 1n, 1000);
+            if (this.#pumpRing() > 0) continue;
+            if (this.#free.length < this.#slots && await settleHandlers(() => this.#moved)) {
+              continue;
+            }
+            if (busy && libc.poll(this.#pollfds, this.#nfds, BUSY_WAIT_US / 1000) > 0) continue;
+            busy = false;
+            await libc.poll_wait(this.#pollfds, this.#nfds, 1000);
             continue;
           }
           // ENOENT: the request was interrupted before we read it.
@@ -229,6 +264,7 @@ export class DevTransport {
           if (e === Errno.ENODEV || e === Errno.ECONNABORTED) return;
           throw new SystemError("read", e, "/dev/fuse");
         }
+        busy = true;
         this.#handle(slot, n);
         if (--budget === 0) {
           budget = BATCH_BUDGET;
@@ -260,6 +296,19 @@ export class DevTransport {
       await new Promise((resolve) => setTimeout(resolve, 10));
     }
     if (this.#free.length === this.#slots) this.#region.close();
+  }
+
+  /** Submit prepared ring operations and run the handlers of completed ones. */
+  #pumpRing(): number {
+    const ring = this.#ring;
+    if (!ring) return 0;
+    if (ring.hasUnsubmitted) ring.submit();
+    return ring.reap();
+  }
+
+  #flushSoon(): void {
+    this.#moved++;
+    this.#flush();
   }
 
   #handle(slot: DevSlot, n: number): void {
@@ -296,6 +345,7 @@ export class DevTransport {
     } else {
       this.counters.replies++;
     }
+    this.#moved++;
     this.release(slot);
   }
 
@@ -307,11 +357,18 @@ export class DevTransport {
     wake?.();
   }
 
+  /**
+   * Every slot is in use: wait for a reply to free one. Their handlers may
+   * be waiting on the ring, which only this loop reaps, so reap it too.
+   */
   async #waitForSlot(): Promise<DevSlot | null> {
     while (!this.#stopped) {
       const slot = this.#free.pop();
       if (slot) return slot;
-      await new Promise<void>((resolve) => this.#slotWaiter = resolve);
+      if (this.#pumpRing() > 0 || await settleHandlers(() => this.#moved)) continue;
+      const released = new Promise<void>((resolve) => this.#slotWaiter = resolve);
+      const ring = this.#ring;
+      await (ring && ring.inFlight > 0 ? Promise.race([released, ring.wait()]) : released);
     }
     return null;
   }

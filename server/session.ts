@@ -20,7 +20,7 @@ import {
   openFuseDevice,
   unmountFuse,
 } from "./mount.ts";
-import { RingIo } from "./ring_io.ts";
+import { Ring } from "../ffi/ring.ts";
 import { type UringCounters, UringTransport, uringUnavailable } from "./uring_transport.ts";
 
 /** Which transport serves requests. */
@@ -36,6 +36,16 @@ export interface MountOptions extends KernelMountOptions, DispatcherOptions {
   transport?: TransportChoice;
   /** Ring entries per kernel queue for io_uring (default 8). */
   queueDepth?: number;
+  /**
+   * How `ctx.io` backing calls and fd data are made. `"ring"` (default):
+   * as io_uring operations (on the io_uring transport's ring, or on a ring
+   * the /dev/fuse transport reaps), so a call that blocks never holds up
+   * other requests; plain calls when io_uring cannot be set up. `"direct"`:
+   * system calls on the serving thread, for backing stores where no call
+   * can block (tmpfs), since io_uring hands most calls (statx, unlinkat,
+   * and any read or write of a tmpfs file) to a worker thread and back.
+   */
+  backingIo?: "ring" | "direct";
   /**
    * Unmount on SIGINT and SIGTERM (default true), so that Ctrl-C leaves no
    * mount behind.
@@ -136,6 +146,11 @@ export async function mount(
   if (!["auto", "dev", "io_uring"].includes(choice)) {
     throw new MountError(`unknown transport ${JSON.stringify(choice)}: use auto, dev or io_uring`);
   }
+  if (options.backingIo !== undefined && !["ring", "direct"].includes(options.backingIo)) {
+    throw new MountError(
+      `unknown backingIo ${JSON.stringify(options.backingIo)}: use ring or direct`,
+    );
+  }
   const path = checkMountpoint(mountpoint);
   let fallbackReason: string | null = choice === "dev" ? "the dev transport was asked for" : null;
   if (choice !== "dev") {
@@ -180,7 +195,7 @@ export async function mount(
     }
   }
   let uring: UringTransport | null = null;
-  let devRing: RingIo | null = null;
+  let devRing: Ring | null = null;
   const devRunning = dev.run();
   const serving = devRunning.then(() => uring?.finished);
   const closed = serving.catch((e) => {
@@ -196,7 +211,7 @@ export async function mount(
       console.error("denofuse: destroy failed:", e);
     }
     await dev.close();
-    await devRing?.shutdown();
+    await devRing?.close();
     await uring?.close();
     closeFuseDevice(fd);
   });
@@ -229,13 +244,13 @@ export async function mount(
     }
     if (fallbackReason && choice === "auto") notice(`serving over /dev/fuse: ${fallbackReason}`);
     let devIoNote = "";
-    if (!uring) {
+    if (!uring && options.backingIo !== "direct") {
       // Backing calls get a ring of their own, so they never block the loop.
       try {
-        devRing = RingIo.own();
-        dev.ring = devRing;
+        devRing = new Ring({ entries: 64 });
+        dev.attachRing(devRing);
       } catch (e) {
-        devIoNote = ` (direct calls: ${(e as Error).message})`;
+        devIoNote = ` (io_uring unavailable: ${(e as Error).message})`;
       }
     }
     if (debug) {
@@ -278,6 +293,7 @@ function startUring(
   try {
     uring = new UringTransport(fd, dispatcher, {
       queueDepth: options.queueDepth,
+      backingIo: options.backingIo,
       slotSize: Math.max(connection.maxWrite, connection.maxRead, MAX_PAGES * 4096),
     });
   } catch (e) {

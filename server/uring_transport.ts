@@ -8,14 +8,17 @@
  * bytes, both pinned; the payload buffers sit in the ring's sparse
  * fixed-buffer table at index = entry id, so read data goes from the backing
  * fd into the reply with READ_FIXED, and write data from the request to the
- * backing fd with WRITE_FIXED, never through JavaScript.
+ * backing fd with WRITE_FIXED, never through JavaScript. With direct backing
+ * calls (`backingIo: "direct"`) the same slots are read into and written
+ * from by `pread`/`pwrite` on the serving thread instead.
  *
  * @module
  */
 
 import { RingIo } from "./ring_io.ts";
+import { DirectIo } from "./direct_io.ts";
 import { Errno, errnoName, SystemError } from "../ffi/errno.ts";
-import { readSmallFile } from "../ffi/libc.ts";
+import { errno, libc, readSmallFile } from "../ffi/libc.ts";
 import { liburing } from "../ffi/liburing.ts";
 import { PinnedRegion } from "../ffi/memory.ts";
 import { prepReadFixed, prepUringCmd, prepWriteFixed, Ring, Sqe } from "../ffi/ring.ts";
@@ -28,21 +31,14 @@ import {
   UringReqHeader,
 } from "../ops/abi.ts";
 import { setU64 } from "../ops/codec.ts";
+import type { BackingIo } from "../ops/backing_io.ts";
 import type { Dispatcher } from "../ops/dispatch.ts";
 import type { Exchange } from "../ops/exchange.ts";
-import { makeYield } from "./yield.ts";
+import { BUSY_WAIT_US, coalesced, makeYield, settleHandlers } from "./yield.ts";
 
 const ENT = UringReqHeader.ring_ent_in_out;
 /** Completions handled before yielding to the event loop. */
 const BATCH_BUDGET = 64;
-/**
- * While requests flow, wait this long on the serving thread itself before
- * falling back to a wait on Deno's pool: the kernel delivers FUSE requests
- * as task work on the thread that submitted the commands, so a thread that
- * waits in io_uring_enter gets them without a wake-up of another thread. It
- * is also the longest the event loop can be held up by the wait.
- */
-const BUSY_WAIT_US = 100;
 /** The longest the serving loop runs before yielding to the event loop. */
 const YIELD_EVERY_MS = 2;
 
@@ -52,9 +48,9 @@ export interface UringCounters {
   requests: number;
   /** Replies committed. */
   replies: number;
-  /** Reads served by READ_FIXED into an entry's payload slot. */
+  /** Reads served into an entry's payload slot (READ_FIXED, or pread when direct). */
   fixedReads: number;
-  /** Writes served by WRITE_FIXED from an entry's payload slot. */
+  /** Writes served from an entry's payload slot (WRITE_FIXED, or pwrite when direct). */
   fixedWrites: number;
 }
 
@@ -134,7 +130,7 @@ class UringEntry implements Exchange {
     this.payloadAddress = payloads.address + BigInt(id * slotSize);
   }
 
-  get io(): RingIo {
+  get io(): BackingIo {
     return this.#t.io;
   }
 
@@ -146,7 +142,7 @@ class UringEntry implements Exchange {
     this.#t.readFixed(this, unique, fd, offset, length);
   }
 
-  writeDataToFd(fd: number, offset: number): Promise<number> {
+  writeDataToFd(fd: number, offset: number): number | Promise<number> {
     return this.#t.writeFixed(this, fd, offset);
   }
 
@@ -165,6 +161,13 @@ export interface UringTransportOptions {
   slotSize: number;
   /** Number of kernel queues (default: possible CPUs). */
   queues?: number;
+  /**
+   * How backing calls and file data are done: "ring" (default) as
+   * operations on this transport's ring, "direct" as system calls on the
+   * serving thread (for sources where no call can block, such as tmpfs,
+   * where io_uring would hand most of them to a worker thread and back).
+   */
+  backingIo?: "ring" | "direct";
 }
 
 /** Serves a session's requests over FUSE-over-io_uring. */
@@ -177,8 +180,8 @@ export class UringTransport {
   readonly depth: number;
   /** Payload bytes per entry. */
   readonly slotSize: number;
-  /** Backing calls for the file system, on this transport's ring. */
-  readonly io: RingIo;
+  /** Backing calls for the file system: on this transport's ring, or direct. */
+  readonly io: BackingIo;
   #fd: number;
   #dispatcher: Dispatcher;
   #ring: Ring;
@@ -187,7 +190,10 @@ export class UringTransport {
   #iovecs: PinnedRegion;
   #entries: UringEntry[] = [];
   #live = 0;
-  #flushQueued = false;
+  #flush = coalesced(() => this.#pump(BATCH_BUDGET));
+  /** Bumped whenever an SQE is prepared: the loop's sign that handlers moved. */
+  #prepared = 0;
+  #direct: boolean;
   #failures: number[] | null = null;
   #done!: () => void;
   #finished = new Promise<void>((r) => this.#done = r);
@@ -205,7 +211,8 @@ export class UringTransport {
     const n = this.queues * this.depth;
     const entries = 1 << Math.ceil(Math.log2(Math.max(64, n * 4)));
     this.#ring = new Ring({ entries, cqEntries: entries * 2 });
-    this.io = new RingIo(this.#ring, () => this.#flushSoon());
+    this.#direct = options.backingIo === "direct";
+    this.io = this.#direct ? new DirectIo() : new RingIo(this.#ring, () => this.#flushSoon());
     try {
       this.#headers = new PinnedRegion(n * UringReqHeader.SIZE);
       this.#payloads = new PinnedRegion(n * this.slotSize);
@@ -295,6 +302,11 @@ export class UringTransport {
         } else {
           await null; // microtasks only: async replies get committed
         }
+      } else if (
+        this.counters.requests !== this.counters.replies &&
+        await settleHandlers(() => this.#prepared)
+      ) {
+        continue; // a handler reached the ring after a few microtask turns
       } else if (busy && this.#ring.waitHere(BUSY_WAIT_US)) {
         continue; // the next request came while we waited in the kernel
       } else {
@@ -386,6 +398,12 @@ export class UringTransport {
    */
   readFixed(entry: UringEntry, unique: number, fd: number, offset: number, length: number): void {
     this.counters.fixedReads++;
+    if (this.#direct) {
+      const ptr = Deno.UnsafePointer.create(entry.payloadAddress);
+      const n = libc.pread64(fd, ptr, BigInt(length), BigInt(offset));
+      this.commit(entry, unique, n < 0 ? -errno() : 0, n < 0 ? 0 : n);
+      return;
+    }
     entry.readUnique = unique;
     const at = this.#ring.sqe();
     prepReadFixed(this.#ring.sqes, at, fd, entry.payloadAddress, length, offset, entry.id);
@@ -394,9 +412,19 @@ export class UringTransport {
   }
 
   /** WRITE_FIXED the entry's request data to `fd`; resolves with the bytes written. */
-  writeFixed(entry: UringEntry, fd: number, offset: number): Promise<number> {
+  writeFixed(entry: UringEntry, fd: number, offset: number): number | Promise<number> {
     this.counters.fixedWrites++;
     const addr = entry.payloadAddress + BigInt(entry.dataOffset - entry.outOffset);
+    if (this.#direct) {
+      const n = libc.pwrite64(
+        fd,
+        Deno.UnsafePointer.create(addr),
+        BigInt(entry.dataLength),
+        BigInt(offset),
+      );
+      if (n < 0) throw new SystemError("pwrite", errno(), `fd ${fd}`);
+      return n;
+    }
     const p = this.#ring.submitOp(
       "write_fixed",
       (at) => prepWriteFixed(this.#ring.sqes, at, fd, addr, entry.dataLength, offset, entry.id),
@@ -407,11 +435,7 @@ export class UringTransport {
 
   /** Submit prepared SQEs once the current synchronous work is done. */
   #flushSoon(): void {
-    if (this.#flushQueued) return;
-    this.#flushQueued = true;
-    queueMicrotask(() => {
-      this.#flushQueued = false;
-      this.#pump(BATCH_BUDGET);
-    });
+    this.#prepared++;
+    this.#flush();
   }
 }
