@@ -134,6 +134,29 @@ export function check(ret: number, syscall: string, detail?: string): number {
   return ret;
 }
 
+/**
+ * `pread(fd, ptr, length, offset)` into pinned memory (a transport's reply
+ * slot); the bytes read. Throws a {@linkcode SystemError} on failure.
+ */
+export function preadPinned(
+  fd: number,
+  ptr: Deno.PointerValue,
+  length: number,
+  offset: number,
+): number {
+  return check(libc.pread64(fd, ptr, BigInt(length), BigInt(offset)), "pread", `fd ${fd}`);
+}
+
+/** `pwrite(fd, ptr, length, offset)` from pinned memory; as {@linkcode preadPinned}. */
+export function pwritePinned(
+  fd: number,
+  ptr: Deno.PointerValue,
+  length: number,
+  offset: number,
+): number {
+  return check(libc.pwrite64(fd, ptr, BigInt(length), BigInt(offset)), "pwrite", `fd ${fd}`);
+}
+
 /** Like {@linkcode check}, for calls whose result is a 64-bit bigint. */
 export function check64(
   ret: bigint,

@@ -20,7 +20,7 @@
  */
 
 import { Errno, SystemError } from "../ffi/errno.ts";
-import { errno, libc } from "../ffi/libc.ts";
+import { errno, libc, preadPinned, pwritePinned } from "../ffi/libc.ts";
 import { PinnedRegion } from "../ffi/memory.ts";
 import { InHeader, Opcode, OutHeader, WriteIn } from "../ops/abi.ts";
 import type { Dispatcher } from "../ops/dispatch.ts";
@@ -138,9 +138,7 @@ class DevSlot implements Exchange {
         (e: SystemError) => this.reply(unique, -e.errno, 0),
       );
     }
-    const n = libc.pread64(fd, this.#region.at(this.outOffset), BigInt(length), BigInt(offset));
-    if (n < 0) throw new SystemError("pread", errno(), `fd ${fd}`);
-    this.reply(unique, 0, n);
+    this.reply(unique, 0, preadPinned(fd, this.#region.at(this.outOffset), length, offset));
   }
 
   writeDataToFd(fd: number, offset: number): number | Promise<number> {
@@ -150,10 +148,7 @@ class DevSlot implements Exchange {
       const addr = this.#region.address + BigInt(this.dataOffset);
       return ring.writeFrom(fd, addr, this.dataLength, offset);
     }
-    const ptr = this.#region.at(this.dataOffset);
-    const n = libc.pwrite64(fd, ptr, BigInt(this.dataLength), BigInt(offset));
-    if (n < 0) throw new SystemError("pwrite", errno(), `fd ${fd}`);
-    return n;
+    return pwritePinned(fd, this.#region.at(this.dataOffset), this.dataLength, offset);
   }
 
   noReply(): void {

@@ -18,7 +18,7 @@
 import { RingIo } from "./ring_io.ts";
 import { DirectIo } from "./direct_io.ts";
 import { Errno, errnoName, SystemError } from "../ffi/errno.ts";
-import { errno, libc, readSmallFile } from "../ffi/libc.ts";
+import { preadPinned, pwritePinned, readSmallFile } from "../ffi/libc.ts";
 import { liburing } from "../ffi/liburing.ts";
 import { PinnedRegion } from "../ffi/memory.ts";
 import { prepReadFixed, prepUringCmd, prepWriteFixed, Ring, Sqe } from "../ffi/ring.ts";
@@ -103,6 +103,8 @@ class UringEntry implements Exchange {
   readonly id: number;
   readonly qid: number;
   readonly payloadAddress: bigint;
+  /** The same address as a pointer, made once (direct preads and pwrites use it). */
+  readonly payloadPointer: Deno.PointerValue;
   /** The user_data of this entry's backing reads (READ_FIXED). */
   readId = -1;
   /** The unique of the request whose data is being read. */
@@ -128,6 +130,7 @@ class UringEntry implements Exchange {
     this.dataOffset = this.outOffset = id * slotSize;
     this.outCapacity = slotSize;
     this.payloadAddress = payloads.address + BigInt(id * slotSize);
+    this.payloadPointer = Deno.UnsafePointer.create(this.payloadAddress);
   }
 
   get io(): BackingIo {
@@ -399,9 +402,8 @@ export class UringTransport {
   readFixed(entry: UringEntry, unique: number, fd: number, offset: number, length: number): void {
     this.counters.fixedReads++;
     if (this.#direct) {
-      const ptr = Deno.UnsafePointer.create(entry.payloadAddress);
-      const n = libc.pread64(fd, ptr, BigInt(length), BigInt(offset));
-      this.commit(entry, unique, n < 0 ? -errno() : 0, n < 0 ? 0 : n);
+      // A failed pread throws: the dispatcher answers with its errno.
+      this.commit(entry, unique, 0, preadPinned(fd, entry.payloadPointer, length, offset));
       return;
     }
     entry.readUnique = unique;
@@ -414,17 +416,9 @@ export class UringTransport {
   /** WRITE_FIXED the entry's request data to `fd`; resolves with the bytes written. */
   writeFixed(entry: UringEntry, fd: number, offset: number): number | Promise<number> {
     this.counters.fixedWrites++;
-    const addr = entry.payloadAddress + BigInt(entry.dataOffset - entry.outOffset);
-    if (this.#direct) {
-      const n = libc.pwrite64(
-        fd,
-        Deno.UnsafePointer.create(addr),
-        BigInt(entry.dataLength),
-        BigInt(offset),
-      );
-      if (n < 0) throw new SystemError("pwrite", errno(), `fd ${fd}`);
-      return n;
-    }
+    // Write data sits at the start of the payload (dataOffset === outOffset).
+    if (this.#direct) return pwritePinned(fd, entry.payloadPointer, entry.dataLength, offset);
+    const addr = entry.payloadAddress;
     const p = this.#ring.submitOp(
       "write_fixed",
       (at) => prepWriteFixed(this.#ring.sqes, at, fd, addr, entry.dataLength, offset, entry.id),
