@@ -23,15 +23,33 @@ if (!canMount && !inCI) {
 
 /** Define a test that mounts: skipped without privileges (except in CI), time-limited. */
 export function mountTest(name: string, fn: () => Promise<void>, timeoutMs = 60_000): void {
+  defineMountTest(name, fn, timeoutMs, false);
+}
+
+/**
+ * Define a test that mounts over FUSE-over-io_uring: like {@link mountTest},
+ * and also skipped (outside CI) while the kernel does not offer io_uring.
+ */
+export function uringTest(name: string, fn: () => Promise<void>, timeoutMs = 60_000): void {
+  defineMountTest(name, fn, timeoutMs, true);
+}
+
+function defineMountTest(
+  name: string,
+  fn: () => Promise<void>,
+  timeoutMs: number,
+  needsUring: boolean,
+): void {
   Deno.test({
     name,
-    ignore: !canMount && !inCI,
+    ignore: !inCI && (!canMount || (needsUring && uringMissing !== null)),
     sanitizeResources: false,
     sanitizeOps: false,
     async fn() {
       if (!canMount) {
         throw new Error("CI=true but this process cannot mount (needs root and /dev/fuse)");
       }
+      if (needsUring && uringMissing) throw new Error(`CI=true but io_uring: ${uringMissing}`);
       let timer: ReturnType<typeof setTimeout> | undefined;
       try {
         await Promise.race([
@@ -139,7 +157,9 @@ export const uringMissing: string | null = (() => {
     return "the kernel has no FUSE-over-io_uring";
   }
 })();
-if (uringMissing && !inCI) console.error(`io_uring tests skipped: ${uringMissing}`);
+if (uringMissing && !inCI && canMount) {
+  console.error(`io_uring tests skipped: ${uringMissing} (CI=true makes them mandatory)`);
+}
 
 /**
  * A mount test run once per transport (`name [dev]`, `name [io_uring]`); the
@@ -151,8 +171,12 @@ export function transportTest(
   timeoutMs?: number,
 ): void {
   for (const transport of TRANSPORTS) {
-    if (transport === "io_uring" && uringMissing && !inCI) continue;
-    mountTest(`${name} [${transport}]`, () => fn(transport), timeoutMs);
+    defineMountTest(
+      `${name} [${transport}]`,
+      () => fn(transport),
+      timeoutMs ?? 60_000,
+      transport === "io_uring",
+    );
   }
 }
 

@@ -2,12 +2,11 @@
 import assert from "node:assert/strict";
 import { hello } from "../examples/hello.ts";
 import { mount, MountError } from "../mod.ts";
-import { isMounted, mountTest, tempMountpoint, uringMissing } from "./helpers.ts";
+import { isMounted, tempMountpoint, uringTest } from "./helpers.ts";
 
 const param = "/sys/module/fuse/parameters/enable_uring";
 
-mountTest("transport: auto picks io_uring when the kernel offers it", async () => {
-  if (uringMissing) throw new Error(`CI must enable io_uring: ${uringMissing}`);
+uringTest("transport: auto picks io_uring when the kernel offers it", async () => {
   const [mnt, cleanup] = await tempMountpoint();
   try {
     const notices: string[] = [];
@@ -26,10 +25,9 @@ mountTest("transport: auto picks io_uring when the kernel offers it", async () =
   }
 });
 
-mountTest(
+uringTest(
   "transport: with enable_uring=N, auto falls back and says why once; io_uring fails",
   async () => {
-    if (uringMissing) throw new Error(`CI must enable io_uring: ${uringMissing}`);
     const [mnt, cleanup] = await tempMountpoint();
     const before = (await Deno.readTextFile(param)).trim();
     await Deno.writeTextFile(param, "N");
