@@ -52,6 +52,7 @@ export {
 export { type KernelMountOptions, MountError } from "./server/mount.ts";
 export type { TransportCounters } from "./server/dev_transport.ts";
 export type { UringCounters } from "./server/uring_transport.ts";
+export type { QueueCounters } from "./server/uring_workers.ts";
 export {
   MOUNT_OPTIONS_HELP,
   type MountCommandLine,

@@ -17,8 +17,9 @@
  *   with the plain name, or `/proc/self/fd/N`, which the kernel resolves to the
  *   inode itself rather than walking a path. Nothing follows a symlink on the
  *   server side, and `..` at the root stays at the root.
- * - Reads and writes answer with the open fd (FdSource / FdSink), so on the
- *   io_uring transport data moves by READ_FIXED / WRITE_FIXED.
+ * - Open files name their fd as `backingFd`, so the session serves reads
+ *   and writes itself: on the io_uring transport each queue's own thread
+ *   moves the data by READ_FIXED / WRITE_FIXED.
  * - Objects created for a caller belong to the caller: when running as root
  *   the creating calls run under the caller's fsuid/fsgid.
  *
@@ -38,7 +39,7 @@ import {
 import { checkMountpoint, realPath, statMode } from "../server/mount.ts";
 import type { Attr, BackingIo, CreateReply, Entry, OpenReply, SetAttr, StatFs } from "../mod.ts";
 import { asCaller } from "../server/direct_io.ts";
-import { AT, check, check64, close, cstr, libc, O } from "../ffi/libc.ts";
+import { AT, check, check64, clearSuidSgid, close, cstr, libc, O } from "../ffi/libc.ts";
 import { SystemError } from "../ffi/errno.ts";
 
 const STATX_BASIC_STATS = 0x7ff;
@@ -249,6 +250,9 @@ export class Passthrough implements FileSystem {
         }
       }
     }
+    // The kernel asks (chown, or truncate by a caller without CAP_FSETID);
+    // a root server's own fchownat/ftruncate would keep the bits.
+    if (c.killSuidgid && c.mode === undefined) clearSuidSgid(c.fh ?? inode.fd, ctx.gid);
     if (c.atime !== undefined || c.mtime !== undefined) {
       const ts = new Uint8Array(32);
       const v = new DataView(ts.buffer);
@@ -369,7 +373,8 @@ export class Passthrough implements FileSystem {
     // opens a symlink node (it follows client-side), so this stays safe.
     const clean = (flags & ~(O.CREAT | O.EXCL | O.NOCTTY | O.NOFOLLOW)) | O.CLOEXEC;
     const fd = await ctx.io.openat(AT.FDCWD, procPath(inode.fd), clean, 0);
-    return { fh: fd, parallelDirectWrites: true };
+    if (ctx.killSuidgid && (flags & O.TRUNC)) killSuidgidOrClose(fd, ctx.gid);
+    return { fh: fd, backingFd: fd, parallelDirectWrites: true };
   }
 
   async create(
@@ -382,10 +387,12 @@ export class Passthrough implements FileSystem {
     const dir = this.#inode(parent);
     const all = flags | O.CREAT | O.NOFOLLOW | O.CLOEXEC;
     const fd = await ctx.io.openat(dir.fd, component(name), all, mode, ctx);
+    if (ctx.killSuidgid && (flags & O.TRUNC)) killSuidgidOrClose(fd, ctx.gid);
     try {
       return {
         entry: await this.#lookup(ctx.io, parent, name),
         fh: fd,
+        backingFd: fd,
         parallelDirectWrites: true,
       };
     } catch (e) {
@@ -394,6 +401,8 @@ export class Passthrough implements FileSystem {
     }
   }
 
+  // Handles carry backingFd, so the session serves their reads and writes;
+  // these answer for any handle the session's table could not take.
   read(_ctx: RequestContext, _nodeId: number, fh: number, offset: number, size: number) {
     return { fd: fh, offset, length: size };
   }
@@ -635,6 +644,16 @@ export class Passthrough implements FileSystem {
   }
 }
 
+/** Clear setuid/setgid on a just-opened fd (open with O_TRUNC); close it if that fails. */
+function killSuidgidOrClose(fd: number, callerGid: number): void {
+  try {
+    clearSuidSgid(fd, callerGid);
+  } catch (e) {
+    close(fd);
+    throw e;
+  }
+}
+
 /** `statfs` f_type of tmpfs and of ramfs. */
 const TMPFS_MAGIC = 0x01021994;
 const RAMFS_MAGIC = 0x858458f6;
@@ -679,6 +698,9 @@ if (import.meta.main) {
       subtype: "passthrough",
       defaultPermissions: true,
       atomicOTrunc: true,
+      // Writes by unprivileged callers clear setuid/setgid here (and the
+      // kernel stops asking for security.capability before every write).
+      handleKillpriv: true,
       // -o backing_io=auto (the default): nothing on a memory file system
       // can block, so skip io_uring's hand-off to its worker threads there.
       backingIo: fs.memoryBacked ? "direct" : "ring",

@@ -113,6 +113,8 @@ const symbols = {
   getpid: { parameters: [], result: "i32" },
   setfsuid: { parameters: ["u32"], result: "i32" },
   setfsgid: { parameters: ["u32"], result: "i32" },
+  sched_setaffinity: { parameters: ["i32", "usize", "buffer"], result: "i32" },
+  gettid: { parameters: [], result: "i32" },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 /** The raw libc symbols. Prefer the checked wrappers below. */
@@ -228,6 +230,40 @@ export function open(path: string, flags: number, mode = 0): number {
 /** Close `fd`, ignoring EINTR as Linux recommends. */
 export function close(fd: number): void {
   libc.close(fd);
+}
+
+const S_ISUID = 0o4000;
+const S_ISGID = 0o2000;
+const S_IXGRP = 0o010;
+const STATX_MODE = 2;
+const STATX_GID = 0x10;
+const statxBuffer = new Uint8Array(256);
+const EMPTY_PATH = new Uint8Array(1);
+
+/**
+ * Clear the setuid bit, and the setgid bit, of the file open as `fd`, as
+ * the kernel does when a caller without CAP_FSETID writes or truncates
+ * (what FUSE_HANDLE_KILLPRIV_V2 leaves to the server): setgid goes when the
+ * file is group-executable or `callerGid` is not its group (only the
+ * caller's primary group is known). `fd` may be an O_PATH fd; the change is
+ * then made through /proc.
+ */
+export function clearSuidSgid(fd: number, callerGid: number): void {
+  check(libc.statx(fd, EMPTY_PATH, AT.EMPTY_PATH, STATX_MODE | STATX_GID, statxBuffer), "statx");
+  const v = new DataView(statxBuffer.buffer);
+  const mode = v.getUint16(28, true);
+  let cleared = mode & ~S_ISUID;
+  if ((mode & S_IXGRP) || v.getUint32(24, true) !== callerGid) cleared &= ~S_ISGID;
+  if (cleared === mode) return;
+  if (libc.fchmod(fd, cleared & 0o7777) === 0) return;
+  check(libc.fchmodat(AT.FDCWD, cstr(`/proc/self/fd/${fd}`), cleared & 0o7777, 0), "fchmodat");
+}
+
+/** Run the calling thread on the given CPUs only (`sched_setaffinity` of this thread). */
+export function pinThread(cpus: readonly number[]): void {
+  const mask = new Uint8Array(128); // room for 1024 CPUs
+  for (const cpu of cpus) mask[cpu >> 3] |= 1 << (cpu & 7);
+  check(libc.sched_setaffinity(0, BigInt(mask.length), mask), "sched_setaffinity", `${cpus}`);
 }
 
 /** Read a small file (under /proc or /sys) through libc, with no Deno permission. */

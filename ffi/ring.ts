@@ -41,6 +41,7 @@ export const IORING_OP = {
   MKDIRAT: 37,
   SYMLINKAT: 38,
   LINKAT: 39,
+  MSG_RING: 40,
   URING_CMD: 46,
   FTRUNCATE: 55,
 } as const;
@@ -55,7 +56,13 @@ export const IORING_SETUP = {
 } as const;
 
 /** SQE flags. */
-export const IOSQE = { FIXED_FILE: 1, IO_DRAIN: 2, IO_LINK: 4, IO_HARDLINK: 8 } as const;
+export const IOSQE = {
+  FIXED_FILE: 1,
+  IO_DRAIN: 2,
+  IO_LINK: 4,
+  IO_HARDLINK: 8,
+  CQE_SKIP_SUCCESS: 64,
+} as const;
 /** `fsync_flags` for IORING_OP_FSYNC. */
 export const IORING_FSYNC_DATASYNC = 1;
 const IORING_ENTER_GETEVENTS = 1;
@@ -223,6 +230,20 @@ export class Ring {
     this.#mem.view.setUint32(R.sq + R.sqSqeTail, this.#sqeTail, true);
     this.#flushedTail = this.#sqeTail;
     return checkUring(liburing().io_uring_submit(this.pointer), "io_uring_submit");
+  }
+
+  /**
+   * Submit what is prepared and block this thread in the kernel until at
+   * least one completion is queued. Only for a thread that does nothing
+   * else (a queue Worker): the kernel runs the ring's task work, such as
+   * delivering a FUSE request, on the waiting thread itself.
+   */
+  submitAndWait(): void {
+    this.#mem.view.setUint32(R.sq + R.sqSqeTail, this.#sqeTail, true);
+    this.#flushedTail = this.#sqeTail;
+    const ret = liburing().io_uring_submit_and_wait(this.pointer, 1);
+    // EINTR: a signal arrived while waiting; the caller simply reaps and waits again.
+    if (ret < 0 && ret !== -4) checkUring(ret, "io_uring_submit_and_wait");
   }
 
   /** Whether SQEs were prepared since the last submit. */
@@ -420,6 +441,22 @@ function prep(
 /** A NOP. */
 export function prepNop(s: DataView, at: number): void {
   s.setUint8(at + Sqe.opcode, IORING_OP.NOP);
+}
+
+/**
+ * Post a completion with `res` and `userData` on another ring (MSG_RING,
+ * IORING_MSG_DATA): how queue threads hand requests to each other without
+ * a thread pool. No completion is posted on the sending ring unless it fails.
+ */
+export function prepMsgRing(
+  s: DataView,
+  at: number,
+  targetRingFd: number,
+  res: number,
+  userData: number,
+): void {
+  prep(s, at, IORING_OP.MSG_RING, targetRingFd, 0, res, userData);
+  s.setUint8(at + Sqe.flags, IOSQE.CQE_SKIP_SUCCESS);
 }
 
 /** `IORING_OP_URING_CMD` on `fd` with `cmdOp`; the command area is at `at + Sqe.cmd`. */

@@ -186,6 +186,8 @@ export const FUSE_WRITE_CACHE = 1 << 0;
 export const FUSE_WRITE_LOCKOWNER = 1 << 1;
 /** `fuse_write_in.write_flags`: kill suid and sgid bits. */
 export const FUSE_WRITE_KILL_SUIDGID = 1 << 2;
+/** `fuse_open_in.open_flags`, `fuse_create_in.open_flags`: kill suid and sgid if executable. */
+export const FUSE_OPEN_KILL_SUIDGID = 1 << 0;
 /** `fuse_read_in.read_flags`: `lock_owner` is valid. */
 export const FUSE_READ_LOCKOWNER = 1 << 1;
 /** `fuse_fsync_in.fsync_flags`: sync data only. */

@@ -26,6 +26,8 @@ import {
   FsyncIn,
   FUSE_FSYNC_FDATASYNC,
   FUSE_GETATTR_FH,
+  FUSE_OPEN_KILL_SUIDGID,
+  FUSE_WRITE_KILL_SUIDGID,
   GetattrIn,
   GetxattrIn,
   GetxattrOut,
@@ -60,6 +62,7 @@ import {
   getU64,
   setU64,
 } from "./codec.ts";
+import { BackingFdTable } from "./backing_fds.ts";
 import { DirectoryList, DirectoryPlusList } from "./directory.ts";
 import { FuseError } from "./error.ts";
 import type { Exchange } from "./exchange.ts";
@@ -160,6 +163,8 @@ function fail(errno: number): never {
 export class Dispatcher {
   /** The file system served. */
   readonly fs: FileSystem;
+  /** Handles whose data is an fd (`OpenReply.backingFd`), shared with the queue threads. */
+  readonly backingFds: BackingFdTable = new BackingFdTable();
   #options: DispatcherOptions;
   #entryTimeout: number;
   #attrTimeout: number;
@@ -229,11 +234,26 @@ export class Dispatcher {
       gid: h.getUint32(o + InHeader.gid, true),
       pid: h.getUint32(o + InHeader.pid, true),
       io: ex.io,
+      killSuidgid: this.#killSuidgid(ex.arg, ex.argOffset, opcode),
     };
     try {
       this.#route(ex, opcode, unique, nodeId, ctx);
     } catch (e) {
       this.#replyError(ex, unique, e, opcode);
+    }
+  }
+
+  /** Whether the kernel asks to clear setuid/setgid with this request. */
+  #killSuidgid(a: DataView, ao: number, opcode: number): boolean {
+    switch (opcode) {
+      case Opcode.WRITE:
+        return (a.getUint32(ao + WriteIn.write_flags, true) & FUSE_WRITE_KILL_SUIDGID) !== 0;
+      case Opcode.OPEN:
+        return (a.getUint32(ao + OpenIn.open_flags, true) & FUSE_OPEN_KILL_SUIDGID) !== 0;
+      case Opcode.CREATE:
+        return (a.getUint32(ao + CreateIn.open_flags, true) & FUSE_OPEN_KILL_SUIDGID) !== 0;
+      default:
+        return false;
     }
   }
 
@@ -253,6 +273,10 @@ export class Dispatcher {
     const attr = (v: Attr) => encodeAttrOut(out, oo, v, this.#attrTimeout);
     const none = () => 0;
     const open = (r: OpenReply) => encodeOpen(out, oo, r);
+    // Entered before the reply leaves, so the handle's first READ finds it.
+    const backed = (r: OpenReply) => {
+      if (r.backingFd !== undefined) this.backingFds.set(r.fh ?? 0, r.backingFd);
+    };
 
     switch (op) {
       case Opcode.INIT:
@@ -366,7 +390,10 @@ export class Dispatcher {
         const flags = a.getUint32(ao + OpenIn.flags, true);
         const method = op === Opcode.OPEN ? fs.open : fs.opendir;
         if (!method) return this.#reply(ex, unique, 0, open({}));
-        return this.#call(ex, op, unique, () => method.call(fs, ctx, nodeId, flags), open);
+        return this.#call(ex, op, unique, () => method.call(fs, ctx, nodeId, flags), (r) => {
+          if (op === Opcode.OPEN) backed(r);
+          return open(r);
+        });
       }
       case Opcode.CREATE: {
         if (!fs.create) break;
@@ -381,25 +408,32 @@ export class Dispatcher {
           () => fs.create!(ctx, nodeId, name, mode, flags, umask),
           (r) => {
             const n = entry(r.entry);
+            backed(r);
             return n + encodeOpen(out, oo + n, r);
           },
         );
       }
       case Opcode.READ: {
-        if (!fs.read) break;
         const fh = getU64(a, ao + ReadIn.fh);
         const offset = getU64(a, ao + ReadIn.offset);
         const size = Math.min(a.getUint32(ao + ReadIn.size, true), ex.outCapacity);
+        const fd = this.backingFds.get(fh);
+        if (fd >= 0) return this.#read(ex, unique, () => ({ fd, offset, length: size }), size);
+        if (!fs.read) break;
         return this.#read(ex, unique, () => fs.read!(ctx, nodeId, fh, offset, size), size);
       }
       case Opcode.WRITE: {
-        if (!fs.write) break;
         const fh = getU64(a, ao + WriteIn.fh);
         const offset = getU64(a, ao + WriteIn.offset);
         const size = a.getUint32(ao + WriteIn.size, true);
         const flags = a.getUint32(ao + WriteIn.flags, true);
         if (size > ex.dataLength) fail(Errno.EINVAL);
         ex.dataLength = size;
+        const fd = this.backingFds.get(fh);
+        if (fd >= 0) {
+          return this.#write(ex, unique, () => ({ fd, offset }), ctx.killSuidgid);
+        }
+        if (!fs.write) break;
         const data = ex.data.subarray(ex.dataOffset, ex.dataOffset + size);
         return this.#write(ex, unique, () => fs.write!(ctx, nodeId, fh, offset, data, flags));
       }
@@ -418,6 +452,7 @@ export class Dispatcher {
         const fh = getU64(a, ao + ReleaseIn.fh);
         const flags = a.getUint32(ao + ReleaseIn.flags, true);
         if (op === Opcode.RELEASE) {
+          this.backingFds.delete(fh);
           if (!fs.release) return this.#reply(ex, unique, 0, 0);
           return this.#call(ex, op, unique, () => fs.release!(ctx, nodeId, fh, flags), none);
         }
@@ -630,7 +665,6 @@ export class Dispatcher {
         ex.outBytes.set(n === r.length ? r : r.subarray(0, n), ex.outOffset);
         return n;
       }
-      // The transport fetches the data itself and replies.
       // The transport fetches the data and replies itself, also on failure.
       if (this.#debug) this.#debug(`   unique: ${unique}, data from fd ${r.fd}`);
       ex.replyFromFd(unique, r.fd, r.offset, Math.min(r.length, size));
@@ -642,6 +676,7 @@ export class Dispatcher {
     ex: Exchange,
     unique: number,
     invoke: () => MaybePromise<WriteReply>,
+    killSuidgid = false,
   ): void {
     const encode = (n: number) => {
       ex.out.setUint32(ex.outOffset + WriteOut.size, n, true);
@@ -650,7 +685,7 @@ export class Dispatcher {
     };
     this.#call(ex, Opcode.WRITE, unique, invoke, (r): number => {
       if (typeof r === "number") return encode(r);
-      const written = ex.writeDataToFd(r.fd, r.offset);
+      const written = ex.writeDataToFd(r.fd, r.offset, killSuidgid);
       if (typeof written === "number") return encode(written);
       written.then(
         (n) => this.#reply(ex, unique, 0, encode(n)),

@@ -60,9 +60,11 @@ export interface Exchange {
   ): void | Promise<void>;
   /**
    * Write the request's data (the variable part) to `fd` at `offset`;
-   * returns the bytes written, and throws a SystemError on failure.
+   * returns the bytes written, and throws a SystemError on failure. With
+   * `killSuidgid`, first clear the file's setuid/setgid as a write by an
+   * unprivileged caller would.
    */
-  writeDataToFd(fd: number, offset: number): number | Promise<number>;
+  writeDataToFd(fd: number, offset: number, killSuidgid: boolean): number | Promise<number>;
   /** The request needs no reply (FORGET): release the exchange. */
   noReply(): void;
 }

@@ -38,6 +38,12 @@ export interface RequestContext {
    * the transport's ring, or direct calls where there is none.
    */
   readonly io: BackingIo;
+  /**
+   * The caller lacks CAP_FSETID and the kernel asks to clear setuid (and
+   * setgid, if group-executable) as part of this open with O_TRUNC, create
+   * or write. Sent only when the session negotiated `handleKillpriv`.
+   */
+  readonly killSuidgid: boolean;
 }
 
 /**
@@ -113,6 +119,15 @@ export interface OpenReply {
   noFlush?: boolean;
   /** Allow parallel direct writes to this file. */
   parallelDirectWrites?: boolean;
+  /**
+   * An fd holding this file's data (open, create). READ and WRITE of the
+   * handle are then served by the session as `pread`/`pwrite` of this fd
+   * (on the io_uring transport by each queue's own thread, with
+   * READ_FIXED / WRITE_FIXED), and `read` and `write` are not called for
+   * it. Keep the fd open until `release`. Taken only for handles (`fh`)
+   * below 2^20, as fds are; for any other handle `read`/`write` are called.
+   */
+  backingFd?: number;
 }
 
 /**

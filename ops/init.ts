@@ -50,6 +50,14 @@ export interface InitOptions {
   posixLocks?: boolean;
   /** The file system implements BSD flock. */
   flockLocks?: boolean;
+  /**
+   * The file system clears setuid/setgid itself where the kernel asks
+   * (FUSE_HANDLE_KILLPRIV_V2): `SetAttr.killSuidgid`, and
+   * `RequestContext.killSuidgid` on open, create and write; for handles
+   * with a `backingFd` the session does it on writes. The kernel then no
+   * longer asks for `security.capability` before every write.
+   */
+  handleKillpriv?: boolean;
 }
 
 /** The outcome of negotiation. */
@@ -140,6 +148,7 @@ export function negotiate(k: KernelInit, o: InitOptions = {}): InitResult {
   if (o.cacheSymlinks) want |= InitFlag.CACHE_SYMLINKS;
   if (o.posixLocks) want |= InitFlag.POSIX_LOCKS;
   if (o.flockLocks) want |= InitFlag.FLOCK_LOCKS;
+  if (o.handleKillpriv) want |= InitFlag.HANDLE_KILLPRIV_V2;
   if (o.ioUring) want |= InitFlag.OVER_IO_URING;
   // INIT_EXT is ours to set whenever the kernel knows flags2 (7.36+).
   const flags = want & (k.flags | InitFlag.INIT_EXT) &

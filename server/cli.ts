@@ -38,6 +38,9 @@ export const MOUNT_OPTIONS_HELP = `Options:
      io_uring               require FUSE-over-io_uring (fail if unavailable)
      no_io_uring            serve over /dev/fuse only
      io_uring_q_depth=N     ring entries per queue (default 8)
+     threads=N              io_uring queue threads (default: one per CPU
+                            queue, each pinned to its CPU); 1: serve every
+                            queue from the main thread
      backing_io=MODE        ring: backing calls as io_uring operations;
                             direct: system calls on the serving thread;
                             auto (default): the server's choice
@@ -132,6 +135,9 @@ export function parseMountArgs(
           case "io_uring_q_depth":
             options.queueDepth = positiveInt(name, value);
             break;
+          case "threads":
+            options.threads = positiveInt(name, value);
+            break;
           case "backing_io":
             if (value === "ring" || value === "direct") options.backingIo = value;
             else if (value === "auto") delete options.backingIo;
@@ -199,7 +205,13 @@ export async function runMain(
   console.log(
     `${name}: mounted on ${session.mountpoint} over ${session.transport}; Ctrl-C to unmount`,
   );
-  await session.closed;
+  try {
+    await session.closed;
+  } catch (e) {
+    // The session ended on a fault (a queue thread died): say so, fail.
+    console.error(`${name}: ${(e as Error).message}`);
+    Deno.exit(1);
+  }
 }
 
 /** `main` of a server with one MOUNTPOINT argument, mounting `fs` with `defaults`. */

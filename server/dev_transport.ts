@@ -20,7 +20,7 @@
  */
 
 import { Errno, SystemError } from "../ffi/errno.ts";
-import { errno, libc, preadPinned, pwritePinned } from "../ffi/libc.ts";
+import { clearSuidSgid, errno, libc } from "../ffi/libc.ts";
 import { PinnedRegion } from "../ffi/memory.ts";
 import { InHeader, Opcode, OutHeader, WriteIn } from "../ops/abi.ts";
 import type { Dispatcher } from "../ops/dispatch.ts";
@@ -29,7 +29,7 @@ import { setU64 } from "../ops/codec.ts";
 import type { BackingIo } from "../ops/backing_io.ts";
 import type { Ring } from "../ffi/ring.ts";
 import { DirectIo } from "./direct_io.ts";
-import { RingIo } from "./ring_io.ts";
+import { pinnedRead, pinnedWrite, RingIo } from "./ring_io.ts";
 import { BUSY_WAIT_US, coalesced, makeYield, settleHandlers } from "./yield.ts";
 
 /** Requests handled per batch before yielding to the event loop. */
@@ -130,25 +130,23 @@ class DevSlot implements Exchange {
     length: number,
   ): void | Promise<void> {
     this.#transport.counters.fdReads++;
-    const ring = this.#transport.ring;
-    if (ring) {
-      // Through the ring: a slow backing read never stalls the event loop.
-      return ring.readInto(fd, this.#region.address + BigInt(this.outOffset), length, offset).then(
-        (n) => this.reply(unique, 0, n),
-        (e: SystemError) => this.reply(unique, -e.errno, 0),
-      );
-    }
-    this.reply(unique, 0, preadPinned(fd, this.#region.at(this.outOffset), length, offset));
+    const address = this.#region.address + BigInt(this.outOffset);
+    const n = pinnedRead(this.#transport.ring, fd, address, length, offset);
+    if (typeof n === "number") return this.reply(unique, 0, n);
+    // Through the ring: a slow backing read never stalls the event loop.
+    return n.then(
+      (n) => this.reply(unique, 0, n),
+      (e: SystemError) => this.reply(unique, -e.errno, 0),
+    );
   }
 
-  writeDataToFd(fd: number, offset: number): number | Promise<number> {
-    this.#transport.counters.fdWrites++;
-    const ring = this.#transport.ring;
-    if (ring) {
-      const addr = this.#region.address + BigInt(this.dataOffset);
-      return ring.writeFrom(fd, addr, this.dataLength, offset);
+  writeDataToFd(fd: number, offset: number, killSuidgid: boolean): number | Promise<number> {
+    if (killSuidgid) {
+      clearSuidSgid(fd, this.header.getUint32(this.headerOffset + InHeader.gid, true));
     }
-    return pwritePinned(fd, this.#region.at(this.dataOffset), this.dataLength, offset);
+    this.#transport.counters.fdWrites++;
+    const address = this.#region.address + BigInt(this.dataOffset);
+    return pinnedWrite(this.#transport.ring, fd, address, this.dataLength, offset);
   }
 
   noReply(): void {
@@ -184,6 +182,7 @@ export class DevTransport {
   #pollfds = new Uint8Array(16);
   #nfds = 1n;
   #stopped = false;
+  #othersPending: () => number = () => 0;
   #slots: number;
   #yield: () => Promise<void>;
   #closeYield: () => void;
@@ -208,17 +207,29 @@ export class DevTransport {
   }
 
   /**
-   * Do backing calls and fd data through `ring` from now on; this
-   * transport's loop submits and reaps it (the caller closes it after
-   * {@linkcode run} has settled).
+   * Have this transport's loop submit and reap `ring` from now on (the
+   * caller closes it after {@linkcode run} has settled), and, with
+   * `backingCalls`, do backing calls and fd data through it. Returns a
+   * function that has what is prepared on `ring` submitted soon.
    */
-  attachRing(ring: Ring): void {
+  attachRing(ring: Ring, backingCalls = true): () => void {
     this.#ring = ring;
-    this.ring = new RingIo(ring, () => this.#flushSoon());
+    const kick = () => this.#flushSoon();
+    if (backingCalls) this.ring = new RingIo(ring, kick);
     const pv = new DataView(this.#pollfds.buffer);
     pv.setInt32(8, ring.fd, true);
     pv.setInt16(12, POLLIN, true);
     this.#nfds = 2n;
+    return kick;
+  }
+
+  /**
+   * Count requests that arrived elsewhere and are being answered on this
+   * thread (handed over by queue threads): while there are any, the loop
+   * gives handlers their microtask turns before it blocks.
+   */
+  watchPending(count: () => number): void {
+    this.#othersPending = count;
   }
 
   /** Backing calls offered to the file system with each request. */
@@ -244,9 +255,20 @@ export class DevTransport {
           const e = errno();
           this.#free.push(slot);
           if (e === Errno.EAGAIN) {
-            budget = BATCH_BUDGET;
-            if (this.#pumpRing() > 0) continue;
-            if (this.#free.length < this.#slots && await settleHandlers(() => this.#moved)) {
+            const reaped = this.#pumpRing();
+            if (reaped > 0) {
+              // Ring completions (backing calls, requests handed over by
+              // queue threads) count as work: stay busy, yield on budget.
+              busy = true;
+              budget -= reaped;
+              if (budget <= 0) {
+                budget = BATCH_BUDGET;
+                await this.#yield();
+              }
+              continue;
+            }
+            const pending = this.#free.length < this.#slots || this.#othersPending() > 0;
+            if (pending && await settleHandlers(() => this.#moved)) {
               continue;
             }
             if (busy && libc.poll(this.#pollfds, this.#nfds, BUSY_WAIT_US / 1000) > 0) continue;

@@ -215,6 +215,41 @@ export function unmountFuse(mountpoint: string): boolean {
   throw new SystemError("umount2", errno(), mountpoint);
 }
 
+/**
+ * Abort the FUSE connection mounted at `mountpoint` (through
+ * `/sys/fs/fuse/connections/N/abort`, mounting fusectl there if needed):
+ * every request waiting on it fails with ENOTCONN, so no client hangs.
+ * Only this mount's connection is touched. Returns false if none was found.
+ */
+export function abortConnection(mountpoint: string): boolean {
+  // mountinfo escapes space, tab, newline and backslash in paths as octal.
+  const escaped = mountpoint.replace(
+    /[ \t\n\\]/g,
+    (c) => `\\${c.charCodeAt(0).toString(8).padStart(3, "0")}`,
+  );
+  let minor: string | null = null;
+  for (const line of readSmallFile("/proc/self/mountinfo").split("\n")) {
+    const f = line.split(" ");
+    if (f[4] === escaped && /^fuse/.test(line.split(" - ")[1] ?? "")) minor = f[2].split(":")[1];
+  }
+  if (minor === null) return false;
+  const conns = "/sys/fs/fuse/connections";
+  if (!readSmallFile("/proc/self/mounts").includes(` ${conns} fusectl `)) {
+    libc.mount(cstr("fusectl"), cstr(conns), cstr("fusectl"), 0n, cstr(""));
+  }
+  try {
+    const fd = open(`${conns}/${minor}/abort`, O.WRONLY);
+    try {
+      const one = cstr("1");
+      return libc.write(fd, Deno.UnsafePointer.of(one), 1n) === 1;
+    } finally {
+      close(fd);
+    }
+  } catch {
+    return false;
+  }
+}
+
 /** Close the device fd (the kernel ends the connection if still mounted). */
 export function closeFuseDevice(fd: number): void {
   close(fd);

@@ -35,6 +35,7 @@ import {
 } from "../ffi/ring.ts";
 import type { BackingIo, Caller } from "../ops/backing_io.ts";
 import { asCaller, asRoot } from "./direct_io.ts";
+import { preadPinned, pwritePinned } from "../ffi/libc.ts";
 
 function address(buf: Uint8Array): bigint {
   return BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(buf as BufferSource)));
@@ -249,6 +250,35 @@ export class RingIo implements BackingIo {
   writeFrom(fd: number, addr: bigint, length: number, offset: number): Promise<number> {
     return this.#op("pwrite", (s, at) => prepWrite(s, at, fd, addr, length, offset), null);
   }
+}
+
+/**
+ * `pread` into pinned memory at `address` (a transport's reply slot):
+ * through `ring` when there is one, so a slow read never stalls the
+ * thread, else directly. Resolves (or returns) the bytes read; fails with
+ * a SystemError.
+ */
+export function pinnedRead(
+  ring: RingIo | null,
+  fd: number,
+  address: bigint,
+  length: number,
+  offset: number,
+): number | Promise<number> {
+  if (ring) return ring.readInto(fd, address, length, offset);
+  return preadPinned(fd, Deno.UnsafePointer.create(address), length, offset);
+}
+
+/** `pwrite` from pinned memory at `address`; as {@linkcode pinnedRead}. */
+export function pinnedWrite(
+  ring: RingIo | null,
+  fd: number,
+  address: bigint,
+  length: number,
+  offset: number,
+): number | Promise<number> {
+  if (ring) return ring.writeFrom(fd, address, length, offset);
+  return pwritePinned(fd, Deno.UnsafePointer.create(address), length, offset);
 }
 
 /** A call's completion, its result dropped (it is 0 for these calls). */

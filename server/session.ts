@@ -12,6 +12,7 @@ import { InitFlag } from "../ops/abi.ts";
 import { DEFAULT_MAX_WRITE, MAX_PAGES } from "../ops/init.ts";
 import { DevTransport, type TransportCounters } from "./dev_transport.ts";
 import {
+  abortConnection,
   checkMountpoint,
   closeFuseDevice,
   type KernelMountOptions,
@@ -21,7 +22,13 @@ import {
   unmountFuse,
 } from "./mount.ts";
 import { Ring } from "../ffi/ring.ts";
-import { type UringCounters, UringTransport, uringUnavailable } from "./uring_transport.ts";
+import {
+  possibleCpus,
+  type UringCounters,
+  UringTransport,
+  uringUnavailable,
+} from "./uring_transport.ts";
+import { type QueueCounters, UringWorkers } from "./uring_workers.ts";
 
 /** Which transport serves requests. */
 export type TransportChoice = "auto" | "dev" | "io_uring";
@@ -36,6 +43,15 @@ export interface MountOptions extends KernelMountOptions, DispatcherOptions {
   transport?: TransportChoice;
   /** Ring entries per kernel queue for io_uring (default 8). */
   queueDepth?: number;
+  /**
+   * Threads serving the io_uring transport's kernel queues (one queue per
+   * CPU). Default: one per queue, each a Worker pinned to its queue's CPU,
+   * serving READ and WRITE of fd-backed handles itself and handing every
+   * other request to the thread that holds the FileSystem. Fewer threads
+   * serve several queues each; `1` serves every queue from the calling
+   * thread, with no Worker at all.
+   */
+  threads?: number;
   /**
    * How `ctx.io` backing calls and fd data are made. `"ring"` (default):
    * as io_uring operations (on the io_uring transport's ring, or on a ring
@@ -65,6 +81,8 @@ export interface SessionCounters {
   dev: TransportCounters;
   /** The io_uring transport, when it serves. */
   uring?: UringCounters;
+  /** Per kernel queue, when queue threads serve io_uring. */
+  queues?: QueueCounters[];
 }
 
 /** A mounted, running file system. */
@@ -80,7 +98,7 @@ export class Session {
   /** Settles when the session has ended and its resources are released. */
   readonly closed: Promise<void>;
   #dev: DevTransport;
-  #uring: UringTransport | null;
+  #uring: UringTransport | UringWorkers | null;
   #unmounted = false;
 
   /** @internal Use {@linkcode mount}. */
@@ -88,7 +106,7 @@ export class Session {
     mountpoint: string,
     connection: Connection,
     dev: DevTransport,
-    uring: UringTransport | null,
+    uring: UringTransport | UringWorkers | null,
     fallbackReason: string | null,
     closed: Promise<void>,
   ) {
@@ -103,10 +121,22 @@ export class Session {
 
   /** Request counts per transport, and fixed-buffer read/write counts. */
   get counters(): SessionCounters {
+    const uring = this.#uring;
     return {
       dev: { ...this.#dev.counters },
-      ...(this.#uring ? { uring: { ...this.#uring.counters } } : {}),
+      ...(uring ? { uring: { ...uring.counters } } : {}),
+      ...(uring instanceof UringWorkers ? { queues: uring.perQueue } : {}),
     };
+  }
+
+  /** Threads serving requests: queue threads, or 1 (the calling thread). */
+  get threads(): number {
+    return this.#uring instanceof UringWorkers ? this.#uring.threads : 1;
+  }
+
+  /** @internal Make queue thread `index` fail as a crash would (tests only). */
+  [Symbol.for("denofuse.injectQueueFault")](index: number): void {
+    if (this.#uring instanceof UringWorkers) this.#uring.injectFault(index);
   }
 
   /** Unmount and wait for the session to end. Safe to call twice. */
@@ -194,10 +224,29 @@ export async function mount(
       signals.push([sig, handler]);
     }
   }
-  let uring: UringTransport | null = null;
+  let uring: UringTransport | UringWorkers | null = null;
+  let fatal: string | null = null;
+  const threads = wantUring ? options.threads ?? possibleCpus() : 1;
+  const queueThreads = wantUring && threads > 1;
   let devRing: Ring | null = null;
+  let kick = () => {};
+  let devIoNote = "";
+  const attachDevRing = () => {
+    // The /dev/fuse loop reaps a ring of its own: backing calls go through
+    // it (so they never block the loop), and queue threads hand requests
+    // over on it.
+    try {
+      devRing = new Ring({ entries: 256 });
+      kick = dev.attachRing(devRing, options.backingIo !== "direct");
+    } catch (e) {
+      devIoNote = ` (io_uring unavailable: ${(e as Error).message})`;
+    }
+  };
+  // Before the loop starts, so that its first wait watches the ring too.
+  // (With one io_uring thread, that transport's own ring serves instead.)
+  if (queueThreads || (!wantUring && options.backingIo !== "direct")) attachDevRing();
   const devRunning = dev.run();
-  const serving = devRunning.then(() => uring?.finished);
+  const serving = devRunning.then(() => uring instanceof UringTransport ? uring.finished : null);
   const closed = serving.catch((e) => {
     console.error(`denofuse: ${path}: transport failed:`, e);
     try {
@@ -210,11 +259,26 @@ export async function mount(
     } catch (e) {
       console.error("denofuse: destroy failed:", e);
     }
+    if (uring instanceof UringWorkers) await uring.stop();
     await dev.close();
-    await devRing?.close();
-    await uring?.close();
+    if (uring instanceof UringWorkers) uring.close();
+    await (devRing as Ring | null)?.close();
+    if (uring instanceof UringTransport) await uring.close();
     closeFuseDevice(fd);
+  }).then(() => {
+    if (fatal) throw new Error(fatal);
   });
+  // A queue thread that dies takes the session down: abort the connection
+  // so that no client waits for a reply that cannot come, then unmount.
+  const onFatal = (reason: string) => {
+    if (fatal) return;
+    fatal = reason;
+    console.error(`denofuse: ${path}: ${reason}; aborting the connection`);
+    try {
+      abortConnection(path);
+      unmountFuse(path);
+    } catch { /* already gone */ }
+  };
 
   const timeoutMs = options.initTimeoutMs ?? 10000;
   let timer: ReturnType<typeof setTimeout> | undefined;
@@ -231,39 +295,53 @@ export async function mount(
         );
       }),
     ]);
-    if (wantUring) {
+    if (queueThreads && devRing) {
+      const workers = new UringWorkers(fd, dispatcher, devRing, kick, dev.io, dev.ring, {
+        queues: possibleCpus(),
+        threads,
+        queueDepth: options.queueDepth ?? 8,
+        slotSize: Math.max(connection.maxWrite, connection.maxRead, MAX_PAGES * 4096),
+        direct: options.backingIo === "direct",
+        debug: debug !== undefined,
+      });
+      dev.watchPending(() => workers.holding);
+      fallbackReason = await workers.start(onFatal);
+      if (fallbackReason === null) uring = workers;
+      else workers.close();
+    } else if (wantUring) {
       [uring, fallbackReason] = startUring(fd, dispatcher, connection, options);
       if (uring) {
         uring.run().catch((e) => {
           console.error(`denofuse: ${path}: io_uring transport failed:`, e);
           unmountFuse(path);
         });
-      } else if (choice === "io_uring") {
-        throw new MountError(`io_uring transport: ${fallbackReason}`);
       }
+    }
+    if (wantUring && !uring && choice === "io_uring") {
+      throw new MountError(`io_uring transport: ${fallbackReason}`);
     }
     if (fallbackReason && choice === "auto") notice(`serving over /dev/fuse: ${fallbackReason}`);
-    let devIoNote = "";
-    if (!uring && options.backingIo !== "direct") {
-      // Backing calls get a ring of their own, so they never block the loop.
-      try {
-        devRing = new Ring({ entries: 64 });
-        dev.attachRing(devRing);
-      } catch (e) {
-        devIoNote = ` (io_uring unavailable: ${(e as Error).message})`;
-      }
-    }
+    if (!uring && !devRing && options.backingIo !== "direct") attachDevRing();
     if (debug) {
       debug(
         `transport: ${uring ? "io_uring" : "dev"}${fallbackReason ? ` (${fallbackReason})` : ""}`,
       );
       debug(`dev: ${options.maxInFlight ?? 16} slots, ${dev.memory} bytes pinned`);
       debug(`backing calls: ${uring ? uring.io.kind : dev.io.kind}${devIoNote}`);
-      if (uring) {
+      if (uring instanceof UringTransport) {
         debug(
           `io_uring: ${uring.queues} queues x ${uring.depth} entries x ${uring.slotSize} bytes` +
-            ` = ${uring.memory} bytes pinned (payloads in the fixed-buffer table)`,
+            ` = ${uring.memory} bytes pinned (payloads in the fixed-buffer table), one thread`,
         );
+      } else if (uring) {
+        const perQueue = uring.memory / uring.queues;
+        debug(
+          `io_uring: ${uring.queues} queues x ${uring.depth} entries x ${uring.slotSize} bytes` +
+            ` = ${uring.memory} bytes pinned, ${uring.threads} queue threads`,
+        );
+        for (const q of uring.perQueue) {
+          debug(`io_uring: queue ${q.qid} served on CPU ${q.cpus.join(",")}, ${perQueue} bytes`);
+        }
       }
     }
     return new Session(path, connection, dev, uring, fallbackReason, closed);
@@ -272,7 +350,7 @@ export async function mount(
     try {
       unmountFuse(path);
     } catch { /* nothing mounted */ }
-    await closed;
+    await closed.catch(() => {});
     throw e instanceof MountError ? e : new MountError(`${path}: ${(e as Error).message}`);
   } finally {
     clearTimeout(timer);

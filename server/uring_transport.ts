@@ -18,25 +18,18 @@
 import { RingIo } from "./ring_io.ts";
 import { DirectIo } from "./direct_io.ts";
 import { Errno, errnoName, SystemError } from "../ffi/errno.ts";
-import { preadPinned, pwritePinned, readSmallFile } from "../ffi/libc.ts";
+import { clearSuidSgid, preadPinned, pwritePinned, readSmallFile } from "../ffi/libc.ts";
 import { liburing } from "../ffi/liburing.ts";
 import { PinnedRegion } from "../ffi/memory.ts";
-import { prepReadFixed, prepUringCmd, prepWriteFixed, Ring, Sqe } from "../ffi/ring.ts";
-import {
-  InHeader,
-  OutHeader,
-  UringCmd,
-  UringCmdReq,
-  UringEntInOut,
-  UringReqHeader,
-} from "../ops/abi.ts";
+import { prepReadFixed, prepWriteFixed, Ring } from "../ffi/ring.ts";
+import { InHeader, OutHeader, UringReqHeader } from "../ops/abi.ts";
+import { prepCommit, prepRegister, uringPayloadSize, writeUringReply } from "./uring_commands.ts";
 import { setU64 } from "../ops/codec.ts";
 import type { BackingIo } from "../ops/backing_io.ts";
 import type { Dispatcher } from "../ops/dispatch.ts";
 import type { Exchange } from "../ops/exchange.ts";
 import { BUSY_WAIT_US, coalesced, makeYield, settleHandlers } from "./yield.ts";
 
-const ENT = UringReqHeader.ring_ent_in_out;
 /** Completions handled before yielding to the event loop. */
 const BATCH_BUDGET = 64;
 /** The longest the serving loop runs before yielding to the event loop. */
@@ -145,7 +138,10 @@ class UringEntry implements Exchange {
     this.#t.readFixed(this, unique, fd, offset, length);
   }
 
-  writeDataToFd(fd: number, offset: number): number | Promise<number> {
+  writeDataToFd(fd: number, offset: number, killSuidgid: boolean): number | Promise<number> {
+    if (killSuidgid) {
+      clearSuidSgid(fd, this.header.getUint32(this.headerOffset + InHeader.gid, true));
+    }
     return this.#t.writeFixed(this, fd, offset);
   }
 
@@ -268,14 +264,9 @@ export class UringTransport {
    * during submit; accepted ones stay pending until a request arrives).
    */
   register(): string | null {
-    const s = this.#ring.sqes;
     for (const entry of this.#entries) {
-      const at = this.#ring.sqe();
-      prepUringCmd(s, at, this.#fd, UringCmd.REGISTER);
-      s.setBigUint64(at + Sqe.addr, this.#iovecs.address + BigInt(entry.id * 32), true);
-      s.setUint32(at + Sqe.len, 2, true);
-      s.setUint16(at + Sqe.cmd + UringCmdReq.qid, entry.qid, true);
-      this.#ring.track(at, entry.id);
+      const iovecs = this.#iovecs.address + BigInt(entry.id * 32);
+      this.#ring.track(prepRegister(this.#ring, this.#fd, iovecs, entry.qid), entry.id);
       this.#live++;
     }
     this.#ring.submit();
@@ -368,7 +359,7 @@ export class UringTransport {
     const o = entry.headerOffset;
     const opcode = h.getUint32(o + InHeader.opcode, true);
     entry.argLength = Math.min(this.#dispatcher.argSize(opcode), UringReqHeader.op_in);
-    entry.dataLength = h.getUint32(o + ENT + UringEntInOut.payload_sz, true);
+    entry.dataLength = uringPayloadSize(h, o);
     this.#dispatcher.dispatch(entry);
   }
 
@@ -376,19 +367,9 @@ export class UringTransport {
   commit(entry: UringEntry, unique: number, error: number, length: number): void {
     const h = entry.header;
     const o = entry.headerOffset;
-    h.setUint32(o + OutHeader.len, OutHeader.SIZE + length, true);
-    h.setInt32(o + OutHeader.error, error, true);
     setU64(h, o + OutHeader.unique, unique);
-    h.setUint32(o + ENT + UringEntInOut.payload_sz, length, true);
-    const s = this.#ring.sqes;
-    const at = this.#ring.sqe();
-    prepUringCmd(s, at, this.#fd, UringCmd.COMMIT_AND_FETCH);
-    // commit_id is an opaque u64: copy it as two halves, no bigint per request.
-    const id = o + ENT + UringEntInOut.commit_id;
-    s.setUint32(at + Sqe.cmd + UringCmdReq.commit_id, h.getUint32(id, true), true);
-    s.setUint32(at + Sqe.cmd + UringCmdReq.commit_id + 4, h.getUint32(id + 4, true), true);
-    s.setUint16(at + Sqe.cmd + UringCmdReq.qid, entry.qid, true);
-    this.#ring.track(at, entry.id);
+    writeUringReply(h, o, error, length);
+    this.#ring.track(prepCommit(this.#ring, this.#fd, h, o, entry.qid), entry.id);
     this.counters.replies++;
     this.#flushSoon();
   }

@@ -187,3 +187,39 @@ Deno.test("abi: opcode names are unique and named", () => {
   assert.equal(abi.opcodeName(9999), "OPCODE_9999");
   assert.equal(abi.InitFlag.OVER_IO_URING, 1n << 41n);
 });
+
+Deno.test({
+  name: "abi: flag constants equal the macros of <linux/fuse.h>",
+  ignore: Deno.build.os !== "linux",
+  async fn() {
+    const names: [string, number][] = [
+      ["FUSE_RELEASE_FLUSH", abi.FUSE_RELEASE_FLUSH],
+      ["FUSE_RELEASE_FLOCK_UNLOCK", abi.FUSE_RELEASE_FLOCK_UNLOCK],
+      ["FUSE_WRITE_CACHE", abi.FUSE_WRITE_CACHE],
+      ["FUSE_WRITE_LOCKOWNER", abi.FUSE_WRITE_LOCKOWNER],
+      ["FUSE_WRITE_KILL_SUIDGID", abi.FUSE_WRITE_KILL_SUIDGID],
+      ["FUSE_OPEN_KILL_SUIDGID", abi.FUSE_OPEN_KILL_SUIDGID],
+      ["FUSE_READ_LOCKOWNER", abi.FUSE_READ_LOCKOWNER],
+      ["FUSE_FSYNC_FDATASYNC", abi.FUSE_FSYNC_FDATASYNC],
+      ["FUSE_HANDLE_KILLPRIV_V2", Number(abi.InitFlag.HANDLE_KILLPRIV_V2)],
+      ["FATTR_KILL_SUIDGID", abi.FATTR.KILL_SUIDGID],
+    ];
+    const dir = await Deno.makeTempDir();
+    try {
+      const body = names.map(([n]) => `printf("${n} %llu\\n", (unsigned long long)(${n}));`);
+      await Deno.writeTextFile(
+        `${dir}/flags.c`,
+        `#include <stdio.h>\n#include <linux/fuse.h>\nint main(void) {\n${body.join("\n")}\n}\n`,
+      );
+      const cc = await new Deno.Command("cc", { args: ["-o", `${dir}/flags`, `${dir}/flags.c`] })
+        .output();
+      assert.ok(cc.success, new TextDecoder().decode(cc.stderr));
+      const out = new TextDecoder().decode(
+        (await new Deno.Command(`${dir}/flags`).output()).stdout,
+      );
+      assert.deepEqual(out.trim().split("\n"), names.map(([n, v]) => `${n} ${v}`));
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});

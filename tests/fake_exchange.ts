@@ -60,7 +60,7 @@ export class FakeExchange implements Exchange {
     this.reply(unique, 0, length);
   }
 
-  writeDataToFd(_fd: number, _offset: number): number {
+  writeDataToFd(_fd: number, _offset: number, _killSuidgid: boolean): number {
     return this.dataLength;
   }
 

@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import { AT, check, check64, close, cstr, libc, O, open, S } from "../ffi/libc.ts";
 import { SystemError } from "../ffi/errno.ts";
-import { run, sh, transportTest, withPassthrough } from "./helpers.ts";
+import { run, sh, transportTest, uringTest, withPassthrough } from "./helpers.ts";
 
 const RENAME_NOREPLACE = 1;
 const RENAME_EXCHANGE = 2;
@@ -352,4 +352,85 @@ transportTest(
       assert.equal((await asNobody(`rm -r ${mnt}/pub/d ${mnt}/pub/h`)).code, 0);
       assert.deepEqual((await sh(`ls ${src}/pub`)).split("\n"), ["f", "p", "roots", "s", ""]);
     }, ["-o", "allow_other"]),
+);
+
+/**
+ * What a user without CAP_FSETID does to setuid/setgid files: the same
+ * steps through the mount and directly on the source's own file system
+ * must leave the same modes (FUSE_HANDLE_KILLPRIV_V2: the server clears the
+ * bits, since its own root writes would keep them).
+ */
+async function killprivMatchesSource(transport: "dev" | "io_uring", extra: string[] = []) {
+  const ref = await Deno.makeTempDir({ prefix: "denofuse-ref-" });
+  await Deno.chmod(ref, 0o755);
+  try {
+    await withPassthrough(transport, async (mnt, src) => {
+      await Deno.chmod(mnt, 0o755);
+      const steps = [
+        ["append", (p: string) => `echo more >> ${p}`],
+        [
+          "direct",
+          (p: string) =>
+            `dd if=/dev/zero of=${p} bs=4k count=1 oflag=direct conv=notrunc status=none`,
+        ],
+        ["truncate", (p: string) => `truncate -s 3 ${p}`],
+        ["otrunc", (p: string) => `: > ${p}`],
+      ] as const;
+      const modes = ["6777", "6767", "4755", "2775"];
+      const setup = (dir: string) =>
+        sh(
+          steps.flatMap(([name]) =>
+            modes.map((m) => `echo data > ${dir}/${name}${m} && chmod ${m} ${dir}/${name}${m}`)
+          ).join(" && ") + ` && echo data > ${dir}/root && chmod 6777 ${dir}/root` +
+            ` && echo data > ${dir}/chown && chmod 6755 ${dir}/chown` +
+            // The writer's own group: setgid without group-execute stays.
+            ` && echo data > ${dir}/ingroup && chgrp 65534 ${dir}/ingroup` +
+            ` && chmod 6767 ${dir}/ingroup`,
+        );
+      await setup(mnt);
+      await setup(ref);
+      const asNobody = (script: string) =>
+        run("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "sh", "-c", script);
+      for (const dir of [mnt, ref]) {
+        for (const [name, cmd] of steps) {
+          for (const m of modes) {
+            const path = `${dir}/${name}${m}`;
+            const done = await asNobody(cmd(path));
+            // 4755 and 2775 are not writable by others: refused in both places alike.
+            if (!m.endsWith("7")) assert.notEqual(done.code, 0, `${path}: ${done.stderr}`);
+            else assert.equal(done.code, 0, `${path}: ${done.stderr}`);
+          }
+        }
+        assert.equal((await asNobody(`echo more >> ${dir}/ingroup`)).code, 0);
+        await sh(`echo root >> ${dir}/root && chown 65534 ${dir}/chown`);
+      }
+      const names = [
+        ...steps.flatMap(([n]) => modes.map((m) => `${n}${m}`)),
+        "root",
+        "chown",
+        "ingroup",
+      ];
+      const listing = (dir: string) => sh(`cd ${dir} && stat -c '%n %a %s' ${names.join(" ")}`);
+      const expected = await listing(ref);
+      assert.equal(await listing(mnt), expected);
+      assert.equal(await listing(src), expected);
+      // The bits really went where the kernel asked (sanity of the reference).
+      assert.match(expected, /^append6777 777 /m);
+      assert.match(expected, /^ingroup 2767 /m);
+      assert.match(expected, /^root 6777 /m);
+      assert.match(expected, /^chown 755 /m);
+    }, ["-o", "allow_other", ...extra]);
+  } finally {
+    await Deno.remove(ref, { recursive: true });
+  }
+}
+
+transportTest(
+  "passthrough: writes and truncation by another user clear setuid/setgid as on the source",
+  (transport) => killprivMatchesSource(transport),
+);
+
+uringTest(
+  "passthrough: setuid/setgid cleared as on the source with one io_uring thread",
+  () => killprivMatchesSource("io_uring", ["-o", "threads=1"]),
 );

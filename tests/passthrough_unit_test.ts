@@ -12,6 +12,7 @@ const ctx = (uid = 0, gid = 0): RequestContext => ({
   uid,
   gid,
   pid: 1,
+  killSuidgid: false,
   io: new DirectIo(),
 });
 
