@@ -37,6 +37,7 @@ export type {
 export type { BackingIo, Caller } from "./ops/backing_io.ts";
 export { DirectoryList, DirectoryPlusList } from "./ops/directory.ts";
 export { FuseError } from "./ops/error.ts";
+export { BackingFdTable } from "./ops/backing_fds.ts";
 export { Errno, type ErrnoName, errnoName, SystemError } from "./ffi/errno.ts";
 export { S } from "./ffi/libc.ts";
 export { FUSE_ROOT_ID } from "./ops/abi.ts";
@@ -52,7 +53,8 @@ export {
 export { type KernelMountOptions, MountError } from "./server/mount.ts";
 export type { TransportCounters } from "./server/dev_transport.ts";
 export type { UringCounters } from "./server/uring_transport.ts";
-export type { QueueCounters } from "./server/uring_workers.ts";
+export type { PerQueueFileSystem, QueueCounters } from "./server/uring_queues.ts";
+export { serveQueueThread } from "./server/queue_thread.ts";
 export {
   MOUNT_OPTIONS_HELP,
   type MountCommandLine,

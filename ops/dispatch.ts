@@ -90,6 +90,8 @@ export interface DispatcherOptions extends InitOptions {
   debug?: (line: string) => void;
   /** Receives unexpected errors thrown by FileSystem methods (default: console.error). */
   onError?: (error: unknown, opcode: string) => void;
+  /** The handle → fd table to use (shared with other threads' dispatchers); default: a new one. */
+  backingFds?: BackingFdTable;
 }
 
 /** The state agreed at INIT. */
@@ -154,6 +156,16 @@ const ARG_SIZE: Record<number, number> = {
 const decoder = new TextDecoder("utf-8", { fatal: true });
 const encoder = new TextEncoder();
 
+/** What a FileSystem's `init` is told of a connection. */
+function connectionInfo(conn: Connection): ConnectionInfo {
+  return {
+    minor: conn.minor,
+    maxWrite: conn.maxWrite,
+    maxRead: conn.maxRead,
+    flags: initFlagNames(conn.flags),
+  };
+}
+
 /** Thrown inside the dispatcher to answer a request with an errno. */
 function fail(errno: number): never {
   throw new FuseError(errno);
@@ -164,7 +176,7 @@ export class Dispatcher {
   /** The file system served. */
   readonly fs: FileSystem;
   /** Handles whose data is an fd (`OpenReply.backingFd`), shared with the queue threads. */
-  readonly backingFds: BackingFdTable = new BackingFdTable();
+  readonly backingFds: BackingFdTable;
   #options: DispatcherOptions;
   #entryTimeout: number;
   #attrTimeout: number;
@@ -180,6 +192,7 @@ export class Dispatcher {
   constructor(fs: FileSystem, options: DispatcherOptions = {}) {
     this.fs = fs;
     this.#options = options;
+    this.backingFds = options.backingFds ?? new BackingFdTable();
     this.#entryTimeout = options.entryTimeout ?? 1;
     this.#attrTimeout = options.attrTimeout ?? 1;
     this.#debug = options.debug;
@@ -760,12 +773,7 @@ export class Dispatcher {
       maxRead: result.maxRead,
     };
     this.#setxattrExt = (result.flags & InitFlag.SETXATTR_EXT) !== 0n;
-    const info: ConnectionInfo = {
-      minor: conn.minor,
-      maxWrite: conn.maxWrite,
-      maxRead: conn.maxRead,
-      flags: initFlagNames(conn.flags),
-    };
+    const info = connectionInfo(conn);
     if (this.#debug) {
       this.#debug(
         `INIT: kernel ${kernel.major}.${kernel.minor} offers ${
@@ -784,6 +792,18 @@ export class Dispatcher {
       this.#replyError(ex, unique, e, Opcode.INIT);
       this.#initReject(e instanceof Error ? e : new Error(String(e)));
     });
+  }
+
+  /**
+   * Serve a connection whose INIT another dispatcher answered (the one on
+   * the session's thread): for a dispatcher in a queue thread. Runs the
+   * file system's `init` first.
+   */
+  async adopt(conn: Connection): Promise<void> {
+    this.#setxattrExt = (conn.flags & InitFlag.SETXATTR_EXT) !== 0n;
+    await this.fs.init?.(connectionInfo(conn));
+    this.#conn = conn;
+    this.#initResolve(conn);
   }
 
   /** Decode the NUL-terminated name starting `from` bytes into the data. */

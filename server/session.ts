@@ -22,13 +22,8 @@ import {
   unmountFuse,
 } from "./mount.ts";
 import { Ring } from "../ffi/ring.ts";
-import {
-  possibleCpus,
-  type UringCounters,
-  UringTransport,
-  uringUnavailable,
-} from "./uring_transport.ts";
-import { type QueueCounters, UringWorkers } from "./uring_workers.ts";
+import { possibleCpus, type UringCounters, uringUnavailable } from "./uring_transport.ts";
+import { type PerQueueFileSystem, type QueueCounters, UringQueues } from "./uring_queues.ts";
 
 /** Which transport serves requests. */
 export type TransportChoice = "auto" | "dev" | "io_uring";
@@ -52,6 +47,12 @@ export interface MountOptions extends KernelMountOptions, DispatcherOptions {
    * thread, with no Worker at all.
    */
   threads?: number;
+  /**
+   * Run a FileSystem in every queue thread as well (io_uring with more
+   * than one thread): see {@linkcode PerQueueFileSystem}. Without it, queue
+   * threads hand what they do not serve themselves to `fs` on this thread.
+   */
+  perQueue?: PerQueueFileSystem;
   /**
    * How `ctx.io` backing calls and fd data are made. `"ring"` (default):
    * as io_uring operations (on the io_uring transport's ring, or on a ring
@@ -81,7 +82,7 @@ export interface SessionCounters {
   dev: TransportCounters;
   /** The io_uring transport, when it serves. */
   uring?: UringCounters;
-  /** Per kernel queue, when queue threads serve io_uring. */
+  /** Per kernel queue, when io_uring serves. */
   queues?: QueueCounters[];
 }
 
@@ -98,7 +99,7 @@ export class Session {
   /** Settles when the session has ended and its resources are released. */
   readonly closed: Promise<void>;
   #dev: DevTransport;
-  #uring: UringTransport | UringWorkers | null;
+  #uring: UringQueues | null;
   #unmounted = false;
 
   /** @internal Use {@linkcode mount}. */
@@ -106,7 +107,7 @@ export class Session {
     mountpoint: string,
     connection: Connection,
     dev: DevTransport,
-    uring: UringTransport | UringWorkers | null,
+    uring: UringQueues | null,
     fallbackReason: string | null,
     closed: Promise<void>,
   ) {
@@ -124,19 +125,18 @@ export class Session {
     const uring = this.#uring;
     return {
       dev: { ...this.#dev.counters },
-      ...(uring ? { uring: { ...uring.counters } } : {}),
-      ...(uring instanceof UringWorkers ? { queues: uring.perQueue } : {}),
+      ...(uring ? { uring: uring.counters, queues: uring.perQueueCounters } : {}),
     };
   }
 
   /** Threads serving requests: queue threads, or 1 (the calling thread). */
   get threads(): number {
-    return this.#uring instanceof UringWorkers ? this.#uring.threads : 1;
+    return this.#uring?.threads ?? 1;
   }
 
   /** @internal Make queue thread `index` fail as a crash would (tests only). */
   [Symbol.for("denofuse.injectQueueFault")](index: number): void {
-    if (this.#uring instanceof UringWorkers) this.#uring.injectFault(index);
+    this.#uring?.injectFault(index);
   }
 
   /** Unmount and wait for the session to end. Safe to call twice. */
@@ -224,7 +224,7 @@ export async function mount(
       signals.push([sig, handler]);
     }
   }
-  let uring: UringTransport | UringWorkers | null = null;
+  let uring: UringQueues | null = null;
   let fatal: string | null = null;
   const threads = wantUring ? options.threads ?? possibleCpus() : 1;
   const queueThreads = wantUring && threads > 1;
@@ -246,7 +246,7 @@ export async function mount(
   // (With one io_uring thread, that transport's own ring serves instead.)
   if (queueThreads || (!wantUring && options.backingIo !== "direct")) attachDevRing();
   const devRunning = dev.run();
-  const serving = devRunning.then(() => uring instanceof UringTransport ? uring.finished : null);
+  const serving = devRunning;
   const closed = serving.catch((e) => {
     console.error(`denofuse: ${path}: transport failed:`, e);
     try {
@@ -259,11 +259,10 @@ export async function mount(
     } catch (e) {
       console.error("denofuse: destroy failed:", e);
     }
-    if (uring instanceof UringWorkers) await uring.stop();
+    await (uring as UringQueues | null)?.stop();
     await dev.close();
-    if (uring instanceof UringWorkers) uring.close();
+    await (uring as UringQueues | null)?.close();
     await (devRing as Ring | null)?.close();
-    if (uring instanceof UringTransport) await uring.close();
     closeFuseDevice(fd);
   }).then(() => {
     if (fatal) throw new Error(fatal);
@@ -295,26 +294,24 @@ export async function mount(
         );
       }),
     ]);
-    if (queueThreads && devRing) {
-      const workers = new UringWorkers(fd, dispatcher, devRing, kick, dev.io, dev.ring, {
+    if (wantUring) {
+      const queues = new UringQueues(fd, dispatcher, devRing, kick, dev.io, dev.ring, {
         queues: possibleCpus(),
-        threads,
+        threads: devRing ? threads : 1,
         queueDepth: options.queueDepth ?? 8,
         slotSize: Math.max(connection.maxWrite, connection.maxRead, MAX_PAGES * 4096),
-        direct: options.backingIo === "direct",
-        debug: debug !== undefined,
+        backingIo: options.backingIo ?? "ring",
+        perQueue: options.perQueue,
+        entryTimeout: options.entryTimeout,
+        attrTimeout: options.attrTimeout,
+        debug,
       });
-      dev.watchPending(() => workers.holding);
-      fallbackReason = await workers.start(onFatal);
-      if (fallbackReason === null) uring = workers;
-      else workers.close();
-    } else if (wantUring) {
-      [uring, fallbackReason] = startUring(fd, dispatcher, connection, options);
-      if (uring) {
-        uring.run().catch((e) => {
-          console.error(`denofuse: ${path}: io_uring transport failed:`, e);
-          unmountFuse(path);
-        });
+      if ((connection.flags & InitFlag.OVER_IO_URING) === 0n) {
+        fallbackReason = "the kernel did not accept FUSE_OVER_IO_URING at INIT";
+      } else {
+        dev.watchPending(() => queues.holding);
+        fallbackReason = await queues.start(connection, onFatal);
+        if (fallbackReason === null) uring = queues;
       }
     }
     if (wantUring && !uring && choice === "io_uring") {
@@ -328,19 +325,17 @@ export async function mount(
       );
       debug(`dev: ${options.maxInFlight ?? 16} slots, ${dev.memory} bytes pinned`);
       debug(`backing calls: ${uring ? uring.io.kind : dev.io.kind}${devIoNote}`);
-      if (uring instanceof UringTransport) {
-        debug(
-          `io_uring: ${uring.queues} queues x ${uring.depth} entries x ${uring.slotSize} bytes` +
-            ` = ${uring.memory} bytes pinned (payloads in the fixed-buffer table), one thread`,
-        );
-      } else if (uring) {
+      if (uring) {
         const perQueue = uring.memory / uring.queues;
         debug(
           `io_uring: ${uring.queues} queues x ${uring.depth} entries x ${uring.slotSize} bytes` +
-            ` = ${uring.memory} bytes pinned, ${uring.threads} queue threads`,
+            ` = ${uring.memory} bytes pinned (payloads in the fixed-buffer table), ` +
+            (uring.threads === 1 ? "one thread" : `${uring.threads} queue threads`) +
+            (uring.perQueue ? ", a FileSystem in each" : ""),
         );
-        for (const q of uring.perQueue) {
-          debug(`io_uring: queue ${q.qid} served on CPU ${q.cpus.join(",")}, ${perQueue} bytes`);
+        for (const q of uring.perQueueCounters) {
+          const where = q.cpus.length ? `on CPU ${q.cpus.join(",")}` : "on the main thread";
+          debug(`io_uring: queue ${q.qid} served ${where}, ${perQueue} bytes`);
         }
       }
     }
@@ -355,32 +350,4 @@ export async function mount(
   } finally {
     clearTimeout(timer);
   }
-}
-
-/** Set up and register the io_uring transport; on failure, say why. */
-function startUring(
-  fd: number,
-  dispatcher: Dispatcher,
-  connection: Connection,
-  options: MountOptions,
-): [UringTransport | null, string | null] {
-  if ((connection.flags & InitFlag.OVER_IO_URING) === 0n) {
-    return [null, "the kernel did not accept FUSE_OVER_IO_URING at INIT"];
-  }
-  let uring: UringTransport;
-  try {
-    uring = new UringTransport(fd, dispatcher, {
-      queueDepth: options.queueDepth,
-      backingIo: options.backingIo,
-      slotSize: Math.max(connection.maxWrite, connection.maxRead, MAX_PAGES * 4096),
-    });
-  } catch (e) {
-    return [null, `cannot set up the ring: ${(e as Error).message}`];
-  }
-  const refused = uring.register();
-  if (refused) {
-    uring.close().catch(() => {});
-    return [null, refused];
-  }
-  return [uring, null];
 }

@@ -3,14 +3,25 @@
  * REGISTER / COMMIT_AND_FETCH uring commands on the `/dev/fuse` fd, and each
  * reply is committed with the command that fetches the next request.
  *
- * Every kernel queue (one per possible CPU) gets `depth` ring entries. An
- * entry owns a 288-byte header buffer and a payload buffer of `slotSize`
- * bytes, both pinned; the payload buffers sit in the ring's sparse
- * fixed-buffer table at index = entry id, so read data goes from the backing
- * fd into the reply with READ_FIXED, and write data from the request to the
- * backing fd with WRITE_FIXED, never through JavaScript. With direct backing
- * calls (`backingIo: "direct"`) the same slots are read into and written
- * from by `pread`/`pwrite` on the serving thread instead.
+ * A {@linkcode UringTransport} serves a set of kernel queues (one queue per
+ * CPU) from the thread that made it, on a ring of its own: all of them on
+ * the session's thread with `threads: 1`, or one queue per Worker (see
+ * `uring_workers.ts`). Each queue gets `depth` ring entries; an entry owns a
+ * 288-byte header buffer and a payload buffer of `slotSize` bytes, both
+ * pinned, and the payload buffers sit in the ring's sparse fixed-buffer
+ * table at index = entry, so read data goes from a backing fd into the
+ * reply with READ_FIXED and write data from the request to the backing fd
+ * with WRITE_FIXED, never through JavaScript (with direct backing calls,
+ * `pread`/`pwrite` into and out of the same slots on this thread).
+ *
+ * What happens to a request:
+ * - READ and WRITE of a handle backed by an fd (`OpenReply.backingFd`) are
+ *   served here, whatever else this thread does;
+ * - with a dispatcher (a FileSystem on this thread), everything else is
+ *   dispatched here;
+ * - without one (a queue Worker of a FileSystem that lives on the session's
+ *   thread), it is handed over with MSG_RING: that thread writes the reply
+ *   into the entry and answers with a MSG_RING on this ring, which commits.
  *
  * @module
  */
@@ -18,22 +29,36 @@
 import { RingIo } from "./ring_io.ts";
 import { DirectIo } from "./direct_io.ts";
 import { Errno, errnoName, SystemError } from "../ffi/errno.ts";
-import { clearSuidSgid, preadPinned, pwritePinned, readSmallFile } from "../ffi/libc.ts";
+import { clearSuidSgid, errno, libc, readSmallFile } from "../ffi/libc.ts";
 import { liburing } from "../ffi/liburing.ts";
 import { PinnedRegion } from "../ffi/memory.ts";
-import { prepReadFixed, prepWriteFixed, Ring } from "../ffi/ring.ts";
-import { InHeader, OutHeader, UringReqHeader } from "../ops/abi.ts";
-import { prepCommit, prepRegister, uringPayloadSize, writeUringReply } from "./uring_commands.ts";
-import { setU64 } from "../ops/codec.ts";
+import { prepMsgRing, prepReadFixed, prepWriteFixed, Ring } from "../ffi/ring.ts";
+import {
+  FUSE_WRITE_KILL_SUIDGID,
+  InHeader,
+  Opcode,
+  ReadIn,
+  UringReqHeader,
+  WriteIn,
+  WriteOut,
+} from "../ops/abi.ts";
 import type { BackingIo } from "../ops/backing_io.ts";
+import type { BackingFdTable } from "../ops/backing_fds.ts";
 import type { Dispatcher } from "../ops/dispatch.ts";
 import type { Exchange } from "../ops/exchange.ts";
+import { prepCommit, prepRegister, uringPayloadSize, writeUringReply } from "./uring_commands.ts";
 import { BUSY_WAIT_US, coalesced, makeYield, settleHandlers } from "./yield.ts";
 
 /** Completions handled before yielding to the event loop. */
 const BATCH_BUDGET = 64;
 /** The longest the serving loop runs before yielding to the event loop. */
 const YIELD_EVERY_MS = 2;
+/**
+ * A Worker that waits on its own thread wakes this often when idle (µs),
+ * so that its timers and messages still run.
+ */
+const IDLE_WAKE_US = 100_000;
+const TWO_32 = 4294967296;
 
 /** Counters of the io_uring transport. */
 export interface UringCounters {
@@ -46,6 +71,16 @@ export interface UringCounters {
   /** Writes served from an entry's payload slot (WRITE_FIXED, or pwrite when direct). */
   fixedWrites: number;
 }
+
+/** Per-queue counters in shared memory: one Float64 each, queue-major. */
+export const QueueCounter = {
+  requests: 0,
+  replies: 1,
+  fixedReads: 2,
+  fixedWrites: 3,
+  forwarded: 4,
+  COUNT: 5,
+} as const;
 
 /** Why the io_uring transport cannot be used here, or null if it can. */
 export function uringUnavailable(): string | null {
@@ -78,6 +113,84 @@ export function possibleCpus(): number {
   return max + 1;
 }
 
+/**
+ * The pinned memory of a set of entries: header buffers, payload buffers,
+ * and the iovecs that describe them (two per entry for REGISTER, then one
+ * per entry for the fixed-buffer table). Held by the session's thread, so
+ * that it outlives every thread that uses it.
+ */
+export class EntryMemory {
+  /** `n` header buffers. */
+  readonly headers: PinnedRegion;
+  /** `n` payload buffers of `slotSize` bytes. */
+  readonly payloads: PinnedRegion;
+  /** The iovecs. */
+  readonly iovecs: PinnedRegion;
+
+  /** Map and describe `n` entries with `slotSize`-byte payloads. */
+  constructor(readonly n: number, readonly slotSize: number) {
+    this.headers = new PinnedRegion(n * UringReqHeader.SIZE);
+    try {
+      this.payloads = new PinnedRegion(n * slotSize);
+    } catch (e) {
+      this.headers.close();
+      throw e;
+    }
+    this.iovecs = new PinnedRegion(n * 48);
+    const v = this.iovecs.view;
+    for (let i = 0; i < n; i++) {
+      const payload = this.payloads.address + BigInt(i * slotSize);
+      v.setBigUint64(i * 32, this.headers.address + BigInt(i * UringReqHeader.SIZE), true);
+      v.setBigUint64(i * 32 + 8, BigInt(UringReqHeader.SIZE), true);
+      v.setBigUint64(i * 32 + 16, payload, true);
+      v.setBigUint64(i * 32 + 24, BigInt(slotSize), true);
+      v.setBigUint64(n * 32 + i * 16, payload, true);
+      v.setBigUint64(n * 32 + i * 16 + 8, BigInt(slotSize), true);
+    }
+  }
+
+  /** Pinned bytes of headers and payloads. */
+  get size(): number {
+    return this.headers.size + this.payloads.size;
+  }
+
+  /** The addresses, for a thread that adopts this memory. */
+  get addresses(): EntryAddresses {
+    return {
+      n: this.n,
+      slotSize: this.slotSize,
+      headers: this.headers.address,
+      payloads: this.payloads.address,
+      iovecs: this.iovecs.address,
+    };
+  }
+
+  /** Unmap (after every thread that used it has ended). */
+  close(): void {
+    this.headers.close();
+    this.payloads.close();
+    this.iovecs.close();
+  }
+}
+
+/** Where an {@linkcode EntryMemory} lives, as another thread is told. */
+export interface EntryAddresses {
+  /** Number of entries. */
+  n: number;
+  /** Payload bytes per entry. */
+  slotSize: number;
+  /** Address of the header buffers. */
+  headers: bigint;
+  /** Address of the payload buffers. */
+  payloads: bigint;
+  /** Address of the iovecs. */
+  iovecs: bigint;
+}
+
+function viewAt(address: bigint, length: number): ArrayBuffer {
+  return Deno.UnsafePointerView.getArrayBuffer(Deno.UnsafePointer.create(address)!, length);
+}
+
 /** One ring entry: its header and payload buffers, and the Exchange over them. */
 class UringEntry implements Exchange {
   header: DataView;
@@ -92,74 +205,93 @@ class UringEntry implements Exchange {
   readonly outBytes: Uint8Array;
   readonly outOffset: number;
   readonly outCapacity: number;
-  /** Entry id: index of its payload in the fixed-buffer table, and its user_data. */
+  /** Entry index: its payload's slot in the fixed-buffer table, and its user_data. */
   readonly id: number;
   readonly qid: number;
   readonly payloadAddress: bigint;
   /** The same address as a pointer, made once (direct preads and pwrites use it). */
   readonly payloadPointer: Deno.PointerValue;
-  /** The user_data of this entry's backing reads (READ_FIXED). */
+  /** The user_data of this entry's READ_FIXED and WRITE_FIXED. */
   readId = -1;
-  /** The unique of the request whose data is being read. */
-  readUnique = 0;
+  writeId = -1;
   #t: UringTransport;
 
   constructor(
     t: UringTransport,
     id: number,
     qid: number,
-    headers: PinnedRegion,
-    payloads: PinnedRegion,
+    headers: DataView,
+    payloads: DataView,
+    payloadAddress: bigint,
     slotSize: number,
   ) {
     this.#t = t;
     this.id = id;
     this.qid = qid;
-    this.header = this.arg = headers.view;
+    this.header = this.arg = headers;
     this.headerOffset = id * UringReqHeader.SIZE;
     this.argOffset = this.headerOffset + UringReqHeader.op_in;
-    this.data = this.outBytes = payloads.bytes;
-    this.out = payloads.view;
+    this.out = payloads;
+    this.data = this.outBytes = new Uint8Array(payloads.buffer);
     this.dataOffset = this.outOffset = id * slotSize;
     this.outCapacity = slotSize;
-    this.payloadAddress = payloads.address + BigInt(id * slotSize);
-    this.payloadPointer = Deno.UnsafePointer.create(this.payloadAddress);
+    this.payloadAddress = payloadAddress;
+    this.payloadPointer = Deno.UnsafePointer.create(payloadAddress);
   }
 
   get io(): BackingIo {
     return this.#t.io;
   }
 
-  reply(unique: number, error: number, length: number): void {
-    this.#t.commit(this, unique, error, length);
+  reply(_unique: number, error: number, length: number): void {
+    // `unique` is still in place from the request (in and out headers share it).
+    this.#t.reply(this, error, length);
   }
 
-  replyFromFd(unique: number, fd: number, offset: number, length: number): void {
-    this.#t.readFixed(this, unique, fd, offset, length);
+  replyFromFd(_unique: number, fd: number, offset: number, length: number): void {
+    this.#t.readFixed(this, fd, offset, length);
   }
 
   writeDataToFd(fd: number, offset: number, killSuidgid: boolean): number | Promise<number> {
     if (killSuidgid) {
       clearSuidSgid(fd, this.header.getUint32(this.headerOffset + InHeader.gid, true));
     }
-    return this.#t.writeFixed(this, fd, offset);
+    return this.#t.writeFixed(this, fd, offset, this.dataLength);
   }
 
   noReply(): void {
     // The kernel sends no-reply requests (FORGET) over /dev/fuse only; if one
     // ever came here, an error commit still hands the entry back.
-    this.#t.commit(this, 0, -Errno.EIO, 0);
+    this.#t.reply(this, -Errno.EIO, 0);
   }
+}
+
+/** Where requests this thread does not answer go (a queue Worker's FileSystem thread). */
+export interface HandOver {
+  /** The ring of the thread that holds the FileSystem. */
+  ringFd: number;
+  /** user_data of a handed-over request there; `res` is `base` + entry. */
+  userData: number;
+  /** This thread's first entry in the session's numbering. */
+  base: number;
 }
 
 /** Options of the io_uring transport. */
 export interface UringTransportOptions {
-  /** Entries per queue (default 8). */
-  queueDepth?: number;
-  /** Payload bytes per entry: max(8192, max_write, max_pages × 4096). */
-  slotSize: number;
-  /** Number of kernel queues (default: possible CPUs). */
-  queues?: number;
+  /** The session's `/dev/fuse` fd. */
+  fuseFd: number;
+  /** Kernel queues served (queue q takes the requests of CPU q). */
+  qids: number[];
+  /** Entries per queue. */
+  depth: number;
+  /** The entries' memory: `qids.length × depth` entries, allocated by the session's thread. */
+  memory: EntryAddresses;
+  /** The session's handle → fd table. */
+  backingFds: BackingFdTable;
+  /** Dispatch requests here; without it, hand them over (`handOver`). */
+  dispatcher?: Dispatcher;
+  /** Where requests go without a dispatcher. */
+  handOver?: HandOver;
   /**
    * How backing calls and file data are done: "ring" (default) as
    * operations on this transport's ring, "direct" as system calls on the
@@ -167,28 +299,39 @@ export interface UringTransportOptions {
    * where io_uring would hand most of them to a worker thread and back).
    */
   backingIo?: "ring" | "direct";
+  /**
+   * How an idle loop waits: "pool" (default) on Deno's blocking pool, which
+   * leaves the event loop free; "thread" in `io_uring_enter` on this thread
+   * (a Worker that does nothing else): the kernel then delivers each
+   * request on this very thread.
+   */
+  idleWait?: "pool" | "thread";
+  /** Counters of every queue of the session (see {@linkcode QueueCounter}). */
+  counters: Float64Array;
+  /** Log the READs and WRITEs served from backing fds (`-d`). */
+  debug?: (line: string) => void;
 }
 
-/** Serves a session's requests over FUSE-over-io_uring. */
+/** Serves a set of kernel queues over FUSE-over-io_uring, from the calling thread. */
 export class UringTransport {
-  /** Counters since start. */
-  readonly counters: UringCounters = { requests: 0, replies: 0, fixedReads: 0, fixedWrites: 0 };
-  /** Number of kernel queues served. */
-  readonly queues: number;
   /** Entries per queue. */
   readonly depth: number;
   /** Payload bytes per entry. */
   readonly slotSize: number;
   /** Backing calls for the file system: on this transport's ring, or direct. */
   readonly io: BackingIo;
-  #fd: number;
-  #dispatcher: Dispatcher;
+  /** user_data of the MSG_RINGs this ring takes: commit entry `res`, stop, fault. */
+  readonly commitUserData: number;
+  readonly stopUserData: number;
+  readonly faultUserData: number;
+  #o: UringTransportOptions;
   #ring: Ring;
-  #headers: PinnedRegion;
-  #payloads: PinnedRegion;
-  #iovecs: PinnedRegion;
   #entries: UringEntry[] = [];
+  #counters: Float64Array;
   #live = 0;
+  #stopped = false;
+  /** Requests dispatched on this thread and not yet answered. */
+  #pending = 0;
   #flush = coalesced(() => this.#pump(BATCH_BUDGET));
   /** Bumped whenever an SQE is prepared: the loop's sign that handlers moved. */
   #prepared = 0;
@@ -198,64 +341,54 @@ export class UringTransport {
   #finished = new Promise<void>((r) => this.#done = r);
 
   /**
-   * Set up the ring and pinned buffers, and register the payload buffers as
-   * fixed buffers. Throws if any step fails (the caller falls back).
+   * Set up the ring and register the payload buffers as fixed buffers.
+   * Throws if any step fails (the caller falls back).
    */
-  constructor(fd: number, dispatcher: Dispatcher, options: UringTransportOptions) {
-    this.#fd = fd;
-    this.#dispatcher = dispatcher;
-    this.queues = options.queues ?? possibleCpus();
-    this.depth = options.queueDepth ?? 8;
-    this.slotSize = Math.max(8192, options.slotSize);
-    const n = this.queues * this.depth;
+  constructor(options: UringTransportOptions) {
+    this.#o = options;
+    this.depth = options.depth;
+    const m = options.memory;
+    this.slotSize = m.slotSize;
+    const n = m.n;
+    if (n !== options.qids.length * options.depth) throw new RangeError("entry memory size");
+    this.#counters = options.counters;
     const entries = 1 << Math.ceil(Math.log2(Math.max(64, n * 4)));
     this.#ring = new Ring({ entries, cqEntries: entries * 2 });
     this.#direct = options.backingIo === "direct";
     this.io = this.#direct ? new DirectIo() : new RingIo(this.#ring, () => this.#flushSoon());
     try {
-      this.#headers = new PinnedRegion(n * UringReqHeader.SIZE);
-      this.#payloads = new PinnedRegion(n * this.slotSize);
-      // Two iovecs per entry for REGISTER (header, payload), then one per
-      // entry for the fixed-buffer table.
-      this.#iovecs = new PinnedRegion(n * 48);
-      const iov = this.#iovecs.view;
+      const headers = new DataView(viewAt(m.headers, n * UringReqHeader.SIZE));
+      const payloads = new DataView(viewAt(m.payloads, n * m.slotSize));
       for (let id = 0; id < n; id++) {
-        const entry = new UringEntry(
-          this,
-          id,
-          Math.floor(id / this.depth),
-          this.#headers,
-          this.#payloads,
-          this.slotSize,
-        );
+        const qid = options.qids[Math.floor(id / this.depth)];
+        const address = m.payloads + BigInt(id * m.slotSize);
+        const entry = new UringEntry(this, id, qid, headers, payloads, address, m.slotSize);
         this.#entries.push(entry);
-        const o = id * 32;
-        iov.setBigUint64(o, this.#headers.address + BigInt(entry.headerOffset), true);
-        iov.setBigUint64(o + 8, BigInt(UringReqHeader.SIZE), true);
-        iov.setBigUint64(o + 16, entry.payloadAddress, true);
-        iov.setBigUint64(o + 24, BigInt(this.slotSize), true);
-        iov.setBigUint64(n * 32 + id * 16, entry.payloadAddress, true);
-        iov.setBigUint64(n * 32 + id * 16 + 8, BigInt(this.slotSize), true);
-        const ud = this.#ring.register((res) => this.#complete(entry, res));
-        if (ud !== id) throw new Error("ring ids out of step with entry ids");
+        // Entry ids are 0..n-1 (user_data = fixed-buffer index); the rest follow.
+        if (this.#ring.register((res) => this.#arrived(entry, res)) !== id) {
+          throw new Error("ring ids out of step with entry ids");
+        }
       }
-      // Entry ids are 0..n-1 (user_data = fixed-buffer index); read ids follow.
       for (const entry of this.#entries) {
-        entry.readId = this.#ring.register((res) =>
-          this.commit(entry, entry.readUnique, res < 0 ? res : 0, res < 0 ? 0 : res)
-        );
+        entry.readId = this.#ring.register((res) => this.#readDone(entry, res));
+        entry.writeId = this.#ring.register((res) => this.#writeDone(entry, res));
       }
+      this.commitUserData = this.#ring.register((res) => this.#commit(this.#entries[res]));
+      this.stopUserData = this.#ring.register(() => this.#stopped = true);
+      this.faultUserData = this.#ring.register(() => {
+        throw new Error("fault injected into a queue thread");
+      });
       this.#ring.registerSparseBuffers(n);
-      this.#ring.updateBuffers(0, this.#iovecs.at(n * 32), n);
+      this.#ring.updateBuffers(0, Deno.UnsafePointer.create(m.iovecs + BigInt(n * 32))!, n);
     } catch (e) {
-      this.close().catch(() => {});
+      this.#ring.close().catch(() => {});
       throw e;
     }
   }
 
-  /** Bytes of pinned memory held: headers and payloads of every entry. */
-  get memory(): number {
-    return this.#headers.size + this.#payloads.size;
+  /** This transport's ring fd (the target of MSG_RINGs from the session's thread). */
+  get ringFd(): number {
+    return this.#ring.fd;
   }
 
   /**
@@ -264,9 +397,15 @@ export class UringTransport {
    * during submit; accepted ones stay pending until a request arrives).
    */
   register(): string | null {
+    const iovecs = this.#o.memory.iovecs;
     for (const entry of this.#entries) {
-      const iovecs = this.#iovecs.address + BigInt(entry.id * 32);
-      this.#ring.track(prepRegister(this.#ring, this.#fd, iovecs, entry.qid), entry.id);
+      const at = prepRegister(
+        this.#ring,
+        this.#o.fuseFd,
+        iovecs + BigInt(entry.id * 32),
+        entry.qid,
+      );
+      this.#ring.track(at, entry.id);
       this.#live++;
     }
     this.#ring.submit();
@@ -279,14 +418,15 @@ export class UringTransport {
     return `REGISTER failed for ${failures.length} of ${this.#entries.length} entries: ${names}`;
   }
 
-  /** Serve until every entry has been ended by the kernel (unmount). */
+  /** Serve until every entry has been ended by the kernel (unmount), or stopped. */
   async run(): Promise<void> {
     const [yieldNow, closeYield] = makeYield();
+    const onThread = this.#o.idleWait === "thread";
     let busy = false;
     let lastYield = performance.now();
-    while (this.#live > 0) {
+    while (this.#live > 0 && !this.#stopped) {
       const n = this.#pump(BATCH_BUDGET);
-      if (this.#live === 0) break;
+      if (this.#live === 0 || this.#stopped) break;
       if (n > 0) {
         busy = true;
         // Let timers, signals and pending promise work run regularly.
@@ -296,11 +436,17 @@ export class UringTransport {
         } else {
           await null; // microtasks only: async replies get committed
         }
-      } else if (
-        this.counters.requests !== this.counters.replies &&
-        await settleHandlers(() => this.#prepared)
-      ) {
+      } else if (this.#pending > 0 && await settleHandlers(() => this.#prepared)) {
         continue; // a handler reached the ring after a few microtask turns
+      } else if (onThread) {
+        // Nothing else runs on a queue thread: wait right here. With a
+        // handler still pending (waiting on something other than the ring),
+        // wake soon and let the event loop run.
+        const waited = this.#ring.waitHere(this.#pending > 0 ? BUSY_WAIT_US : IDLE_WAKE_US);
+        if (!waited) {
+          await yieldNow();
+          lastYield = performance.now();
+        }
       } else if (busy && this.#ring.waitHere(BUSY_WAIT_US)) {
         continue; // the next request came while we waited in the kernel
       } else {
@@ -328,24 +474,22 @@ export class UringTransport {
     }
   }
 
-  /** Settles when {@linkcode run} has seen every entry end. */
+  /** Settles when {@linkcode run} has ended. */
   get finished(): Promise<void> {
     return this.#finished;
   }
 
-  /**
-   * Release the ring and memory (after the entries have ended). Also undoes
-   * a constructor that failed halfway, hence the optional regions.
-   */
-  async close(): Promise<void> {
-    await this.#ring.close();
-    this.#headers?.close();
-    this.#payloads?.close();
-    this.#iovecs?.close();
+  /** Release the ring (after {@linkcode run}; pending commands are cancelled with it). */
+  close(): Promise<void> {
+    return this.#ring.close();
+  }
+
+  #count(entry: UringEntry, counter: number): void {
+    this.#counters[entry.qid * QueueCounter.COUNT + counter]++;
   }
 
   /** A REGISTER or COMMIT_AND_FETCH completed: a request arrived, or the entry ended. */
-  #complete(entry: UringEntry, res: number): void {
+  #arrived(entry: UringEntry, res: number): void {
     if (res < 0) {
       this.#live--;
       if (this.#failures) this.#failures.push(-res);
@@ -354,55 +498,141 @@ export class UringTransport {
       }
       return;
     }
-    this.counters.requests++;
+    this.#count(entry, QueueCounter.requests);
     const h = entry.header;
     const o = entry.headerOffset;
     const opcode = h.getUint32(o + InHeader.opcode, true);
-    entry.argLength = Math.min(this.#dispatcher.argSize(opcode), UringReqHeader.op_in);
-    entry.dataLength = uringPayloadSize(h, o);
-    this.#dispatcher.dispatch(entry);
+    if ((opcode === Opcode.READ || opcode === Opcode.WRITE) && this.#fromBackingFd(entry, opcode)) {
+      return;
+    }
+    const dispatcher = this.#o.dispatcher;
+    if (dispatcher) {
+      this.#pending++;
+      entry.argLength = Math.min(dispatcher.argSize(opcode), UringReqHeader.op_in);
+      entry.dataLength = uringPayloadSize(h, o);
+      dispatcher.dispatch(entry);
+      return;
+    }
+    // The FileSystem lives on another thread: hand the request over.
+    const to = this.#o.handOver!;
+    this.#count(entry, QueueCounter.forwarded);
+    prepMsgRing(this.#ring.sqes, this.#ring.sqe(), to.ringFd, to.base + entry.id, to.userData);
   }
 
-  /** Write the out header and queue COMMIT_AND_FETCH for `entry`. */
-  commit(entry: UringEntry, unique: number, error: number, length: number): void {
+  /**
+   * Serve READ or WRITE here if the handle is backed by an fd; false if it
+   * is not (the request then goes the usual way).
+   */
+  #fromBackingFd(entry: UringEntry, opcode: number): boolean {
     const h = entry.header;
-    const o = entry.headerOffset;
-    setU64(h, o + OutHeader.unique, unique);
-    writeUringReply(h, o, error, length);
-    this.#ring.track(prepCommit(this.#ring, this.#fd, h, o, entry.qid), entry.id);
-    this.counters.replies++;
+    const arg = entry.argOffset;
+    // fuse_read_in and fuse_write_in share fh, offset and size.
+    if (h.getUint32(arg + ReadIn.fh + 4, true) !== 0) return false;
+    const fd = this.#o.backingFds.get(h.getUint32(arg + ReadIn.fh, true));
+    if (fd < 0) return false;
+    this.#pending++;
+    const offset = h.getUint32(arg + ReadIn.offset, true) +
+      h.getUint32(arg + ReadIn.offset + 4, true) * TWO_32;
+    const size = h.getUint32(arg + ReadIn.size, true);
+    this.#o.debug?.(
+      `unique: ${h.getUint32(entry.headerOffset + InHeader.unique, true)}, opcode: ` +
+        `${opcode === Opcode.READ ? "READ" : "WRITE"} (${opcode}), nodeid: ` +
+        `${h.getUint32(entry.headerOffset + InHeader.nodeid, true)}, size: ${size}, ` +
+        `on queue ${entry.qid}, backing fd ${fd}`,
+    );
+    if (opcode === Opcode.READ) {
+      this.readFixed(entry, fd, offset, Math.min(size, this.slotSize));
+      return true;
+    }
+    if (size > uringPayloadSize(h, entry.headerOffset)) {
+      this.reply(entry, -Errno.EINVAL, 0);
+      return true;
+    }
+    if (h.getUint32(arg + WriteIn.write_flags, true) & FUSE_WRITE_KILL_SUIDGID) {
+      try {
+        // As the write of a caller without CAP_FSETID would.
+        clearSuidSgid(fd, h.getUint32(entry.headerOffset + InHeader.gid, true));
+      } catch (e) {
+        this.reply(entry, -(e as SystemError).errno, 0);
+        return true;
+      }
+    }
+    this.#count(entry, QueueCounter.fixedWrites);
+    if (this.#direct) {
+      const n = libc.pwrite64(fd, entry.payloadPointer, BigInt(size), BigInt(offset));
+      this.#writeDone(entry, n < 0 ? -errno() : n);
+    } else {
+      const at = this.#ring.sqe();
+      prepWriteFixed(this.#ring.sqes, at, fd, entry.payloadAddress, size, offset, entry.id);
+      this.#ring.track(at, entry.writeId);
+      this.#flushSoon();
+    }
+    return true;
+  }
+
+  #writeDone(entry: UringEntry, res: number): void {
+    if (res < 0) return this.reply(entry, res, 0);
+    // The reply's payload is a fuse_write_out at the start of the slot.
+    entry.out.setUint32(entry.outOffset + WriteOut.size, res, true);
+    entry.out.setUint32(entry.outOffset + 4, 0, true);
+    this.reply(entry, 0, WriteOut.SIZE);
+  }
+
+  #readDone(entry: UringEntry, res: number): void {
+    this.reply(entry, res < 0 ? res : 0, res < 0 ? 0 : res);
+  }
+
+  /** Write the reply's header and commit `entry` (COMMIT_AND_FETCH). */
+  reply(entry: UringEntry, error: number, length: number): void {
+    this.#pending--;
+    writeUringReply(entry.header, entry.headerOffset, error, length);
+    this.#commit(entry);
+  }
+
+  /** Commit `entry`, whose reply is already in its buffers. */
+  #commit(entry: UringEntry): void {
+    const at = prepCommit(this.#ring, this.#o.fuseFd, entry.header, entry.headerOffset, entry.qid);
+    this.#ring.track(at, entry.id);
+    this.#count(entry, QueueCounter.replies);
     this.#flushSoon();
   }
 
   /**
-   * READ_FIXED from `fd` into the entry's payload; its completion commits
-   * what was read (a short read at EOF commits fewer bytes, an error its
-   * errno). The read is not linked to the commit because the commit must
-   * carry the byte count, known only when the read completes.
+   * Read from `fd` into the entry's payload and commit what was read (a
+   * short read at EOF commits fewer bytes, an error its errno). The read is
+   * not linked to the commit because the commit must carry the byte count,
+   * known only when the read completes.
    */
-  readFixed(entry: UringEntry, unique: number, fd: number, offset: number, length: number): void {
-    this.counters.fixedReads++;
+  readFixed(entry: UringEntry, fd: number, offset: number, length: number): void {
+    this.#count(entry, QueueCounter.fixedReads);
     if (this.#direct) {
-      // A failed pread throws: the dispatcher answers with its errno.
-      this.commit(entry, unique, 0, preadPinned(fd, entry.payloadPointer, length, offset));
-      return;
+      const n = libc.pread64(fd, entry.payloadPointer, BigInt(length), BigInt(offset));
+      return this.#readDone(entry, n < 0 ? -errno() : n);
     }
-    entry.readUnique = unique;
     const at = this.#ring.sqe();
     prepReadFixed(this.#ring.sqes, at, fd, entry.payloadAddress, length, offset, entry.id);
     this.#ring.track(at, entry.readId);
     this.#flushSoon();
   }
 
-  /** WRITE_FIXED the entry's request data to `fd`; resolves with the bytes written. */
-  writeFixed(entry: UringEntry, fd: number, offset: number): number | Promise<number> {
-    this.counters.fixedWrites++;
+  /** Write `length` bytes of the entry's request data to `fd`; the bytes written. */
+  writeFixed(
+    entry: UringEntry,
+    fd: number,
+    offset: number,
+    length: number,
+  ): number | Promise<number> {
+    this.#count(entry, QueueCounter.fixedWrites);
     // Write data sits at the start of the payload (dataOffset === outOffset).
-    if (this.#direct) return pwritePinned(fd, entry.payloadPointer, entry.dataLength, offset);
-    const addr = entry.payloadAddress;
+    if (this.#direct) {
+      const n = libc.pwrite64(fd, entry.payloadPointer, BigInt(length), BigInt(offset));
+      if (n < 0) throw new SystemError("pwrite", errno(), `fd ${fd}`);
+      return n;
+    }
     const p = this.#ring.submitOp(
       "write_fixed",
-      (at) => prepWriteFixed(this.#ring.sqes, at, fd, addr, entry.dataLength, offset, entry.id),
+      (at) =>
+        prepWriteFixed(this.#ring.sqes, at, fd, entry.payloadAddress, length, offset, entry.id),
     );
     this.#flushSoon();
     return p;

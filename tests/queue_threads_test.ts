@@ -110,7 +110,11 @@ transportTest(
 uringTest("queue threads: threads=1 serves every queue from the main thread", async () => {
   await withPassthroughSession("io_uring", 1, async (mnt, src, s) => {
     assert.equal(s.threads, 1);
-    assert.equal(s.counters.queues, undefined);
+    // Counted per queue, none pinned: the main thread serves them all.
+    const queues = s.counters.queues!;
+    assert.equal(queues.length, CPUS);
+    for (const q of queues) assert.deepEqual(q.cpus, []);
+    assert.equal(queues.reduce((n, q) => n + q.requests, 0), s.counters.uring!.requests);
     await everyCpuWorkload(mnt, src);
     assert.ok(s.counters.uring!.fixedWrites >= 64 * CPUS);
   });

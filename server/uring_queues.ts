@@ -1,0 +1,512 @@
+/**
+ * The io_uring transport of a session, seen from the session's thread: the
+ * pinned memory of every ring entry, the per-queue counters, and the
+ * threads that serve the kernel's queues (one queue per CPU).
+ *
+ * - `threads: 1`: one {@linkcode UringTransport} on this thread serves
+ *   every queue and dispatches every request here.
+ * - more: a Worker per queue (or group of queues), each pinned to its
+ *   queues' CPUs and running a `UringTransport` of its own (see
+ *   `queue_thread.ts`). Without a per-queue FileSystem, a Worker serves READ
+ *   and WRITE of fd-backed handles itself and hands every other request to
+ *   this thread: it arrives as a completion on this thread's ring (the one
+ *   the /dev/fuse loop reaps), is dispatched over the entry's own memory,
+ *   and its reply goes back as a MSG_RING, whereupon the Worker commits.
+ *   With a per-queue FileSystem (`perQueue`), every Worker answers
+ *   everything itself.
+ *
+ * @module
+ */
+
+import type { SystemError } from "../ffi/errno.ts";
+import { clearSuidSgid } from "../ffi/libc.ts";
+import { prepMsgRing, type Ring } from "../ffi/ring.ts";
+import { InHeader, UringReqHeader } from "../ops/abi.ts";
+import type { BackingIo } from "../ops/backing_io.ts";
+import type { Connection, Dispatcher } from "../ops/dispatch.ts";
+import type { Exchange } from "../ops/exchange.ts";
+import { QUEUE_WORKER_SOURCE } from "./gen/queue_worker_source.ts";
+import type { QueueThreadMessage, QueueThreadSetup } from "./queue_thread.ts";
+import { pinnedRead, pinnedWrite, type RingIo } from "./ring_io.ts";
+import { uringPayloadSize, writeUringReply } from "./uring_commands.ts";
+import {
+  EntryMemory,
+  QueueCounter,
+  type UringCounters,
+  UringTransport,
+} from "./uring_transport.ts";
+
+/** Counters of one kernel queue. */
+export interface QueueCounters extends UringCounters {
+  /** The kernel queue (its requests come from CPU `qid`). */
+  qid: number;
+  /** The CPUs its thread is pinned to (empty: the session's thread, not pinned). */
+  cpus: number[];
+  /** Requests handed to the FileSystem's thread. */
+  forwarded: number;
+}
+
+/**
+ * A FileSystem that runs in every queue thread: `source` is self-contained
+ * JavaScript (made with `deno bundle`) that calls `serveQueueThread(make)`;
+ * `data` (structured-cloned; SharedArrayBuffers are shared) is what `make`
+ * receives. The FileSystem given to `mount` still answers what arrives on
+ * the session's thread (INIT, FORGET, INTERRUPT, requests before the rings
+ * are up), so all instances must share their state.
+ */
+export interface PerQueueFileSystem {
+  /** The bundled queue-thread code. */
+  source: string;
+  /** Passed to the factory in every queue thread. */
+  data?: unknown;
+}
+
+/** Options of a session's io_uring queues. */
+export interface UringQueuesOptions {
+  /** Number of kernel queues (possible CPUs). */
+  queues: number;
+  /** Serving threads: 1 (this thread), or Workers (queue q served by q mod threads). */
+  threads: number;
+  /** Entries per queue. */
+  queueDepth: number;
+  /** Payload bytes per entry. */
+  slotSize: number;
+  /** Backing calls as ring operations or direct calls. */
+  backingIo: "ring" | "direct";
+  /** A FileSystem in every queue thread, instead of handing requests over. */
+  perQueue?: PerQueueFileSystem;
+  /** Cache timeouts for the queue threads' dispatchers. */
+  entryTimeout?: number;
+  /** Cache timeouts for the queue threads' dispatchers. */
+  attrTimeout?: number;
+  /** Log requests (`-d`). */
+  debug?: (line: string) => void;
+  /** Milliseconds to wait for a thread to register its entries (default 10000). */
+  startTimeoutMs?: number;
+}
+
+/** One queue Worker, as seen from the session's thread. */
+interface QueueWorker {
+  worker: Worker;
+  qids: number[];
+  memory: EntryMemory;
+  ringFd: number;
+  commitUserData: number;
+  stopUserData: number;
+  faultUserData: number;
+  ended: Promise<void>;
+}
+
+/** A request handed over by a queue Worker: its entry's memory, as an Exchange. */
+class HandedOverEntry implements Exchange {
+  header: DataView;
+  headerOffset: number;
+  arg: DataView;
+  argOffset: number;
+  argLength = 0;
+  data: Uint8Array;
+  dataOffset: number;
+  dataLength = 0;
+  readonly out: DataView;
+  readonly outBytes: Uint8Array;
+  readonly outOffset: number;
+  readonly outCapacity: number;
+  readonly #owner: UringQueues;
+  readonly #worker: QueueWorker;
+  readonly #local: number;
+  readonly #payload: bigint;
+
+  constructor(owner: UringQueues, worker: QueueWorker, local: number) {
+    const m = worker.memory;
+    this.#owner = owner;
+    this.#worker = worker;
+    this.#local = local;
+    this.header = this.arg = m.headers.view;
+    this.headerOffset = local * UringReqHeader.SIZE;
+    this.argOffset = this.headerOffset + UringReqHeader.op_in;
+    this.data = this.outBytes = m.payloads.bytes;
+    this.out = m.payloads.view;
+    this.dataOffset = this.outOffset = local * m.slotSize;
+    this.outCapacity = m.slotSize;
+    this.#payload = m.payloads.address + BigInt(local * m.slotSize);
+  }
+
+  get io(): BackingIo {
+    return this.#owner.io;
+  }
+
+  reply(_unique: number, error: number, length: number): void {
+    writeUringReply(this.header, this.headerOffset, error, length);
+    this.#owner.commit(this.#worker, this.#local);
+  }
+
+  replyFromFd(unique: number, fd: number, offset: number, length: number): void | Promise<void> {
+    this.#owner.slotReads++;
+    const n = pinnedRead(this.#owner.ringIo, fd, this.#payload, length, offset);
+    if (typeof n === "number") return this.reply(unique, 0, n);
+    return n.then(
+      (n) => this.reply(unique, 0, n),
+      (e: SystemError) => this.reply(unique, -e.errno, 0),
+    );
+  }
+
+  writeDataToFd(fd: number, offset: number, killSuidgid: boolean): number | Promise<number> {
+    if (killSuidgid) {
+      clearSuidSgid(fd, this.header.getUint32(this.headerOffset + InHeader.gid, true));
+    }
+    this.#owner.slotWrites++;
+    return pinnedWrite(this.#owner.ringIo, fd, this.#payload, this.dataLength, offset);
+  }
+
+  noReply(): void {
+    // FORGET travels over /dev/fuse; should one come here, answer to free the entry.
+    this.reply(0, -5, /* EIO */ 0);
+  }
+}
+
+/** The io_uring queues of a session. */
+export class UringQueues {
+  /** Number of kernel queues. */
+  readonly queues: number;
+  /** Entries per queue. */
+  readonly depth: number;
+  /** Payload bytes per entry. */
+  readonly slotSize: number;
+  /** Backing calls of the FileSystem on this thread. */
+  io: BackingIo;
+  /** This thread's ring for backing calls, or null (direct calls). */
+  readonly ringIo: RingIo | null;
+  /** Reads this thread made into handed-over entries' slots (FdSource answers). */
+  slotReads = 0;
+  /** Writes this thread made from handed-over entries' slots (FdSink answers). */
+  slotWrites = 0;
+  #o: UringQueuesOptions;
+  #fuseFd: number;
+  #dispatcher: Dispatcher;
+  #ring: Ring | null;
+  #kick: () => void;
+  #local: { transport: UringTransport; memory: EntryMemory } | null = null;
+  #workers: QueueWorker[] = [];
+  #entries: HandedOverEntry[] = [];
+  #counters = new SharedArrayBuffer(0);
+  #handOverUserData = -1;
+  /** Handed-over requests not yet answered (their memory must stay). */
+  #held = 0;
+  #onFatal: (reason: string) => void = () => {};
+
+  /**
+   * @param ring this thread's ring, reaped by the /dev/fuse loop (needed
+   *   for Workers: handed-over requests arrive on it)
+   * @param kick has what is prepared on `ring` submitted soon
+   * @param io backing calls for the FileSystem on this thread
+   */
+  constructor(
+    fuseFd: number,
+    dispatcher: Dispatcher,
+    ring: Ring | null,
+    kick: () => void,
+    io: BackingIo,
+    ringIo: RingIo | null,
+    options: UringQueuesOptions,
+  ) {
+    this.#fuseFd = fuseFd;
+    this.#dispatcher = dispatcher;
+    this.#ring = ring;
+    this.#kick = kick;
+    this.io = io;
+    this.ringIo = ringIo;
+    this.#o = options;
+    this.queues = options.queues;
+    this.depth = options.queueDepth;
+    this.slotSize = Math.max(8192, options.slotSize);
+    this.#counters = new SharedArrayBuffer(this.queues * QueueCounter.COUNT * 8);
+  }
+
+  /** Serving threads: 1 (this thread) or the number of queue Workers. */
+  get threads(): number {
+    return this.#local ? 1 : this.#workers.length;
+  }
+
+  /** Whether a FileSystem runs in every queue thread. */
+  get perQueue(): boolean {
+    return this.#o.perQueue !== undefined && this.#workers.length > 0;
+  }
+
+  /** Bytes of pinned memory held: headers and payloads of every entry. */
+  get memory(): number {
+    if (this.#local) return this.#local.memory.size;
+    return this.#workers.reduce((sum, w) => sum + w.memory.size, 0);
+  }
+
+  /** Handed-over requests this thread is still answering. */
+  get holding(): number {
+    return this.#held;
+  }
+
+  /** Per-queue counters, and which CPUs serve each queue. */
+  get perQueueCounters(): QueueCounters[] {
+    const c = new Float64Array(this.#counters);
+    const out: QueueCounters[] = [];
+    const cpusOf = (qid: number) => this.#workers.find((w) => w.qids.includes(qid))?.qids ?? [];
+    for (let qid = 0; qid < this.queues; qid++) {
+      const o = qid * QueueCounter.COUNT;
+      out.push({
+        qid,
+        cpus: cpusOf(qid),
+        requests: c[o + QueueCounter.requests],
+        replies: c[o + QueueCounter.replies],
+        fixedReads: c[o + QueueCounter.fixedReads],
+        fixedWrites: c[o + QueueCounter.fixedWrites],
+        forwarded: c[o + QueueCounter.forwarded],
+      });
+    }
+    return out;
+  }
+
+  /** The sums over all queues. */
+  get counters(): UringCounters {
+    const sum: UringCounters = {
+      requests: 0,
+      replies: 0,
+      fixedReads: this.slotReads,
+      fixedWrites: this.slotWrites,
+    };
+    for (const q of this.perQueueCounters) {
+      sum.requests += q.requests;
+      sum.replies += q.replies;
+      sum.fixedReads += q.fixedReads;
+      sum.fixedWrites += q.fixedWrites;
+    }
+    return sum;
+  }
+
+  /**
+   * Start serving: register every queue's entries with the kernel. Resolves
+   * with null once they are all in place, or with why not (then nothing is
+   * left running). `onFatal` is called if a queue thread dies later.
+   */
+  start(connection: Connection, onFatal: (reason: string) => void): Promise<string | null> {
+    this.#onFatal = onFatal;
+    return this.#o.threads <= 1
+      ? Promise.resolve(this.#startHere())
+      : this.#startWorkers(connection);
+  }
+
+  #startHere(): string | null {
+    const qids = Array.from({ length: this.queues }, (_, q) => q);
+    let memory: EntryMemory;
+    let transport: UringTransport;
+    try {
+      memory = new EntryMemory(this.queues * this.depth, this.slotSize);
+    } catch (e) {
+      return `cannot pin the ring entries' memory: ${(e as Error).message}`;
+    }
+    try {
+      transport = new UringTransport({
+        fuseFd: this.#fuseFd,
+        qids,
+        depth: this.depth,
+        memory: memory.addresses,
+        backingFds: this.#dispatcher.backingFds,
+        dispatcher: this.#dispatcher,
+        backingIo: this.#o.backingIo,
+        counters: new Float64Array(this.#counters),
+        debug: this.#o.debug,
+      });
+    } catch (e) {
+      memory.close();
+      return `cannot set up the ring: ${(e as Error).message}`;
+    }
+    const refused = transport.register();
+    if (refused) {
+      transport.close().then(() => memory.close());
+      return refused;
+    }
+    // Backing calls of this thread's FileSystem go through the transport's ring.
+    this.io = transport.io;
+    this.#local = { transport, memory };
+    transport.run().catch((e) => this.#onFatal(`io_uring transport failed: ${e}`));
+    return null;
+  }
+
+  async #startWorkers(connection: Connection): Promise<string | null> {
+    const ring = this.#ring;
+    if (!ring) return "no ring to take the queue threads' requests";
+    this.#handOverUserData = ring.register((res) => this.#handedOver(res));
+    const n = Math.min(this.#o.threads, this.queues);
+    const url = URL.createObjectURL(
+      new Blob([this.#o.perQueue?.source ?? QUEUE_WORKER_SOURCE], {
+        type: "application/javascript",
+      }),
+    );
+    const replies: Promise<QueueThreadMessage>[] = [];
+    try {
+      let base = 0;
+      for (let w = 0; w < n; w++) {
+        const qids = [];
+        for (let q = w; q < this.queues; q += n) qids.push(q);
+        replies.push(this.#spawn(url, qids, base, connection));
+        base += qids.length * this.depth;
+      }
+    } catch (e) {
+      URL.revokeObjectURL(url);
+      await this.stop(0);
+      return `cannot start the queue threads: ${(e as Error).message}`;
+    }
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const ms = this.#o.startTimeoutMs ?? 10_000;
+    const timeout = new Promise<QueueThreadMessage>((resolve) => {
+      timer = setTimeout(
+        () => resolve({ type: "refused", reason: `no answer from a queue thread in ${ms} ms` }),
+        ms,
+      );
+    });
+    const answers = await Promise.all(replies.map((r) => Promise.race([r, timeout])));
+    clearTimeout(timer);
+    URL.revokeObjectURL(url);
+    const refused = answers.find((a) => a.type !== "ready");
+    if (refused) {
+      await this.stop(0);
+      return refused.type === "refused" ? refused.reason : "a queue thread ended at start";
+    }
+    return null;
+  }
+
+  #spawn(
+    url: string,
+    qids: number[],
+    base: number,
+    connection: Connection,
+  ): Promise<QueueThreadMessage> {
+    const memory = new EntryMemory(qids.length * this.depth, this.slotSize);
+    const worker = new Worker(url, { type: "module", name: `denofuse queue ${qids.join(",")}` });
+    let ended!: () => void;
+    const w: QueueWorker = {
+      worker,
+      qids,
+      memory,
+      ringFd: -1,
+      commitUserData: -1,
+      stopUserData: -1,
+      faultUserData: -1,
+      ended: new Promise<void>((r) => ended = r),
+    };
+    this.#workers.push(w);
+    let first!: (m: QueueThreadMessage) => void;
+    const answered = new Promise<QueueThreadMessage>((r) => first = r);
+    worker.onmessage = (e: MessageEvent<QueueThreadMessage>) => {
+      const m = e.data;
+      if (m.type === "ready") {
+        w.ringFd = m.ringFd;
+        w.commitUserData = m.commitUserData;
+        w.stopUserData = m.stopUserData;
+        w.faultUserData = m.faultUserData;
+      }
+      if (m.type === "ended") ended();
+      first(m);
+    };
+    worker.onerror = (e: ErrorEvent) => {
+      e.preventDefault();
+      const reason = `queue thread ${qids.join(",")} died: ${e.message}`;
+      first({ type: "refused", reason });
+      ended();
+      w.ringFd = -1;
+      this.#onFatal(reason);
+    };
+    for (let i = 0; i < memory.n; i++) this.#entries[base + i] = new HandedOverEntry(this, w, i);
+    const setup: QueueThreadSetup = {
+      fuseFd: this.#fuseFd,
+      qids,
+      cpus: qids,
+      depth: this.depth,
+      memory: memory.addresses,
+      backingFds: this.#dispatcher.backingFds.buffer,
+      counters: this.#counters,
+      backingIo: this.#o.backingIo,
+      handOver: { ringFd: this.#ring!.fd, userData: this.#handOverUserData, base },
+      debug: this.#o.debug !== undefined,
+      connection,
+      entryTimeout: this.#o.entryTimeout,
+      attrTimeout: this.#o.attrTimeout,
+      data: this.#o.perQueue?.data,
+    };
+    worker.postMessage(setup);
+    return answered;
+  }
+
+  /** A queue Worker handed over entry `res`: dispatch it here. */
+  #handedOver(res: number): void {
+    const entry = this.#entries[res];
+    if (!entry) return;
+    this.#held++;
+    const h = entry.header;
+    const o = entry.headerOffset;
+    const opcode = h.getUint32(o + InHeader.opcode, true);
+    entry.argLength = Math.min(this.#dispatcher.argSize(opcode), UringReqHeader.op_in);
+    entry.dataLength = uringPayloadSize(h, o);
+    this.#dispatcher.dispatch(entry);
+  }
+
+  /** Tell `w` that entry `local`'s reply is in place: it commits. */
+  commit(w: QueueWorker, local: number): void {
+    this.#held--;
+    this.#send(w, w.commitUserData, local);
+    this.#kick();
+  }
+
+  #send(w: QueueWorker, userData: number, res: number): void {
+    const ring = this.#ring;
+    if (w.ringFd < 0 || !ring) return; // that thread is gone
+    prepMsgRing(ring.sqes, ring.sqe(), w.ringFd, res, userData);
+  }
+
+  /** Make queue Worker `index` throw, as a crash would (tests of what a dying Worker does). */
+  injectFault(index: number): void {
+    const w = this.#workers[index];
+    this.#send(w, w.faultUserData, 0);
+    this.#ring?.submit();
+  }
+
+  /**
+   * End every queue thread: wait `graceMs` for them to see their entries
+   * ended by the kernel (after unmount), then tell the rest to stop, then
+   * terminate them.
+   */
+  async stop(graceMs = 2000): Promise<void> {
+    if (this.#local) {
+      await this.#local.transport.finished;
+      return;
+    }
+    const all = Promise.all(this.#workers.map((w) => w.ended)).then(() => true);
+    const within = async (ms: number) => {
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const late = new Promise<boolean>((r) => timer = setTimeout(r, ms, false));
+      try {
+        return await Promise.race([all, late]);
+      } finally {
+        clearTimeout(timer); // a pending timer would keep the process alive
+      }
+    };
+    if (!await within(graceMs)) {
+      for (const w of this.#workers) this.#send(w, w.stopUserData, 0);
+      this.#ring?.submit();
+      await within(1000);
+    }
+    for (const w of this.#workers) w.worker.terminate();
+  }
+
+  /**
+   * Free the pinned memory (after {@linkcode stop}). Memory a FileSystem
+   * method still holds (an unanswered request) is left mapped rather than
+   * freed under it.
+   */
+  async close(): Promise<void> {
+    if (this.#local) {
+      await this.#local.transport.close();
+      this.#local.memory.close();
+      return;
+    }
+    if (this.#held > 0) return;
+    for (const w of this.#workers) w.memory.close();
+  }
+}
