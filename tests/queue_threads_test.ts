@@ -6,6 +6,7 @@
 // dies ends the session without a hung client or a mount left behind.
 import assert from "node:assert/strict";
 import { Passthrough } from "../examples/passthrough.ts";
+import { PASSTHROUGH_QUEUE_SOURCE } from "../fs/gen/passthrough_queue_source.ts";
 import { hello } from "../examples/hello.ts";
 import { possibleCpus } from "../server/uring_transport.ts";
 import { type FileSystem, mount, S, type Session } from "../mod.ts";
@@ -17,13 +18,16 @@ const CPUS = possibleCpus();
 async function withPassthroughSession(
   transport: "dev" | "io_uring",
   threads: number | undefined,
-  fn: (mnt: string, src: string, s: Session) => Promise<void>,
+  fn: (mnt: string, src: string, s: Session, fs: Passthrough) => Promise<void>,
   backingIo: "ring" | "direct" = "ring",
+  perQueue = false,
 ): Promise<void> {
   const [mnt, cleanup] = await tempMountpoint();
   const src = await Deno.makeTempDir({ prefix: "denofuse-src-" });
   try {
-    const s = await mount(new Passthrough(src), mnt, {
+    const fs = new Passthrough(src);
+    const s = await mount(fs, mnt, {
+      perQueue: perQueue ? { source: PASSTHROUGH_QUEUE_SOURCE, data: fs.shared } : undefined,
       handleSignals: false,
       transport,
       threads,
@@ -33,7 +37,7 @@ async function withPassthroughSession(
       handleKillpriv: true,
     });
     try {
-      await fn(mnt, src, s);
+      await fn(mnt, src, s, fs);
     } finally {
       await s.unmount();
     }
@@ -264,3 +268,54 @@ uringTest("queue threads: -o threads and -d as a user runs the passthrough", asy
     await Deno.remove(src, { recursive: true });
   }
 });
+
+for (const backingIo of ["ring", "direct"] as const) {
+  uringTest(
+    `queue threads: a passthrough in every queue thread answers everything there [${backingIo}]`,
+    async () => {
+      await withPassthroughSession(
+        "io_uring",
+        undefined,
+        async (mnt, src, s, fs) => {
+          assert.equal(s.threads, CPUS);
+          await everyCpuWorkload(mnt, src);
+          // Metadata on every CPU: create, list, rename, stat and remove 200 files each.
+          await Promise.all(
+            Array.from({ length: CPUS }, (_, c) =>
+              sh(
+                `taskset -c ${c} sh -c 'mkdir ${mnt}/d${c} && cd ${mnt}/d${c} && ` +
+                  `for i in $(seq 200); do echo $i > f$i; done && ls -l | wc -l > ../n${c} && ` +
+                  `for i in $(seq 100); do mv f$i g$i; done && cat g1 f101 && rm g5 f150'`,
+              )),
+          );
+          for (let c = 0; c < CPUS; c++) {
+            assert.equal(await Deno.readTextFile(`${src}/n${c}`), "201\n"); // "total" + 200
+            const names = (await sh(`ls ${src}/d${c} | sort`)).trim().split("\n");
+            assert.equal(names.length, 198);
+            assert.ok(names.includes("g1") && names.includes("f101") && !names.includes("g5"));
+            assert.equal(await Deno.readTextFile(`${src}/d${c}/g100`), "100\n");
+          }
+          const queues = s.counters.queues!;
+          for (const q of queues) {
+            assert.ok(q.requests > 400, `queue ${q.qid}: ${JSON.stringify(q)}`);
+            assert.equal(q.forwarded, 0, `queue ${q.qid}: nothing handed over`);
+            assert.equal(q.replies, q.requests);
+          }
+          // The queue threads' lookups are in the one shared inode table:
+          // FORGET (over /dev/fuse, to this thread's instance) releases them.
+          assert.ok(fs.heldInodes > 400 * CPUS / 2, `held ${fs.heldInodes}`);
+          await Deno.writeTextFile("/proc/sys/vm/drop_caches", "2");
+          const deadline = Date.now() + 10_000;
+          while (fs.heldInodes > 20 && Date.now() < deadline) {
+            await new Promise((r) => setTimeout(r, 50));
+          }
+          assert.ok(fs.heldInodes <= 20, `still held: ${fs.heldInodes}`);
+          assert.equal(await sh(`cat ${mnt}/d0/g2`), "2\n"); // looked up again
+        },
+        backingIo,
+        true,
+      );
+    },
+    120_000,
+  );
+}

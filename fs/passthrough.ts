@@ -1,0 +1,662 @@
+/**
+ * A passthrough file system, in the manner of libfuse's passthrough_hp: it
+ * serves a source directory, forwarding every operation to it.
+ *
+ * How it stays correct and safe:
+ * - A node id names a held `O_PATH | O_NOFOLLOW` fd of the backing object,
+ *   keyed by (dev, ino), with the kernel's lookup count; FORGET releases it.
+ *   There are no path strings, so renames and hard links need no bookkeeping,
+ *   and node ids are never reused. The table lives in shared memory
+ *   ({@linkcode SharedInodeTable}), so an instance in every queue thread
+ *   serves one mount (`serveQueueThread`, see `passthrough_queue.ts`).
+ * - Every backing call is relative to a held fd: `*at()` on the parent's fd
+ *   with the plain name, or `/proc/self/fd/N`, which the kernel resolves to the
+ *   inode itself rather than walking a path. Nothing follows a symlink on the
+ *   server side, and `..` at the root stays at the root.
+ * - Open files name their fd as `backingFd`, so the session serves reads
+ *   and writes itself: on the io_uring transport each queue's own thread
+ *   moves the data by READ_FIXED / WRITE_FIXED.
+ * - Objects created for a caller belong to the caller: when running as root
+ *   the creating calls run under the caller's fsuid/fsgid.
+ *
+ * @module
+ */
+
+import { Errno, SystemError } from "../ffi/errno.ts";
+import { AT, check, check64, clearSuidSgid, close, cstr, libc, O, S } from "../ffi/libc.ts";
+import type { BackingIo } from "../ops/backing_io.ts";
+import { FuseError } from "../ops/error.ts";
+import type {
+  Attr,
+  CreateReply,
+  Entry,
+  FileSystem,
+  OpenReply,
+  RequestContext,
+  SetAttr,
+  StatFs,
+} from "../ops/filesystem.ts";
+import { asCaller } from "../server/direct_io.ts";
+import { InodeFlag, type InodeKey, SharedInodeTable } from "./shared_inodes.ts";
+
+const STATX_BASIC_STATS = 0x7ff;
+const AT_STATX_SYNC_TYPE = 0x6000;
+const NOFOLLOW_EMPTY = AT.EMPTY_PATH | AT.SYMLINK_NOFOLLOW;
+const UTIME_NOW = (1 << 30) - 1;
+const UTIME_OMIT = (1 << 30) - 2;
+const XATTR_SIZE_MAX = 65536;
+const decoder = new TextDecoder();
+const EMPTY = cstr("");
+/** Directory handles are `n × DIR_FD_LIMIT + fd`, for fds below it. */
+const DIR_FD_LIMIT = 2 ** 21;
+
+/** One backing object the kernel knows: its held O_PATH fd. */
+interface Inode {
+  fd: number;
+  isSymlink: boolean;
+}
+
+/**
+ * What every instance of one mount's passthrough shares (one per queue
+ * thread, and the session's): the inode table.
+ */
+export interface PassthroughShared {
+  /** The {@linkcode SharedInodeTable}'s memory. */
+  inodes: SharedArrayBuffer;
+}
+
+/** An open directory: a snapshot of its entries, served by index. */
+interface DirHandle {
+  fd: number;
+  entries: { name: string; ino: number; type: number }[] | null;
+}
+
+/** The statx of `fd` (an O_PATH fd is fine), through the backing ring. */
+async function statxFd(io: BackingIo, fd: number): Promise<DataView> {
+  const buf = new Uint8Array(256);
+  await io.statx(fd, EMPTY, NOFOLLOW_EMPTY, STATX_BASIC_STATS, buf);
+  return new DataView(buf.buffer);
+}
+
+/** Attributes of `fd` from statx. */
+async function statFd(io: BackingIo, fd: number): Promise<Attr> {
+  return attrFromStatx(await statxFd(io, fd));
+}
+
+/** The (dev major, dev minor, ino) of a `struct statx`: what names an inode. */
+function inodeKey(v: DataView): InodeKey {
+  return {
+    major: v.getUint32(136, true),
+    minor: v.getUint32(140, true),
+    ino: Number(v.getBigUint64(32, true)),
+  };
+}
+
+/** A `struct statx` as FUSE attributes. */
+export function attrFromStatx(v: DataView): Attr {
+  const rdevMajor = v.getUint32(128, true);
+  const rdevMinor = v.getUint32(132, true);
+  return {
+    ino: Number(v.getBigUint64(32, true)),
+    mode: v.getUint16(28, true),
+    nlink: v.getUint32(16, true),
+    uid: v.getUint32(20, true),
+    gid: v.getUint32(24, true),
+    // The kernel's 32-bit device encoding (new_encode_dev).
+    rdev: (rdevMinor & 0xff) | (rdevMajor << 8) | ((rdevMinor & ~0xff) << 12),
+    size: Number(v.getBigUint64(40, true)),
+    blocks: Number(v.getBigUint64(48, true)),
+    blksize: v.getUint32(4, true),
+    atimeSec: Number(v.getBigInt64(64, true)),
+    atimeNsec: v.getUint32(72, true),
+    mtimeSec: Number(v.getBigInt64(112, true)),
+    mtimeNsec: v.getUint32(120, true),
+    ctimeSec: Number(v.getBigInt64(96, true)),
+    ctimeNsec: v.getUint32(104, true),
+  };
+}
+
+/** glibc's dev_t for the kernel's 32-bit encoding. */
+function devT(rdev: number): bigint {
+  const major = BigInt((rdev >>> 8) & 0xfff);
+  const minor = BigInt((rdev & 0xff) | ((rdev >>> 12) & 0xfff00));
+  return ((major & 0xfffn) << 8n) | (minor & 0xffn) | ((minor & ~0xffn) << 12n);
+}
+
+function procPath(fd: number): Uint8Array<ArrayBuffer> {
+  return cstr(`/proc/self/fd/${fd}`);
+}
+
+/** A name the kernel sent must be one path component. */
+function component(name: string): Uint8Array<ArrayBuffer> {
+  if (name.length === 0 || name.includes("/")) throw new FuseError(Errno.EINVAL);
+  return cstr(name);
+}
+
+/** The passthrough file system over the directory open at `rootFd`. */
+export class Passthrough implements FileSystem {
+  #table: SharedInodeTable;
+  /** This thread's open directories: a snapshot of entries per handle. */
+  #dirs = new Map<number, DirHandle>();
+
+  /**
+   * Serve the directory `source` (its fd is held for the mount's life), or,
+   * with `shared`, join the passthrough whose {@linkcode shared} that is
+   * (another thread's instance of the same mount).
+   */
+  constructor(source: string, shared?: PassthroughShared) {
+    if (shared) {
+      this.#table = new SharedInodeTable(shared.inodes);
+      return;
+    }
+    const fd = check(
+      libc.open(cstr(source), O.PATH | O.DIRECTORY | O.CLOEXEC, 0),
+      "open",
+      source,
+    );
+    const buf = new Uint8Array(256);
+    check(libc.statx(fd, EMPTY, NOFOLLOW_EMPTY, STATX_BASIC_STATS, buf), "statx");
+    this.#table = new SharedInodeTable();
+    this.#table.setRoot(fd, inodeKey(new DataView(buf.buffer)));
+  }
+
+  /** What another thread's instance needs to serve the same mount. */
+  get shared(): PassthroughShared {
+    return { inodes: this.#table.buffer };
+  }
+
+  /** Number of backing objects held (for tests: FORGET must bring it down). */
+  get heldInodes(): number {
+    return this.#table.size;
+  }
+
+  #inode(nodeId: number): Inode {
+    const fd = this.#table.fd(nodeId);
+    if (fd < 0) throw new FuseError(Errno.ESTALE);
+    return { fd, isSymlink: (this.#table.flags(nodeId) & InodeFlag.SYMLINK) !== 0 };
+  }
+
+  /** Look `name` up in `parent` and count one lookup of the result. */
+  async #lookup(io: BackingIo, parent: number, name: string): Promise<Entry> {
+    const dir = this.#inode(parent);
+    if (name === "." || (name === ".." && parent === 1)) {
+      const attr = await statFd(io, dir.fd);
+      if (!this.#table.ref(parent)) throw new FuseError(Errno.ESTALE);
+      return { nodeId: parent, attr };
+    }
+    const fd = await io.openat(dir.fd, component(name), O.PATH | O.NOFOLLOW | O.CLOEXEC, 0);
+    let stx: DataView;
+    try {
+      stx = await statxFd(io, fd);
+    } catch (e) {
+      close(fd);
+      throw e;
+    }
+    const attr = attrFromStatx(stx);
+    // One node per backing object, whichever thread looked it up first.
+    const flags = (attr.mode & S.IFMT) === S.IFLNK ? InodeFlag.SYMLINK : 0;
+    const found = this.#table.lookup(inodeKey(stx), fd, flags);
+    if (!found?.added) close(fd);
+    if (!found) throw new FuseError(Errno.ENFILE); // the inode table is full
+    return { nodeId: found.nodeId, attr };
+  }
+
+  lookup(ctx: RequestContext, parent: number, name: string): Promise<Entry> {
+    return this.#lookup(ctx.io, parent, name);
+  }
+
+  forget(nodeId: number, nlookup: number): void {
+    const fd = this.#table.forget(nodeId, nlookup);
+    if (fd >= 0) close(fd);
+  }
+
+  getattr(ctx: RequestContext, nodeId: number): Promise<Attr> {
+    return statFd(ctx.io, this.#inode(nodeId).fd);
+  }
+
+  async statx(
+    ctx: RequestContext,
+    nodeId: number,
+    fh: number | undefined,
+    flags: number,
+    mask: number,
+  ): Promise<Uint8Array> {
+    const buf = new Uint8Array(256);
+    // The caller's AT_STATX_* sync flags pass through; the node itself is never followed.
+    const how = NOFOLLOW_EMPTY | (flags & AT_STATX_SYNC_TYPE);
+    await ctx.io.statx(fh ?? this.#inode(nodeId).fd, EMPTY, how, mask | STATX_BASIC_STATS, buf);
+    return buf;
+  }
+
+  async setattr(ctx: RequestContext, nodeId: number, c: SetAttr): Promise<Attr> {
+    const inode = this.#inode(nodeId);
+    const path = procPath(inode.fd);
+    if (c.mode !== undefined) {
+      if (c.fh !== undefined) check(libc.fchmod(c.fh, c.mode & 0o7777), "fchmod");
+      else check(libc.fchmodat(AT.FDCWD, path, c.mode & 0o7777, 0), "fchmodat");
+    }
+    if (c.uid !== undefined || c.gid !== undefined) {
+      check(
+        libc.fchownat(inode.fd, EMPTY, c.uid ?? 0xffffffff, c.gid ?? 0xffffffff, NOFOLLOW_EMPTY),
+        "fchownat",
+      );
+    }
+    if (c.size !== undefined) {
+      if (c.fh !== undefined) await ctx.io.ftruncate(c.fh, c.size);
+      else {
+        const fd = await ctx.io.openat(AT.FDCWD, path, O.WRONLY | O.CLOEXEC, 0);
+        try {
+          await ctx.io.ftruncate(fd, c.size);
+        } finally {
+          close(fd);
+        }
+      }
+    }
+    // The kernel asks (chown, or truncate by a caller without CAP_FSETID);
+    // a root server's own fchownat/ftruncate would keep the bits.
+    if (c.killSuidgid && c.mode === undefined) clearSuidSgid(c.fh ?? inode.fd, ctx.gid);
+    if (c.atime !== undefined || c.mtime !== undefined) {
+      const ts = new Uint8Array(32);
+      const v = new DataView(ts.buffer);
+      const put = (o: number, t: SetAttr["atime"]) => {
+        if (t === undefined) v.setBigInt64(o + 8, BigInt(UTIME_OMIT), true);
+        else if (t === "now") v.setBigInt64(o + 8, BigInt(UTIME_NOW), true);
+        else {
+          v.setBigInt64(o, BigInt(t.sec), true);
+          v.setBigInt64(o + 8, BigInt(t.nsec), true);
+        }
+      };
+      put(0, c.atime);
+      put(16, c.mtime);
+      if (c.fh !== undefined) check(libc.futimens(c.fh, ts), "futimens");
+      else if (inode.isSymlink) throw new FuseError(Errno.EPERM);
+      else check(libc.utimensat(AT.FDCWD, path, ts, 0), "utimensat");
+    }
+    return statFd(ctx.io, inode.fd);
+  }
+
+  /**
+   * access(2) for the caller, from the backing modes. The kernel asks only
+   * when default_permissions is off; supplementary groups are not known to
+   * FUSE, so only the caller's primary group counts.
+   */
+  async access(ctx: RequestContext, nodeId: number, mask: number): Promise<void> {
+    const a = await statFd(ctx.io, this.#inode(nodeId).fd);
+    const want = mask & 0o7;
+    if (ctx.uid === 0) {
+      // Root may read and write anything, and execute what anyone may.
+      const dir = (a.mode & S.IFMT) === S.IFDIR;
+      if ((want & 1) && !dir && (a.mode & 0o111) === 0) throw new FuseError(Errno.EACCES);
+      return;
+    }
+    const bits = ctx.uid === a.uid ? a.mode >> 6 : ctx.gid === a.gid ? a.mode >> 3 : a.mode;
+    if ((want & ~bits) !== 0) throw new FuseError(Errno.EACCES);
+  }
+
+  readlink(_ctx: RequestContext, nodeId: number): Uint8Array {
+    const buf = new Uint8Array(4096);
+    const n = check64(libc.readlinkat(this.#inode(nodeId).fd, EMPTY, buf, 4096n), "readlinkat");
+    return buf.slice(0, n);
+  }
+
+  mknod(
+    ctx: RequestContext,
+    parent: number,
+    name: string,
+    mode: number,
+    rdev: number,
+  ): Promise<Entry> {
+    const dir = this.#inode(parent);
+    // io_uring has no mknodat: a direct call, as the caller.
+    asCaller(ctx, () => check(libc.mknodat(dir.fd, component(name), mode, devT(rdev)), "mknodat"));
+    return this.#lookup(ctx.io, parent, name);
+  }
+
+  async mkdir(ctx: RequestContext, parent: number, name: string, mode: number): Promise<Entry> {
+    await ctx.io.mkdirat(this.#inode(parent).fd, component(name), mode, ctx);
+    return this.#lookup(ctx.io, parent, name);
+  }
+
+  async symlink(
+    ctx: RequestContext,
+    parent: number,
+    name: string,
+    target: string,
+  ): Promise<Entry> {
+    await ctx.io.symlinkat(cstr(target), this.#inode(parent).fd, component(name), ctx);
+    return this.#lookup(ctx.io, parent, name);
+  }
+
+  async link(
+    ctx: RequestContext,
+    nodeId: number,
+    newParent: number,
+    newName: string,
+  ): Promise<Entry> {
+    const inode = this.#inode(nodeId);
+    const dir = this.#inode(newParent);
+    try {
+      // AT_EMPTY_PATH on an O_PATH fd links the inode itself (it needs
+      // CAP_DAC_READ_SEARCH, which root has).
+      await ctx.io.linkat(inode.fd, EMPTY, dir.fd, component(newName), AT.EMPTY_PATH);
+    } catch (e) {
+      if (!(e instanceof SystemError) || e.errno !== Errno.ENOENT) throw e;
+      // Without the capability: /proc resolves to the same inode.
+      const proc = procPath(inode.fd);
+      await ctx.io.linkat(AT.FDCWD, proc, dir.fd, component(newName), AT.SYMLINK_FOLLOW);
+    }
+    return this.#lookup(ctx.io, newParent, newName);
+  }
+
+  unlink(ctx: RequestContext, parent: number, name: string): Promise<void> {
+    return ctx.io.unlinkat(this.#inode(parent).fd, component(name), 0);
+  }
+
+  rmdir(ctx: RequestContext, parent: number, name: string): Promise<void> {
+    return ctx.io.unlinkat(this.#inode(parent).fd, component(name), AT.REMOVEDIR);
+  }
+
+  rename(
+    ctx: RequestContext,
+    parent: number,
+    name: string,
+    newParent: number,
+    newName: string,
+    flags: number,
+  ): Promise<void> {
+    const from = this.#inode(parent).fd;
+    const to = this.#inode(newParent).fd;
+    return ctx.io.renameat(from, component(name), to, component(newName), flags);
+  }
+
+  async open(ctx: RequestContext, nodeId: number, flags: number): Promise<OpenReply> {
+    const inode = this.#inode(nodeId);
+    // O_NOFOLLOW would refuse the /proc magic link itself; the kernel never
+    // opens a symlink node (it follows client-side), so this stays safe.
+    const clean = (flags & ~(O.CREAT | O.EXCL | O.NOCTTY | O.NOFOLLOW)) | O.CLOEXEC;
+    const fd = await ctx.io.openat(AT.FDCWD, procPath(inode.fd), clean, 0);
+    if (ctx.killSuidgid && (flags & O.TRUNC)) killSuidgidOrClose(fd, ctx.gid);
+    return { fh: fd, backingFd: fd, parallelDirectWrites: true };
+  }
+
+  async create(
+    ctx: RequestContext,
+    parent: number,
+    name: string,
+    mode: number,
+    flags: number,
+  ): Promise<CreateReply> {
+    const dir = this.#inode(parent);
+    const all = flags | O.CREAT | O.NOFOLLOW | O.CLOEXEC;
+    const fd = await ctx.io.openat(dir.fd, component(name), all, mode, ctx);
+    if (ctx.killSuidgid && (flags & O.TRUNC)) killSuidgidOrClose(fd, ctx.gid);
+    try {
+      return {
+        entry: await this.#lookup(ctx.io, parent, name),
+        fh: fd,
+        backingFd: fd,
+        parallelDirectWrites: true,
+      };
+    } catch (e) {
+      close(fd);
+      throw e;
+    }
+  }
+
+  // Handles carry backingFd, so the session serves their reads and writes;
+  // these answer for any handle the session's table could not take.
+  read(_ctx: RequestContext, _nodeId: number, fh: number, offset: number, size: number) {
+    return { fd: fh, offset, length: size };
+  }
+
+  write(_ctx: RequestContext, _nodeId: number, fh: number, offset: number) {
+    return { fd: fh, offset };
+  }
+
+  flush(ctx: RequestContext, _nodeId: number, fh: number): Promise<void> {
+    // close() of a duplicate reports delayed write errors (NFS) as close(2) would.
+    return ctx.io.close(check(libc.dup(fh), "dup"));
+  }
+
+  release(ctx: RequestContext, _nodeId: number, fh: number): Promise<void> {
+    return ctx.io.close(fh);
+  }
+
+  fsync(ctx: RequestContext, _nodeId: number, fh: number, datasync: boolean): Promise<void> {
+    return ctx.io.fsync(fh, datasync);
+  }
+
+  async opendir(ctx: RequestContext, nodeId: number): Promise<OpenReply> {
+    const fd = await ctx.io.openat(
+      AT.FDCWD,
+      procPath(this.#inode(nodeId).fd),
+      O.RDONLY | O.DIRECTORY | O.CLOEXEC,
+      0,
+    );
+    // The handle names the fd, and is never reused: another queue thread
+    // may serve the next readdir, and keeps a snapshot of its own.
+    return { fh: this.#table.unique() * DIR_FD_LIMIT + fd };
+  }
+
+  /** The directory's entries, read once per pass from offset 0 (getdents64). */
+  #entries(fh: number, offset: number): { name: string; ino: number; type: number }[] {
+    let dir = this.#dirs.get(fh);
+    if (!dir) {
+      dir = { fd: fh % DIR_FD_LIMIT, entries: null };
+      this.#dirs.set(fh, dir);
+      // Snapshots of handles released through another thread are never
+      // used again: keep only the most recent.
+      if (this.#dirs.size > 256) this.#dirs.delete(this.#dirs.keys().next().value!);
+    }
+    if (dir.entries && offset !== 0) return dir.entries;
+    check64(libc.lseek(dir.fd, 0n, 0), "lseek");
+    const entries: { name: string; ino: number; type: number }[] = [];
+    const buf = new Uint8Array(65536);
+    const view = new DataView(buf.buffer);
+    const ptr = Deno.UnsafePointer.of(buf);
+    for (;;) {
+      const n = check(libc.getdents64(dir.fd, ptr, BigInt(buf.length)), "getdents64");
+      if (n === 0) break;
+      for (let at = 0; at < n;) {
+        const reclen = view.getUint16(at + 16, true);
+        const end = buf.indexOf(0, at + 19);
+        entries.push({
+          ino: Number(view.getBigUint64(at, true)),
+          type: buf[at + 18] << 12,
+          name: decoder.decode(buf.subarray(at + 19, end)),
+        });
+        at += reclen;
+      }
+    }
+    dir.entries = entries;
+    return entries;
+  }
+
+  readdir(
+    _ctx: RequestContext,
+    _nodeId: number,
+    fh: number,
+    offset: number,
+    list: { add(name: string, ino: number, mode: number, offset: number): boolean },
+  ): void {
+    const entries = this.#entries(fh, offset);
+    for (let i = offset; i < entries.length; i++) {
+      const e = entries[i];
+      if (!list.add(e.name, e.ino, e.type, i + 1)) break;
+    }
+  }
+
+  async readdirplus(
+    ctx: RequestContext,
+    nodeId: number,
+    fh: number,
+    offset: number,
+    list: { add(name: string, entry: Entry, offset: number): boolean },
+  ): Promise<void> {
+    const entries = this.#entries(fh, offset);
+    for (let i = offset; i < entries.length; i++) {
+      const e = entries[i];
+      if (e.name === "." || e.name === "..") {
+        // No lookup count for these: node id 0 tells the kernel so.
+        if (!list.add(e.name, { nodeId: 0, attr: { ino: e.ino, mode: e.type } }, i + 1)) break;
+        continue;
+      }
+      let entry: Entry;
+      try {
+        entry = await this.#lookup(ctx.io, nodeId, e.name);
+      } catch (err) {
+        if (err instanceof SystemError && err.errno === Errno.ENOENT) continue; // removed since
+        throw err;
+      }
+      if (!list.add(e.name, entry, i + 1)) {
+        this.forget(entry.nodeId, 1); // not sent: the kernel will not count it
+        break;
+      }
+    }
+  }
+
+  releasedir(_ctx: RequestContext, _nodeId: number, fh: number): void {
+    close(fh % DIR_FD_LIMIT);
+    this.#dirs.delete(fh);
+  }
+
+  fsyncdir(ctx: RequestContext, _nodeId: number, fh: number, datasync: boolean): Promise<void> {
+    return ctx.io.fsync(fh % DIR_FD_LIMIT, datasync);
+  }
+
+  /**
+   * Whether the source directory lives on a memory file system (tmpfs,
+   * ramfs), where no backing call waits for a device: the command line then
+   * makes backing calls directly rather than through io_uring (see
+   * `MountOptions.backingIo`). File systems mounted below the
+   * source are not looked at.
+   */
+  get memoryBacked(): boolean {
+    const buf = new Uint8Array(120);
+    check(libc.fstatfs(this.#inode(1).fd, buf), "fstatfs");
+    const type = new DataView(buf.buffer).getUint32(0, true);
+    return type === TMPFS_MAGIC || type === RAMFS_MAGIC;
+  }
+
+  statfs(_ctx: RequestContext, nodeId: number): StatFs {
+    const buf = new Uint8Array(120);
+    check(libc.fstatfs(this.#inode(nodeId).fd, buf), "fstatfs");
+    const v = new DataView(buf.buffer);
+    const n = (o: number) => Number(v.getBigUint64(o, true));
+    return {
+      bsize: n(8),
+      blocks: n(16),
+      bfree: n(24),
+      bavail: n(32),
+      files: n(40),
+      ffree: n(48),
+      namelen: n(64),
+      frsize: n(72),
+    };
+  }
+
+  #xattrPath(nodeId: number): Uint8Array<ArrayBuffer> {
+    const inode = this.#inode(nodeId);
+    // Extended attributes of a symlink cannot be reached through /proc
+    // without following it, and user.* ones are not allowed on symlinks.
+    if (inode.isSymlink) throw new FuseError(Errno.EOPNOTSUPP);
+    return procPath(inode.fd);
+  }
+
+  setxattr(
+    _ctx: RequestContext,
+    nodeId: number,
+    name: string,
+    value: Uint8Array,
+    flags: number,
+  ): void {
+    const v = new Uint8Array(value);
+    check(
+      libc.setxattr(this.#xattrPath(nodeId), cstr(name), v, BigInt(v.length), flags),
+      "setxattr",
+    );
+  }
+
+  getxattr(_ctx: RequestContext, nodeId: number, name: string): Uint8Array {
+    const buf = new Uint8Array(XATTR_SIZE_MAX);
+    const n = check64(
+      libc.getxattr(this.#xattrPath(nodeId), cstr(name), buf, BigInt(buf.length)),
+      "getxattr",
+    );
+    return buf.slice(0, n);
+  }
+
+  listxattr(_ctx: RequestContext, nodeId: number): string[] {
+    const buf = new Uint8Array(XATTR_SIZE_MAX);
+    const n = check64(
+      libc.listxattr(this.#xattrPath(nodeId), buf, BigInt(buf.length)),
+      "listxattr",
+    );
+    return n === 0 ? [] : decoder.decode(buf.subarray(0, n - 1)).split("\0");
+  }
+
+  removexattr(_ctx: RequestContext, nodeId: number, name: string): void {
+    check(libc.removexattr(this.#xattrPath(nodeId), cstr(name)), "removexattr");
+  }
+
+  fallocate(
+    ctx: RequestContext,
+    _nodeId: number,
+    fh: number,
+    offset: number,
+    length: number,
+    mode: number,
+  ): Promise<void> {
+    return ctx.io.fallocate(fh, mode, offset, length);
+  }
+
+  lseek(_ctx: RequestContext, _nodeId: number, fh: number, offset: number, whence: number): number {
+    return check64(libc.lseek(fh, BigInt(offset), whence), "lseek");
+  }
+
+  copyFileRange(
+    _ctx: RequestContext,
+    _nodeIn: number,
+    fhIn: number,
+    offIn: number,
+    _nodeOut: number,
+    fhOut: number,
+    offOut: number,
+    length: number,
+    flags: number,
+  ): number {
+    const a = new BigInt64Array([BigInt(offIn)]);
+    const b = new BigInt64Array([BigInt(offOut)]);
+    return check64(
+      libc.copy_file_range(
+        fhIn,
+        new Uint8Array(a.buffer),
+        fhOut,
+        new Uint8Array(b.buffer),
+        BigInt(length),
+        flags,
+      ),
+      "copy_file_range",
+    );
+  }
+
+  destroy(): void {
+    // Once for the mount, whichever instance is told first.
+    for (const fd of this.#table.drain()) close(fd);
+    this.#dirs.clear();
+  }
+}
+
+/** Clear setuid/setgid on a just-opened fd (open with O_TRUNC); close it if that fails. */
+function killSuidgidOrClose(fd: number, callerGid: number): void {
+  try {
+    clearSuidSgid(fd, callerGid);
+  } catch (e) {
+    close(fd);
+    throw e;
+  }
+}
+
+/** `statfs` f_type of tmpfs and of ramfs. */
+const TMPFS_MAGIC = 0x01021994;
+const RAMFS_MAGIC = 0x858458f6;
