@@ -54,7 +54,7 @@ export { type KernelMountOptions, MountError } from "./server/mount.ts";
 export type { TransportCounters } from "./server/dev_transport.ts";
 export type { UringCounters } from "./server/uring_transport.ts";
 export type { PerQueueFileSystem, QueueCounters } from "./server/uring_queues.ts";
-export { serveQueueThread } from "./server/queue_thread.ts";
+export { type FileSystemFactory, serveQueueThread } from "./server/queue_thread.ts";
 export {
   MOUNT_OPTIONS_HELP,
   type MountCommandLine,

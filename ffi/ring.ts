@@ -53,6 +53,8 @@ export const IORING_SETUP = {
   COOP_TASKRUN: 1 << 8,
   SQE128: 1 << 10,
   CQE32: 1 << 11,
+  SINGLE_ISSUER: 1 << 12,
+  DEFER_TASKRUN: 1 << 13,
 } as const;
 
 /** SQE flags. */
@@ -131,6 +133,8 @@ export interface RingOptions {
   entries: number;
   /** Completion queue size (default 2 × entries). */
   cqEntries?: number;
+  /** More `IORING_SETUP_*` flags (SQE128, CQE32, CQSIZE and SUBMIT_ALL are always set). */
+  flags?: number;
 }
 
 /** One io_uring with 128-byte SQEs and 32-byte CQEs. */
@@ -173,7 +177,8 @@ export class Ring {
     pv.setUint32(256 + 4, cqEntries, true); // cq_entries
     pv.setUint32(
       256 + 8,
-      IORING_SETUP.SQE128 | IORING_SETUP.CQE32 | IORING_SETUP.CQSIZE | IORING_SETUP.SUBMIT_ALL,
+      IORING_SETUP.SQE128 | IORING_SETUP.CQE32 | IORING_SETUP.CQSIZE | IORING_SETUP.SUBMIT_ALL |
+        (options.flags ?? 0),
       true,
     );
     checkUring(

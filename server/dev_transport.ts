@@ -48,6 +48,36 @@ export interface TransportCounters {
   fdWrites: number;
 }
 
+/** {@linkcode TransportCounters} kept in four Float64s another thread can read. */
+export function sharedCounters(v: Float64Array): TransportCounters {
+  return {
+    get requests() {
+      return v[0];
+    },
+    set requests(n) {
+      v[0] = n;
+    },
+    get replies() {
+      return v[1];
+    },
+    set replies(n) {
+      v[1] = n;
+    },
+    get fdReads() {
+      return v[2];
+    },
+    set fdReads(n) {
+      v[2] = n;
+    },
+    get fdWrites() {
+      return v[3];
+    },
+    set fdWrites(n) {
+      v[3] = n;
+    },
+  };
+}
+
 /**
  * Where things sit in a slot. Request and reply data both start on a page
  * boundary (DATA), so a backing fd opened with O_DIRECT can read into and
@@ -157,12 +187,7 @@ class DevSlot implements Exchange {
 /** Serves a session's requests over its `/dev/fuse` fd. */
 export class DevTransport {
   /** Counters since start. */
-  readonly counters: TransportCounters = {
-    requests: 0,
-    replies: 0,
-    fdReads: 0,
-    fdWrites: 0,
-  };
+  readonly counters: TransportCounters;
   /**
    * Backing calls and fd data on the ring from {@linkcode attachRing};
    * null until then (direct calls).
@@ -191,8 +216,22 @@ export class DevTransport {
    * @param fd the session's `/dev/fuse` fd, opened O_NONBLOCK
    * @param slots how many requests may be in flight at once
    * @param slotSize bytes per slot: at least max_write plus headers
+   * @param shared four Float64s to keep the counters in (shared with
+   *   another thread), else the counters are plain numbers
    */
-  constructor(fd: number, dispatcher: Dispatcher, slots: number, slotSize: number) {
+  constructor(
+    fd: number,
+    dispatcher: Dispatcher,
+    slots: number,
+    slotSize: number,
+    shared?: Float64Array,
+  ) {
+    this.counters = shared ? sharedCounters(shared) : {
+      requests: 0,
+      replies: 0,
+      fdReads: 0,
+      fdWrites: 0,
+    };
     this.#fd = fd;
     this.#dispatcher = dispatcher;
     this.#slots = slots;

@@ -250,6 +250,25 @@ export function abortConnection(mountpoint: string): boolean {
   }
 }
 
+/** `FUSE_DEV_IOC_CLONE`: `_IOR(229, 0, uint32_t)`. */
+const FUSE_DEV_IOC_CLONE = 0x8004e500n;
+
+/**
+ * A new `/dev/fuse` fd on the same connection as `sessionFd`
+ * (FUSE_DEV_IOC_CLONE), non-blocking: requests go to whichever fd reads
+ * first, and each is answered on the fd it was read from.
+ */
+export function cloneFuseDevice(sessionFd: number): number {
+  const fd = openFuseDevice();
+  const arg = new Uint32Array([sessionFd]);
+  if (libc.ioctl(fd, FUSE_DEV_IOC_CLONE, new Uint8Array(arg.buffer)) < 0) {
+    const e = errno();
+    close(fd);
+    throw new SystemError("ioctl FUSE_DEV_IOC_CLONE", e);
+  }
+  return fd;
+}
+
 /** Close the device fd (the kernel ends the connection if still mounted). */
 export function closeFuseDevice(fd: number): void {
   close(fd);

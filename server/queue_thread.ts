@@ -14,31 +14,24 @@
  */
 
 import { pinThread } from "../ffi/libc.ts";
+import { Ring } from "../ffi/ring.ts";
+import { DevTransport } from "./dev_transport.ts";
+import { cloneFuseDevice, closeFuseDevice } from "./mount.ts";
 import { BackingFdTable } from "../ops/backing_fds.ts";
 import { type Connection, Dispatcher } from "../ops/dispatch.ts";
 import type { FileSystem, MaybePromise } from "../ops/filesystem.ts";
 import { type EntryAddresses, type HandOver, UringTransport } from "./uring_transport.ts";
 
-/** What a queue thread is given to start. */
-export interface QueueThreadSetup {
+/** What every serving thread is given to start. */
+interface ThreadSetup {
   /** The session's `/dev/fuse` fd. */
   fuseFd: number;
-  /** Kernel queues served. */
-  qids: number[];
-  /** CPUs to run on (those of `qids`). */
-  cpus: number[];
-  /** Entries per queue. */
-  depth: number;
-  /** The entries' memory, held by the session's thread. */
-  memory: EntryAddresses;
   /** The session's handle → fd table. */
   backingFds: SharedArrayBuffer;
-  /** Counters of every queue. */
+  /** Counters, shared with the session's thread. */
   counters: SharedArrayBuffer;
   /** Backing calls as ring operations or direct calls. */
   backingIo: "ring" | "direct";
-  /** Where requests go when this thread has no FileSystem. */
-  handOver: HandOver;
   /** Log requests (`-d`). */
   debug: boolean;
   /** The connection agreed at INIT (for a FileSystem in this thread). */
@@ -50,6 +43,37 @@ export interface QueueThreadSetup {
   /** What the session passes to the factory of a FileSystem in this thread. */
   data?: unknown;
 }
+
+/** A thread serving io_uring queues. */
+export interface UringThreadSetup extends ThreadSetup {
+  /** Which transport. */
+  kind: "io_uring";
+  /** Kernel queues served. */
+  qids: number[];
+  /** CPUs to run on (those of `qids`). */
+  cpus: number[];
+  /** Entries per queue. */
+  depth: number;
+  /** The entries' memory, held by the session's thread. */
+  memory: EntryAddresses;
+  /** Where requests go when this thread has no FileSystem. */
+  handOver: HandOver;
+}
+
+/** A thread reading requests from a clone of the session's `/dev/fuse` fd. */
+export interface DevThreadSetup extends ThreadSetup {
+  /** Which transport. */
+  kind: "dev";
+  /** Requests in flight at once. */
+  slots: number;
+  /** Bytes per request slot. */
+  slotSize: number;
+  /** This thread's index (its counters are the index-th four). */
+  index: number;
+}
+
+/** What a serving thread is given to start. */
+export type QueueThreadSetup = UringThreadSetup | DevThreadSetup;
 
 /** What a queue thread says to the session's thread. */
 export type QueueThreadMessage =
@@ -64,55 +88,84 @@ export type QueueThreadMessage =
   | { type: "ended" };
 
 interface WorkerScope {
-  onmessage: ((e: MessageEvent<QueueThreadSetup>) => void) | null;
+  onmessage: ((e: MessageEvent<QueueThreadSetup | { type: "stop" }>) => void) | null;
   postMessage(message: QueueThreadMessage): void;
 }
 
 /**
- * Serve this Worker's queues. With `makeFileSystem`, a FileSystem made from
- * the session's `data` answers every request here; without, READ and WRITE
- * of fd-backed handles are served here and the rest handed over.
+ * Makes the FileSystem of a serving thread from what the session passed
+ * (`PerQueueFileSystem.data`: shared memory, settings).
  */
-export function serveQueueThread(
-  makeFileSystem?: (data: unknown) => MaybePromise<FileSystem>,
-): void {
+export type FileSystemFactory = (data: unknown) => MaybePromise<FileSystem>;
+
+/** A dispatcher for a FileSystem in this thread, on the session's connection. */
+async function localDispatcher(
+  make: FileSystemFactory,
+  s: QueueThreadSetup,
+  backingFds: BackingFdTable,
+): Promise<Dispatcher> {
+  const dispatcher = new Dispatcher(await make(s.data), {
+    entryTimeout: s.entryTimeout,
+    attrTimeout: s.attrTimeout,
+    debug: s.debug ? (line) => console.error(line) : undefined,
+    backingFds,
+  });
+  await dispatcher.adopt(s.connection);
+  return dispatcher;
+}
+
+/**
+ * Serve this Worker's share of the session. On io_uring: its kernel queues;
+ * with `makeFileSystem`, a FileSystem made from the session's `data`
+ * answers every request here, and without one, READ and WRITE of fd-backed
+ * handles are served here and the rest handed over. On /dev/fuse: requests
+ * read from a clone of the session's fd, answered by a FileSystem here
+ * (`makeFileSystem` is required).
+ */
+export function serveQueueThread(makeFileSystem?: FileSystemFactory): void {
   const scope = globalThis as unknown as WorkerScope;
   scope.onmessage = async (e) => {
+    const s = e.data as QueueThreadSetup;
     scope.onmessage = null;
-    const s = e.data;
-    let transport: UringTransport | null = null;
     let serving = false;
+    let release = async () => {};
     try {
-      pinThread(s.cpus);
       const backingFds = new BackingFdTable(s.backingFds);
-      const log = (line: string) => console.error(line);
-      let dispatcher: Dispatcher | undefined;
-      if (makeFileSystem) {
-        dispatcher = new Dispatcher(await makeFileSystem(s.data), {
-          entryTimeout: s.entryTimeout,
-          attrTimeout: s.attrTimeout,
-          debug: s.debug ? log : undefined,
-          backingFds,
+      let serve: () => Promise<void>;
+      if (s.kind === "dev") {
+        if (!makeFileSystem) throw new Error("a /dev/fuse thread needs a FileSystem of its own");
+        [serve, release] = await devThread(s, await localDispatcher(makeFileSystem, s, backingFds));
+        scope.onmessage = () => {
+          release(); // asked to stop
+        };
+        scope.postMessage({
+          type: "ready",
+          ringFd: -1,
+          commitUserData: -1,
+          stopUserData: -1,
+          faultUserData: -1,
         });
-        await dispatcher.adopt(s.connection);
-      }
-      transport = new UringTransport({
-        fuseFd: s.fuseFd,
-        qids: s.qids,
-        depth: s.depth,
-        memory: s.memory,
-        backingFds,
-        dispatcher,
-        handOver: s.handOver,
-        backingIo: s.backingIo,
-        idleWait: "thread",
-        counters: new Float64Array(s.counters),
-        debug: s.debug ? log : undefined,
-      });
-      const refused = transport.register();
-      if (refused) {
-        scope.postMessage({ type: "refused", reason: refused });
       } else {
+        pinThread(s.cpus);
+        const dispatcher = makeFileSystem
+          ? await localDispatcher(makeFileSystem, s, backingFds)
+          : undefined;
+        const transport = new UringTransport({
+          fuseFd: s.fuseFd,
+          qids: s.qids,
+          depth: s.depth,
+          memory: s.memory,
+          backingFds,
+          dispatcher,
+          handOver: s.handOver,
+          backingIo: s.backingIo,
+          idleWait: "thread",
+          counters: new Float64Array(s.counters),
+          debug: s.debug ? (line) => console.error(line) : undefined,
+        });
+        release = () => transport.close();
+        const refused = transport.register();
+        if (refused) throw new Error(refused);
         scope.postMessage({
           type: "ready",
           ringFd: transport.ringFd,
@@ -120,19 +173,55 @@ export function serveQueueThread(
           stopUserData: transport.stopUserData,
           faultUserData: transport.faultUserData,
         });
-        serving = true;
-        await transport.run();
+        serve = () => transport.run();
       }
+      serving = true;
+      await serve();
     } catch (e) {
       if (serving) {
         // Dying while serving: the Worker's error event tells the session,
-        // which aborts the connection. Release the ring first.
-        await transport?.close();
+        // which aborts the connection. Release what this thread holds first.
+        await release();
         throw e;
       }
       scope.postMessage({ type: "refused", reason: (e as Error).message });
     }
-    await transport?.close();
+    await release();
     scope.postMessage({ type: "ended" });
   };
+}
+
+/**
+ * A /dev/fuse serving thread: a clone of the session's fd, read by a
+ * {@linkcode DevTransport} of its own. Returns how to serve and how to
+ * stop and release it.
+ */
+async function devThread(
+  s: DevThreadSetup,
+  dispatcher: Dispatcher,
+): Promise<[() => Promise<void>, () => Promise<void>]> {
+  const fd = cloneFuseDevice(s.fuseFd);
+  const counters = new Float64Array(s.counters, s.index * 4 * 8, 4);
+  let dev: DevTransport;
+  let ring: Ring | null = null;
+  try {
+    dev = new DevTransport(fd, dispatcher, s.slots, s.slotSize, counters);
+    if (s.backingIo === "ring") {
+      ring = new Ring({ entries: 64 });
+      dev.attachRing(ring);
+    }
+  } catch (e) {
+    closeFuseDevice(fd);
+    throw e;
+  }
+  let released = false;
+  const release = async () => {
+    dev.stop();
+    if (released) return;
+    released = true;
+    await dev.close();
+    await ring?.close();
+    closeFuseDevice(fd);
+  };
+  return [() => dev.run(), release];
 }

@@ -24,6 +24,7 @@ import {
 import { Ring } from "../ffi/ring.ts";
 import { possibleCpus, type UringCounters, uringUnavailable } from "./uring_transport.ts";
 import { type PerQueueFileSystem, type QueueCounters, UringQueues } from "./uring_queues.ts";
+import { DevThreads } from "./dev_threads.ts";
 
 /** Which transport serves requests. */
 export type TransportChoice = "auto" | "dev" | "io_uring";
@@ -84,6 +85,8 @@ export interface SessionCounters {
   uring?: UringCounters;
   /** Per kernel queue, when io_uring serves. */
   queues?: QueueCounters[];
+  /** Per /dev/fuse Worker (each reading a clone of the fd), when they serve. */
+  devThreads?: TransportCounters[];
 }
 
 /** A mounted, running file system. */
@@ -100,6 +103,7 @@ export class Session {
   readonly closed: Promise<void>;
   #dev: DevTransport;
   #uring: UringQueues | null;
+  #devThreads: DevThreads | null;
   #unmounted = false;
 
   /** @internal Use {@linkcode mount}. */
@@ -108,9 +112,11 @@ export class Session {
     connection: Connection,
     dev: DevTransport,
     uring: UringQueues | null,
+    devThreads: DevThreads | null,
     fallbackReason: string | null,
     closed: Promise<void>,
   ) {
+    this.#devThreads = devThreads;
     this.mountpoint = mountpoint;
     this.connection = connection;
     this.transport = uring ? "io_uring" : "dev";
@@ -126,12 +132,17 @@ export class Session {
     return {
       dev: { ...this.#dev.counters },
       ...(uring ? { uring: uring.counters, queues: uring.perQueueCounters } : {}),
+      ...(this.#devThreads ? { devThreads: this.#devThreads.counters } : {}),
     };
   }
 
-  /** Threads serving requests: queue threads, or 1 (the calling thread). */
+  /**
+   * Threads serving requests besides the calling thread's /dev/fuse loop:
+   * io_uring queue threads, or /dev/fuse threads; 1 when the calling
+   * thread serves alone.
+   */
   get threads(): number {
-    return this.#uring?.threads ?? 1;
+    return this.#uring?.threads ?? this.#devThreads?.threads ?? 1;
   }
 
   /** @internal Make queue thread `index` fail as a crash would (tests only). */
@@ -226,8 +237,9 @@ export async function mount(
   }
   let uring: UringQueues | null = null;
   let fatal: string | null = null;
-  const threads = wantUring ? options.threads ?? possibleCpus() : 1;
+  const threads = options.threads ?? possibleCpus();
   const queueThreads = wantUring && threads > 1;
+  let devThreads: DevThreads | null = null;
   let devRing: Ring | null = null;
   let kick = () => {};
   let devIoNote = "";
@@ -260,6 +272,7 @@ export async function mount(
       console.error("denofuse: destroy failed:", e);
     }
     await (uring as UringQueues | null)?.stop();
+    await (devThreads as DevThreads | null)?.stop();
     await dev.close();
     await (uring as UringQueues | null)?.close();
     await (devRing as Ring | null)?.close();
@@ -318,12 +331,31 @@ export async function mount(
       throw new MountError(`io_uring transport: ${fallbackReason}`);
     }
     if (fallbackReason && choice === "auto") notice(`serving over /dev/fuse: ${fallbackReason}`);
+    if (!uring && threads > 1 && options.perQueue) {
+      // More readers of /dev/fuse, each with the FileSystem of its own.
+      const more = new DevThreads({
+        threads,
+        slots: options.maxInFlight ?? 16,
+        slotSize: Math.max(connection.maxWrite, connection.maxRead) + 4096,
+        backingIo: options.backingIo ?? "ring",
+        perQueue: options.perQueue,
+        entryTimeout: options.entryTimeout,
+        attrTimeout: options.attrTimeout,
+        debug: debug !== undefined,
+      });
+      const why = await more.start(fd, dispatcher, connection, onFatal);
+      if (why) notice(`serving /dev/fuse from one thread: ${why}`);
+      else devThreads = more;
+    }
     if (!uring && !devRing && options.backingIo !== "direct") attachDevRing();
     if (debug) {
       debug(
         `transport: ${uring ? "io_uring" : "dev"}${fallbackReason ? ` (${fallbackReason})` : ""}`,
       );
       debug(`dev: ${options.maxInFlight ?? 16} slots, ${dev.memory} bytes pinned`);
+      if (devThreads) {
+        debug(`dev: ${devThreads.threads} more threads, each reading a clone of /dev/fuse`);
+      }
       debug(`backing calls: ${uring ? uring.io.kind : dev.io.kind}${devIoNote}`);
       if (uring) {
         const perQueue = uring.memory / uring.queues;
@@ -339,7 +371,7 @@ export async function mount(
         }
       }
     }
-    return new Session(path, connection, dev, uring, fallbackReason, closed);
+    return new Session(path, connection, dev, uring, devThreads, fallbackReason, closed);
   } catch (e) {
     dev.stop();
     try {

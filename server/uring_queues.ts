@@ -26,7 +26,8 @@ import type { BackingIo } from "../ops/backing_io.ts";
 import type { Connection, Dispatcher } from "../ops/dispatch.ts";
 import type { Exchange } from "../ops/exchange.ts";
 import { QUEUE_WORKER_SOURCE } from "./gen/queue_worker_source.ts";
-import type { QueueThreadMessage, QueueThreadSetup } from "./queue_thread.ts";
+import type { QueueThreadSetup } from "./queue_thread.ts";
+import { allReady, QueueWorkerHandle, stopAll, workerUrl } from "./queue_worker_handle.ts";
 import { pinnedRead, pinnedWrite, type RingIo } from "./ring_io.ts";
 import { uringPayloadSize, writeUringReply } from "./uring_commands.ts";
 import {
@@ -87,14 +88,9 @@ export interface UringQueuesOptions {
 
 /** One queue Worker, as seen from the session's thread. */
 interface QueueWorker {
-  worker: Worker;
+  handle: QueueWorkerHandle;
   qids: number[];
   memory: EntryMemory;
-  ringFd: number;
-  commitUserData: number;
-  stopUserData: number;
-  faultUserData: number;
-  ended: Promise<void>;
 }
 
 /** A request handed over by a queue Worker: its entry's memory, as an Exchange. */
@@ -334,87 +330,33 @@ export class UringQueues {
     if (!ring) return "no ring to take the queue threads' requests";
     this.#handOverUserData = ring.register((res) => this.#handedOver(res));
     const n = Math.min(this.#o.threads, this.queues);
-    const url = URL.createObjectURL(
-      new Blob([this.#o.perQueue?.source ?? QUEUE_WORKER_SOURCE], {
-        type: "application/javascript",
-      }),
-    );
-    const replies: Promise<QueueThreadMessage>[] = [];
+    const url = workerUrl(this.#o.perQueue?.source ?? QUEUE_WORKER_SOURCE);
     try {
       let base = 0;
       for (let w = 0; w < n; w++) {
         const qids = [];
         for (let q = w; q < this.queues; q += n) qids.push(q);
-        replies.push(this.#spawn(url, qids, base, connection));
+        this.#spawn(url, qids, base, connection);
         base += qids.length * this.depth;
       }
     } catch (e) {
-      URL.revokeObjectURL(url);
       await this.stop(0);
       return `cannot start the queue threads: ${(e as Error).message}`;
+    } finally {
+      URL.revokeObjectURL(url);
     }
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const ms = this.#o.startTimeoutMs ?? 10_000;
-    const timeout = new Promise<QueueThreadMessage>((resolve) => {
-      timer = setTimeout(
-        () => resolve({ type: "refused", reason: `no answer from a queue thread in ${ms} ms` }),
-        ms,
-      );
-    });
-    const answers = await Promise.all(replies.map((r) => Promise.race([r, timeout])));
-    clearTimeout(timer);
-    URL.revokeObjectURL(url);
-    const refused = answers.find((a) => a.type !== "ready");
-    if (refused) {
-      await this.stop(0);
-      return refused.type === "refused" ? refused.reason : "a queue thread ended at start";
-    }
-    return null;
+    const why = await allReady(
+      this.#workers.map((w) => w.handle),
+      this.#o.startTimeoutMs ?? 10_000,
+    );
+    if (why) await this.stop(0);
+    return why;
   }
 
-  #spawn(
-    url: string,
-    qids: number[],
-    base: number,
-    connection: Connection,
-  ): Promise<QueueThreadMessage> {
+  #spawn(url: string, qids: number[], base: number, connection: Connection): void {
     const memory = new EntryMemory(qids.length * this.depth, this.slotSize);
-    const worker = new Worker(url, { type: "module", name: `denofuse queue ${qids.join(",")}` });
-    let ended!: () => void;
-    const w: QueueWorker = {
-      worker,
-      qids,
-      memory,
-      ringFd: -1,
-      commitUserData: -1,
-      stopUserData: -1,
-      faultUserData: -1,
-      ended: new Promise<void>((r) => ended = r),
-    };
-    this.#workers.push(w);
-    let first!: (m: QueueThreadMessage) => void;
-    const answered = new Promise<QueueThreadMessage>((r) => first = r);
-    worker.onmessage = (e: MessageEvent<QueueThreadMessage>) => {
-      const m = e.data;
-      if (m.type === "ready") {
-        w.ringFd = m.ringFd;
-        w.commitUserData = m.commitUserData;
-        w.stopUserData = m.stopUserData;
-        w.faultUserData = m.faultUserData;
-      }
-      if (m.type === "ended") ended();
-      first(m);
-    };
-    worker.onerror = (e: ErrorEvent) => {
-      e.preventDefault();
-      const reason = `queue thread ${qids.join(",")} died: ${e.message}`;
-      first({ type: "refused", reason });
-      ended();
-      w.ringFd = -1;
-      this.#onFatal(reason);
-    };
-    for (let i = 0; i < memory.n; i++) this.#entries[base + i] = new HandedOverEntry(this, w, i);
     const setup: QueueThreadSetup = {
+      kind: "io_uring",
       fuseFd: this.#fuseFd,
       qids,
       cpus: qids,
@@ -430,8 +372,14 @@ export class UringQueues {
       attrTimeout: this.#o.attrTimeout,
       data: this.#o.perQueue?.data,
     };
-    worker.postMessage(setup);
-    return answered;
+    const name = `queue thread ${qids.join(",")}`;
+    const w: QueueWorker = {
+      handle: new QueueWorkerHandle(url, name, setup, (why) => this.#onFatal(why)),
+      qids,
+      memory,
+    };
+    this.#workers.push(w);
+    for (let i = 0; i < memory.n; i++) this.#entries[base + i] = new HandedOverEntry(this, w, i);
   }
 
   /** A queue Worker handed over entry `res`: dispatch it here. */
@@ -450,11 +398,11 @@ export class UringQueues {
   /** Tell `w` that entry `local`'s reply is in place: it commits. */
   commit(w: QueueWorker, local: number): void {
     this.#held--;
-    this.#send(w, w.commitUserData, local);
+    this.#send(w.handle, w.handle.commitUserData, local);
     this.#kick();
   }
 
-  #send(w: QueueWorker, userData: number, res: number): void {
+  #send(w: QueueWorkerHandle, userData: number, res: number): void {
     const ring = this.#ring;
     if (w.ringFd < 0 || !ring) return; // that thread is gone
     prepMsgRing(ring.sqes, ring.sqe(), w.ringFd, res, userData);
@@ -462,7 +410,7 @@ export class UringQueues {
 
   /** Make queue Worker `index` throw, as a crash would (tests of what a dying Worker does). */
   injectFault(index: number): void {
-    const w = this.#workers[index];
+    const w = this.#workers[index].handle;
     this.#send(w, w.faultUserData, 0);
     this.#ring?.submit();
   }
@@ -477,22 +425,10 @@ export class UringQueues {
       await this.#local.transport.finished;
       return;
     }
-    const all = Promise.all(this.#workers.map((w) => w.ended)).then(() => true);
-    const within = async (ms: number) => {
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      const late = new Promise<boolean>((r) => timer = setTimeout(r, ms, false));
-      try {
-        return await Promise.race([all, late]);
-      } finally {
-        clearTimeout(timer); // a pending timer would keep the process alive
-      }
-    };
-    if (!await within(graceMs)) {
-      for (const w of this.#workers) this.#send(w, w.stopUserData, 0);
+    await stopAll(this.#workers.map((w) => w.handle), graceMs, (w) => {
+      this.#send(w, w.stopUserData, 0);
       this.#ring?.submit();
-      await within(1000);
-    }
-    for (const w of this.#workers) w.worker.terminate();
+    });
   }
 
   /**

@@ -107,6 +107,23 @@ transportTest(
   "queue threads: concurrent readers and writers on every CPU see the source",
   async (t) => {
     await withPassthroughSession(t, undefined, everyCpuWorkload);
+    // And with a passthrough in every serving thread (on /dev/fuse: a
+    // thread per clone of the fd), each thread doing its share.
+    await withPassthroughSession(
+      t,
+      undefined,
+      async (mnt, src, s) => {
+        await everyCpuWorkload(mnt, src);
+        const perThread = t === "dev" ? s.counters.devThreads! : s.counters.queues!;
+        assert.equal(perThread.length, CPUS);
+        assert.equal(s.threads, CPUS);
+        const served = perThread.filter((c) => c.requests > 0);
+        assert.ok(served.length >= Math.min(2, CPUS), JSON.stringify(perThread));
+        for (const c of perThread) assert.equal(c.replies, c.requests);
+      },
+      "ring",
+      true,
+    );
   },
   120_000,
 );
