@@ -20,15 +20,46 @@ export interface Job {
   /**
    * Target as a ratio to tmpfs (from libfuse's passthrough_hp -o io_uring on
    * this machine): at least this for MiB/s and IOPS, at most this for seconds.
+   * Used when the run has no `--compare` configuration.
    */
   target: number;
+  /**
+   * Target for the io_uring passthrough as its speed relative to the
+   * `--compare` server measured in the same run (value / theirs; for
+   * seconds, their time / ours): at least this.
+   */
+  compareTarget: number;
 }
 
 /** The jobs, in the order they run and print. */
 export const JOBS: Job[] = [
-  { id: "seqread", label: "seq read 1M", unit: "MiB/s", rw: "read", bs: "1M", target: 0.25 },
-  { id: "randread", label: "rand read 4k", unit: "IOPS", rw: "randread", bs: "4k", target: 0.09 },
-  { id: "seqwrite", label: "seq write 1M", unit: "MiB/s", rw: "write", bs: "1M", target: 0.47 },
+  {
+    id: "seqread",
+    label: "seq read 1M",
+    unit: "MiB/s",
+    rw: "read",
+    bs: "1M",
+    target: 0.25,
+    compareTarget: 0.8,
+  },
+  {
+    id: "randread",
+    label: "rand read 4k",
+    unit: "IOPS",
+    rw: "randread",
+    bs: "4k",
+    target: 0.09,
+    compareTarget: 0.6,
+  },
+  {
+    id: "seqwrite",
+    label: "seq write 1M",
+    unit: "MiB/s",
+    rw: "write",
+    bs: "1M",
+    target: 0.47,
+    compareTarget: 0.8,
+  },
   {
     id: "randwrite",
     label: "rand write 4k",
@@ -36,8 +67,9 @@ export const JOBS: Job[] = [
     rw: "randwrite",
     bs: "4k",
     target: 0.12,
+    compareTarget: 0.6,
   },
-  { id: "metadata", label: "metadata", unit: "s", target: 13 },
+  { id: "metadata", label: "metadata", unit: "s", target: 13, compareTarget: 0.6 },
 ];
 
 /** io_uring must beat the classic transport by this much on rand read 4k. */
@@ -88,8 +120,30 @@ export interface Row {
   cpuSeconds: number;
   /** Largest peak RSS of the server over the rounds, KiB. */
   peakRssKiB: number;
-  /** Whether the ratio meets the job's target (null for tmpfs itself). */
+  /** Server CPU µs per client operation (a fio I/O; a create, stat or unlink); NaN without a count. */
+  cpuUsPerOp: number;
+  /** Speed relative to the `compare` configuration (null without one, or for itself). */
+  vsCompare: number | null;
+  /**
+   * Whether the row meets its target: with a `compare` run, the io_uring
+   * row against `compareTarget` (other rows null); without, every server
+   * row against the tmpfs `target` (tmpfs null).
+   */
   meetsTarget: boolean | null;
+}
+
+/** How many client operations a job made: for fio, I/Os over `runtime` s; metadata, 3 per file. */
+export interface OpCounts {
+  /** fio's runtime in seconds. */
+  runtime: number;
+  /** Files of the metadata job. */
+  files: number;
+}
+
+function opsOf(job: Job, value: number, counts: OpCounts | undefined): number {
+  if (!counts) return NaN;
+  // IOPS × s, or MiB/s × s with 1 MiB blocks: the I/Os made.
+  return job.unit === "s" ? 3 * counts.files : value * counts.runtime;
 }
 
 /** The summary of a run: per job and configuration, plus io_uring over dev per job. */
@@ -101,27 +155,50 @@ export interface Summary {
   uringTargetMet: boolean | null;
 }
 
-/** Medians, ratios and targets from raw samples. `configs[0]` is the reference (tmpfs). */
-export function summarize(results: Results, configs: string[], jobs: Job[] = JOBS): Summary {
+/**
+ * Medians, ratios and targets from raw samples. `configs[0]` is the
+ * reference (tmpfs); a configuration named "compare" is the yardstick
+ * server of `--compare`.
+ */
+export function summarize(
+  results: Results,
+  configs: string[],
+  jobs: Job[] = JOBS,
+  counts?: OpCounts,
+): Summary {
   const rows: Row[] = [];
   const uringOverDev: Record<string, number> = {};
   const reference = configs[0];
+  const hasCompare = configs.includes("compare");
+  const med = (config: string, job: Job) =>
+    median((results[config]?.[job.id] ?? []).map((s) => s.value));
   for (const job of jobs) {
-    const base = median((results[reference]?.[job.id] ?? []).map((s) => s.value));
+    const base = med(reference, job);
+    const theirs = hasCompare ? med("compare", job) : NaN;
     for (const config of configs) {
       const samples = results[config]?.[job.id] ?? [];
       if (samples.length === 0) continue;
       const m = median(samples.map((s) => s.value));
       const ratio = m / base;
+      const cpuSeconds = median(samples.map((s) => s.cpuSeconds));
+      const vsCompare = !hasCompare || config === "compare" || config === reference
+        ? null
+        : job.unit === "s"
+        ? theirs / m
+        : m / theirs;
       rows.push({
         job: job.id,
         config,
         unit: job.unit,
         median: m,
         ratioToTmpfs: ratio,
-        cpuSeconds: median(samples.map((s) => s.cpuSeconds)),
+        cpuSeconds,
         peakRssKiB: Math.max(...samples.map((s) => s.peakRssKiB)),
-        meetsTarget: config === reference
+        cpuUsPerOp: config === reference ? NaN : cpuSeconds * 1e6 / opsOf(job, m, counts),
+        vsCompare,
+        meetsTarget: hasCompare
+          ? config === "io_uring" && vsCompare !== null ? vsCompare >= job.compareTarget : null
+          : config === reference
           ? null
           : job.unit === "s"
           ? ratio <= job.target
@@ -130,7 +207,11 @@ export function summarize(results: Results, configs: string[], jobs: Job[] = JOB
     }
     const dev = rows.find((r) => r.job === job.id && r.config === "dev");
     const uring = rows.find((r) => r.job === job.id && r.config === "io_uring");
-    if (dev && uring) uringOverDev[job.id] = uring.median / dev.median;
+    if (dev && uring) {
+      uringOverDev[job.id] = job.unit === "s"
+        ? dev.median / uring.median
+        : uring.median / dev.median;
+    }
   }
   const rr = uringOverDev["randread"];
   return {
@@ -146,25 +227,37 @@ function fmt(x: number, unit: Job["unit"]): string {
   return x >= 100 ? x.toFixed(0) : x.toFixed(1);
 }
 
-/** The summary as a Markdown table (one line per job and configuration). */
+/**
+ * The summary as a Markdown table (one line per job and configuration).
+ * "vs compare" is the speed relative to the `--compare` server; the target
+ * is against it when there is one, else against tmpfs.
+ */
 export function markdownTable(summary: Summary, jobs: Job[] = JOBS): string {
   const lines = [
-    "| job | config | median | ratio to tmpfs | target | met | io_uring/dev | server CPU s | peak RSS MiB |",
-    "|---|---|---:|---:|---|---|---:|---:|---:|",
+    "| job | config | median | ratio to tmpfs | vs compare | target | met | io_uring/dev | " +
+    "server CPU s | CPU µs/op | peak RSS MiB |",
+    "|---|---|---:|---:|---:|---|---|---:|---:|---:|---:|",
   ];
+  const hasCompare = summary.rows.some((r) => r.config === "compare");
   for (const job of jobs) {
     for (const r of summary.rows.filter((r) => r.job === job.id)) {
-      const target = r.meetsTarget === null ? "" : `${job.unit === "s" ? "≤" : "≥"} ${job.target}`;
+      const target = r.meetsTarget === null
+        ? ""
+        : hasCompare
+        ? `≥ ${job.compareTarget}× compare`
+        : `${job.unit === "s" ? "≤" : "≥"} ${job.target}`;
       const met = r.meetsTarget === null ? "" : r.meetsTarget ? "yes" : "no";
       const cd = r.config === "io_uring" && summary.uringOverDev[job.id] !== undefined
         ? summary.uringOverDev[job.id].toFixed(2) +
           (job.id === "randread" ? ` (≥ ${URING_OVER_DEV_RANDREAD})` : "")
         : "";
       const server = r.config !== "tmpfs";
+      const perOp = server && Number.isFinite(r.cpuUsPerOp) ? r.cpuUsPerOp.toFixed(1) : "";
       lines.push(
         `| ${job.label} | ${r.config} | ${fmt(r.median, r.unit)} ${r.unit} | ` +
           `${r.ratioToTmpfs.toFixed(r.unit === "s" ? 1 : 3)}${r.unit === "s" ? "×" : ""} | ` +
-          `${target} | ${met} | ${cd} | ${server ? r.cpuSeconds.toFixed(2) : ""} | ` +
+          `${r.vsCompare === null ? "" : r.vsCompare.toFixed(2)} | ` +
+          `${target} | ${met} | ${cd} | ${server ? r.cpuSeconds.toFixed(2) : ""} | ${perOp} | ` +
           `${server ? (r.peakRssKiB / 1024).toFixed(0) : ""} |`,
       );
     }

@@ -218,7 +218,7 @@ try {
   await Deno.remove(base, { recursive: true });
 }
 
-const summary = summarize(results, configs);
+const summary = summarize(results, configs, undefined, { runtime, files });
 const table = markdownTable(summary);
 const title = `denofuse bench ${started.toISOString().slice(0, 16)}Z` +
   (quick ? " (quick)" : "") + `, ${rounds} rounds`;

@@ -66,9 +66,9 @@ Deno.test("bench: medians, ratios to tmpfs, io_uring over dev, and targets", () 
   const table = markdownTable(sum);
   assert.match(
     table,
-    /^\| rand read 4k \| io_uring \| 125 IOPS \| 0\.114 \| ≥ 0\.09 \| yes \| 1\.39 \(≥ 1\.3\) \| 2\.00 \| 88 \|$/m,
+    /^\| rand read 4k \| io_uring \| 125 IOPS \| 0\.114 \|  \| ≥ 0\.09 \| yes \| 1\.39 \(≥ 1\.3\) \| 2\.00 \|  \| 88 \|$/m,
   );
-  assert.match(table, /^\| metadata \| dev \| 1\.350 s \| 13\.5× \| ≤ 13 \| no \|/m);
+  assert.match(table, /^\| metadata \| dev \| 1\.350 s \| 13\.5× \|  \| ≤ 13 \| no \|/m);
   assert.equal(table.split("\n").length, 2 + 6);
 
   const svg = svgChart(sum, "test <run>");
@@ -77,4 +77,45 @@ Deno.test("bench: medians, ratios to tmpfs, io_uring over dev, and targets", () 
   assert.equal(svg.match(/class="bar"/g)?.length, 4); // 2 jobs x 2 servers
   // Metadata bars show speed: tmpfs time / time = 0.1 / 1.2 for io_uring.
   assert.match(svg, /metadata io_uring: 0\.083/);
+});
+
+Deno.test("bench: against a --compare server, targets are ratios to it; CPU per operation", () => {
+  const s = (value: number, cpuSeconds = 0) => ({ value, cpuSeconds, peakRssKiB: 1024 });
+  const results: Results = {
+    tmpfs: { randread: [s(1000)], seqwrite: [s(9000)], metadata: [s(0.1)] },
+    dev: { randread: [s(100, 3)], seqwrite: [s(3000, 5)], metadata: [s(4, 2)] },
+    io_uring: { randread: [s(140, 2)], seqwrite: [s(7000, 6)], metadata: [s(2.5, 1.5)] },
+    compare: { randread: [s(200, 2)], seqwrite: [s(8000, 4)], metadata: [s(2, 1)] },
+  };
+  const sum = summarize(results, ["tmpfs", "dev", "io_uring", "compare"], undefined, {
+    runtime: 10,
+    files: 1000,
+  });
+  const row = (jobId: string, config: string) =>
+    sum.rows.find((r) => r.job === jobId && r.config === config)!;
+  // Speed relative to the compare server: 140 / 200; for seconds, 2 / 2.5.
+  assert.equal(row("randread", "io_uring").vsCompare, 0.7);
+  assert.equal(row("randread", "io_uring").meetsTarget, true); // ≥ 0.6
+  assert.equal(row("seqwrite", "io_uring").vsCompare, 0.875);
+  assert.equal(row("seqwrite", "io_uring").meetsTarget, true); // ≥ 0.8
+  assert.equal(row("metadata", "io_uring").vsCompare, 0.8);
+  assert.equal(row("metadata", "io_uring").meetsTarget, true);
+  assert.equal(row("randread", "dev").vsCompare, 0.5);
+  assert.equal(row("randread", "dev").meetsTarget, null); // the targets are io_uring's
+  assert.equal(row("randread", "compare").vsCompare, null);
+  // CPU per operation: 2 s over 140 IOPS × 10 s; metadata: 1.5 s over 3 × 1000 ops.
+  assert.ok(Math.abs(row("randread", "io_uring").cpuUsPerOp - 2e6 / 1400) < 1e-9);
+  assert.equal(row("metadata", "io_uring").cpuUsPerOp, 500);
+  assert.ok(Number.isNaN(row("randread", "tmpfs").cpuUsPerOp));
+  // io_uring over dev: 1.4 on rand read, and as speed for seconds (4 / 2.5).
+  assert.equal(sum.uringOverDev.metadata, 1.6);
+  const table = markdownTable(sum);
+  assert.match(
+    table,
+    /^\| rand read 4k \| io_uring \| 140 IOPS \| 0\.140 \| 0\.70 \| ≥ 0\.6× compare \| yes \| 1\.40 \(≥ 1\.3\) \| 2\.00 \| 1428\.6 \| 1 \|$/m,
+  );
+  assert.match(
+    table,
+    /^\| metadata \| compare \| 2\.000 s \| 20\.0× \|  \|  \|  \|  \| 1\.00 \| 333\.3 \| 1 \|$/m,
+  );
 });
