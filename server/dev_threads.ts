@@ -100,6 +100,11 @@ export class DevThreads {
     return why;
   }
 
+  /** Make thread `index` throw, as a crash would (tests of what a dying Worker does). */
+  injectFault(index: number): void {
+    this.#handles[index].fault();
+  }
+
   /** End every thread (after unmount their reads end by themselves). */
   stop(graceMs = 2000): Promise<void> {
     return stopAll(this.#handles, graceMs, (w) => w.stop());

@@ -88,7 +88,7 @@ export type QueueThreadMessage =
   | { type: "ended" };
 
 interface WorkerScope {
-  onmessage: ((e: MessageEvent<QueueThreadSetup | { type: "stop" }>) => void) | null;
+  onmessage: ((e: MessageEvent<QueueThreadSetup | { type: "stop" | "fault" }>) => void) | null;
   postMessage(message: QueueThreadMessage): void;
 }
 
@@ -135,7 +135,10 @@ export function serveQueueThread(makeFileSystem?: FileSystemFactory): void {
       if (s.kind === "dev") {
         if (!makeFileSystem) throw new Error("a /dev/fuse thread needs a FileSystem of its own");
         [serve, release] = await devThread(s, await localDispatcher(makeFileSystem, s, backingFds));
-        scope.onmessage = () => {
+        scope.onmessage = (m) => {
+          if ((m.data as { type?: string }).type === "fault") {
+            throw new Error("fault injected into a /dev/fuse thread");
+          }
           release(); // asked to stop
         };
         scope.postMessage({

@@ -66,6 +66,11 @@ export class QueueWorkerHandle {
   stop(): void {
     this.worker.postMessage({ type: "stop" });
   }
+
+  /** Make a /dev/fuse thread throw, as a crash would (tests). */
+  fault(): void {
+    this.worker.postMessage({ type: "fault" });
+  }
 }
 
 /**

@@ -147,7 +147,8 @@ export class Session {
 
   /** @internal Make queue thread `index` fail as a crash would (tests only). */
   [Symbol.for("denofuse.injectQueueFault")](index: number): void {
-    this.#uring?.injectFault(index);
+    if (this.#uring) this.#uring.injectFault(index);
+    else this.#devThreads?.injectFault(index);
   }
 
   /** Unmount and wait for the session to end. Safe to call twice. */

@@ -336,3 +336,37 @@ for (const backingIo of ["ring", "direct"] as const) {
     120_000,
   );
 }
+
+transportTest(
+  "queue threads: a serving thread of the passthrough that dies ends the session",
+  async (t) => {
+    const [mnt, cleanup] = await tempMountpoint();
+    const src = await Deno.makeTempDir({ prefix: "denofuse-src-" });
+    try {
+      await Deno.writeTextFile(`${src}/f`, "data");
+      const fs = new Passthrough(src);
+      const s = await mount(fs, mnt, {
+        handleSignals: false,
+        transport: t,
+        defaultPermissions: true,
+        perQueue: { source: PASSTHROUGH_QUEUE_SOURCE, data: fs.shared },
+      });
+      assert.equal(s.threads, CPUS);
+      assert.equal(await sh(`cat ${mnt}/f`), "data");
+      const inject = (s as unknown as Record<symbol, (i: number) => void>)[
+        Symbol.for("denofuse.injectQueueFault")
+      ];
+      inject.call(s, CPUS - 1);
+      const name = t === "dev" ? `/dev/fuse thread ${CPUS - 1}` : `queue thread ${CPUS - 1}`;
+      await assert.rejects(s.closed, new RegExp(`${name} died: .*fault injected`));
+      assert.equal(isMounted(mnt), false);
+      // Nothing is left to hang on: the mountpoint is a plain directory again.
+      const after = await run("cat", `${mnt}/f`);
+      assert.notEqual(after.code, 0);
+      assert.match(after.stderr, /No such file/);
+    } finally {
+      await cleanup();
+      await Deno.remove(src, { recursive: true });
+    }
+  },
+);
