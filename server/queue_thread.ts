@@ -134,7 +134,7 @@ export function serveQueueThread(makeFileSystem?: FileSystemFactory): void {
       let serve: () => Promise<void>;
       if (s.kind === "dev") {
         if (!makeFileSystem) throw new Error("a /dev/fuse thread needs a FileSystem of its own");
-        [serve, release] = await devThread(s, await localDispatcher(makeFileSystem, s, backingFds));
+        [serve, release] = devThread(s, await localDispatcher(makeFileSystem, s, backingFds));
         scope.onmessage = (m) => {
           if ((m.data as { type?: string }).type === "fault") {
             throw new Error("fault injected into a /dev/fuse thread");
@@ -199,10 +199,10 @@ export function serveQueueThread(makeFileSystem?: FileSystemFactory): void {
  * {@linkcode DevTransport} of its own. Returns how to serve and how to
  * stop and release it.
  */
-async function devThread(
+function devThread(
   s: DevThreadSetup,
   dispatcher: Dispatcher,
-): Promise<[() => Promise<void>, () => Promise<void>]> {
+): [() => Promise<void>, () => Promise<void>] {
   const fd = cloneFuseDevice(s.fuseFd);
   const counters = new Float64Array(s.counters, s.index * 4 * 8, 4);
   let dev: DevTransport;

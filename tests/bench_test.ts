@@ -66,9 +66,9 @@ Deno.test("bench: medians, ratios to tmpfs, io_uring over dev, and targets", () 
   const table = markdownTable(sum);
   assert.match(
     table,
-    /^\| rand read 4k \| io_uring \| 125 IOPS \| 0\.114 \|  \| ≥ 0\.09 \| yes \| 1\.39 \(≥ 1\.3\) \| 2\.00 \|  \| 88 \|$/m,
+    /^\| rand read 4k \| io_uring \| 125 IOPS \| 0\.114 \| {2}\| ≥ 0\.09 \| yes \| 1\.39 \(≥ 1\.3\) \| 2\.00 \| {2}\| 88 \|$/m,
   );
-  assert.match(table, /^\| metadata \| dev \| 1\.350 s \| 13\.5× \|  \| ≤ 13 \| no \|/m);
+  assert.match(table, /^\| metadata \| dev \| 1\.350 s \| 13\.5× \| {2}\| ≤ 13 \| no \|/m);
   assert.equal(table.split("\n").length, 2 + 6);
 
   const svg = svgChart(sum, "test <run>");
@@ -116,6 +116,6 @@ Deno.test("bench: against a --compare server, targets are ratios to it; CPU per 
   );
   assert.match(
     table,
-    /^\| metadata \| compare \| 2\.000 s \| 20\.0× \|  \|  \|  \|  \| 1\.00 \| 333\.3 \| 1 \|$/m,
+    /^\| metadata \| compare \| 2\.000 s \| 20\.0× \| {2}\| {2}\| {2}\| {2}\| 1\.00 \| 333\.3 \| 1 \|$/m,
   );
 });
