@@ -20,16 +20,16 @@
  */
 
 import { Errno, SystemError } from "../ffi/errno.ts";
-import { clearSuidSgid, errno, libc } from "../ffi/libc.ts";
+import { errno, libc } from "../ffi/libc.ts";
 import { PinnedRegion } from "../ffi/memory.ts";
 import { InHeader, Opcode, OutHeader, WriteIn } from "../ops/abi.ts";
 import type { Dispatcher } from "../ops/dispatch.ts";
-import type { Exchange } from "../ops/exchange.ts";
 import { setU64 } from "../ops/codec.ts";
 import type { BackingIo } from "../ops/backing_io.ts";
 import type { Ring } from "../ffi/ring.ts";
 import { DirectIo } from "./direct_io.ts";
 import { pinnedRead, pinnedWrite, RingIo } from "./ring_io.ts";
+import { SlotExchange } from "./slot_exchange.ts";
 import { BUSY_WAIT_US, coalesced, makeYield, settleHandlers } from "./yield.ts";
 
 /** Requests handled per batch before yielding to the event loop. */
@@ -93,19 +93,7 @@ const SLOT = {
 } as const;
 
 /** One request slot: a piece of pinned memory, and the Exchange over it. */
-class DevSlot implements Exchange {
-  header: DataView;
-  headerOffset: number;
-  arg: DataView;
-  argOffset = 0;
-  argLength = 0;
-  data: Uint8Array;
-  dataOffset = 0;
-  dataLength = 0;
-  readonly out: DataView;
-  readonly outBytes: Uint8Array;
-  readonly outOffset: number;
-  readonly outCapacity: number;
+class DevSlot extends SlotExchange {
   /** Where a request is read in, and how much room it has. */
   readonly readPointer: Deno.PointerObject;
   readonly readSize: bigint;
@@ -120,16 +108,13 @@ class DevSlot implements Exchange {
     base: number,
     size: number,
   ) {
+    const headerOffset = base + SLOT.DATA - SLOT.REQUEST_HEAD;
+    super(region.view, headerOffset, 0, region.view, base + SLOT.DATA, size - SLOT.DATA);
     this.#transport = transport;
     this.#region = region;
     this.#base = base;
-    this.header = this.arg = this.out = region.view;
-    this.data = this.outBytes = region.bytes;
-    this.headerOffset = base + SLOT.DATA - SLOT.REQUEST_HEAD;
-    this.readPointer = region.at(this.headerOffset);
+    this.readPointer = region.at(headerOffset);
     this.readSize = BigInt(size - (SLOT.DATA - SLOT.REQUEST_HEAD));
-    this.outOffset = base + SLOT.DATA;
-    this.outCapacity = size - SLOT.DATA;
     // iovec[0]: the out header; iovec[1]: the payload (its length set per reply).
     const v = region.view;
     const iov = base + SLOT.IOVECS;
@@ -153,30 +138,17 @@ class DevSlot implements Exchange {
     this.#transport.send(this, this.#iovecs);
   }
 
-  replyFromFd(
-    unique: number,
-    fd: number,
-    offset: number,
-    length: number,
-  ): void | Promise<void> {
+  protected readInto(fd: number, offset: number, length: number): number | Promise<number> {
     this.#transport.counters.fdReads++;
+    // Through the ring, when there is one: a slow read never stalls the loop.
     const address = this.#region.address + BigInt(this.outOffset);
-    const n = pinnedRead(this.#transport.ring, fd, address, length, offset);
-    if (typeof n === "number") return this.reply(unique, 0, n);
-    // Through the ring: a slow backing read never stalls the event loop.
-    return n.then(
-      (n) => this.reply(unique, 0, n),
-      (e: SystemError) => this.reply(unique, -e.errno, 0),
-    );
+    return pinnedRead(this.#transport.ring, fd, address, length, offset);
   }
 
-  writeDataToFd(fd: number, offset: number, killSuidgid: boolean): number | Promise<number> {
-    if (killSuidgid) {
-      clearSuidSgid(fd, this.header.getUint32(this.headerOffset + InHeader.gid, true));
-    }
+  protected writeFrom(fd: number, offset: number, length: number): number | Promise<number> {
     this.#transport.counters.fdWrites++;
     const address = this.#region.address + BigInt(this.dataOffset);
-    return pinnedWrite(this.#transport.ring, fd, address, this.dataLength, offset);
+    return pinnedWrite(this.#transport.ring, fd, address, length, offset);
   }
 
   noReply(): void {

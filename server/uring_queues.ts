@@ -18,17 +18,15 @@
  * @module
  */
 
-import type { SystemError } from "../ffi/errno.ts";
-import { clearSuidSgid } from "../ffi/libc.ts";
 import { prepMsgRing, type Ring } from "../ffi/ring.ts";
 import { InHeader, UringReqHeader } from "../ops/abi.ts";
 import type { BackingIo } from "../ops/backing_io.ts";
 import type { Connection, Dispatcher } from "../ops/dispatch.ts";
-import type { Exchange } from "../ops/exchange.ts";
 import { QUEUE_WORKER_SOURCE } from "./gen/queue_worker_source.ts";
 import type { QueueThreadSetup } from "./queue_thread.ts";
 import { allReady, QueueWorkerHandle, stopAll, workerUrl } from "./queue_worker_handle.ts";
 import { pinnedRead, pinnedWrite, type RingIo } from "./ring_io.ts";
+import { SlotExchange } from "./slot_exchange.ts";
 import { uringPayloadSize, writeUringReply } from "./uring_commands.ts";
 import {
   EntryMemory,
@@ -94,19 +92,7 @@ interface QueueWorker {
 }
 
 /** A request handed over by a queue Worker: its entry's memory, as an Exchange. */
-class HandedOverEntry implements Exchange {
-  header: DataView;
-  headerOffset: number;
-  arg: DataView;
-  argOffset: number;
-  argLength = 0;
-  data: Uint8Array;
-  dataOffset: number;
-  dataLength = 0;
-  readonly out: DataView;
-  readonly outBytes: Uint8Array;
-  readonly outOffset: number;
-  readonly outCapacity: number;
+class HandedOverEntry extends SlotExchange {
   readonly #owner: UringQueues;
   readonly #worker: QueueWorker;
   readonly #local: number;
@@ -114,16 +100,18 @@ class HandedOverEntry implements Exchange {
 
   constructor(owner: UringQueues, worker: QueueWorker, local: number) {
     const m = worker.memory;
+    const headerOffset = local * UringReqHeader.SIZE;
+    super(
+      m.headers.view,
+      headerOffset,
+      headerOffset + UringReqHeader.op_in,
+      m.payloads.view,
+      local * m.slotSize,
+      m.slotSize,
+    );
     this.#owner = owner;
     this.#worker = worker;
     this.#local = local;
-    this.header = this.arg = m.headers.view;
-    this.headerOffset = local * UringReqHeader.SIZE;
-    this.argOffset = this.headerOffset + UringReqHeader.op_in;
-    this.data = this.outBytes = m.payloads.bytes;
-    this.out = m.payloads.view;
-    this.dataOffset = this.outOffset = local * m.slotSize;
-    this.outCapacity = m.slotSize;
     this.#payload = m.payloads.address + BigInt(local * m.slotSize);
   }
 
@@ -136,22 +124,14 @@ class HandedOverEntry implements Exchange {
     this.#owner.commit(this.#worker, this.#local);
   }
 
-  replyFromFd(unique: number, fd: number, offset: number, length: number): void | Promise<void> {
+  protected readInto(fd: number, offset: number, length: number): number | Promise<number> {
     this.#owner.slotReads++;
-    const n = pinnedRead(this.#owner.ringIo, fd, this.#payload, length, offset);
-    if (typeof n === "number") return this.reply(unique, 0, n);
-    return n.then(
-      (n) => this.reply(unique, 0, n),
-      (e: SystemError) => this.reply(unique, -e.errno, 0),
-    );
+    return pinnedRead(this.#owner.ringIo, fd, this.#payload, length, offset);
   }
 
-  writeDataToFd(fd: number, offset: number, killSuidgid: boolean): number | Promise<number> {
-    if (killSuidgid) {
-      clearSuidSgid(fd, this.header.getUint32(this.headerOffset + InHeader.gid, true));
-    }
+  protected writeFrom(fd: number, offset: number, length: number): number | Promise<number> {
     this.#owner.slotWrites++;
-    return pinnedWrite(this.#owner.ringIo, fd, this.#payload, this.dataLength, offset);
+    return pinnedWrite(this.#owner.ringIo, fd, this.#payload, length, offset);
   }
 
   noReply(): void {

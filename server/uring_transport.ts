@@ -45,7 +45,7 @@ import {
 import type { BackingIo } from "../ops/backing_io.ts";
 import type { BackingFdTable } from "../ops/backing_fds.ts";
 import type { Dispatcher } from "../ops/dispatch.ts";
-import type { Exchange } from "../ops/exchange.ts";
+import { SlotExchange } from "./slot_exchange.ts";
 import { prepCommit, prepRegister, uringPayloadSize, writeUringReply } from "./uring_commands.ts";
 import { BUSY_WAIT_US, coalesced, makeYield, settleHandlers } from "./yield.ts";
 
@@ -192,19 +192,7 @@ function viewAt(address: bigint, length: number): ArrayBuffer {
 }
 
 /** One ring entry: its header and payload buffers, and the Exchange over them. */
-class UringEntry implements Exchange {
-  header: DataView;
-  headerOffset: number;
-  arg: DataView;
-  argOffset: number;
-  argLength = 0;
-  data: Uint8Array;
-  dataOffset: number;
-  dataLength = 0;
-  readonly out: DataView;
-  readonly outBytes: Uint8Array;
-  readonly outOffset: number;
-  readonly outCapacity: number;
+class UringEntry extends SlotExchange {
   /** Entry index: its payload's slot in the fixed-buffer table, and its user_data. */
   readonly id: number;
   readonly qid: number;
@@ -225,16 +213,18 @@ class UringEntry implements Exchange {
     payloadAddress: bigint,
     slotSize: number,
   ) {
+    const headerOffset = id * UringReqHeader.SIZE;
+    super(
+      headers,
+      headerOffset,
+      headerOffset + UringReqHeader.op_in,
+      payloads,
+      id * slotSize,
+      slotSize,
+    );
     this.#t = t;
     this.id = id;
     this.qid = qid;
-    this.header = this.arg = headers;
-    this.headerOffset = id * UringReqHeader.SIZE;
-    this.argOffset = this.headerOffset + UringReqHeader.op_in;
-    this.out = payloads;
-    this.data = this.outBytes = new Uint8Array(payloads.buffer);
-    this.dataOffset = this.outOffset = id * slotSize;
-    this.outCapacity = slotSize;
     this.payloadAddress = payloadAddress;
     this.payloadPointer = Deno.UnsafePointer.create(payloadAddress);
   }
@@ -248,15 +238,12 @@ class UringEntry implements Exchange {
     this.#t.reply(this, error, length);
   }
 
-  replyFromFd(_unique: number, fd: number, offset: number, length: number): void {
-    this.#t.readFixed(this, fd, offset, length);
+  protected readInto(fd: number, offset: number, length: number): number | Promise<number> {
+    return this.#t.transfer(this, "read", fd, offset, length);
   }
 
-  writeDataToFd(fd: number, offset: number, killSuidgid: boolean): number | Promise<number> {
-    if (killSuidgid) {
-      clearSuidSgid(fd, this.header.getUint32(this.headerOffset + InHeader.gid, true));
-    }
-    return this.#t.writeFixed(this, fd, offset, this.dataLength);
+  protected writeFrom(fd: number, offset: number, length: number): number | Promise<number> {
+    return this.#t.transfer(this, "write", fd, offset, length);
   }
 
   noReply(): void {
@@ -541,7 +528,7 @@ export class UringTransport {
         `on queue ${entry.qid}, backing fd ${fd}`,
     );
     if (opcode === Opcode.READ) {
-      this.readFixed(entry, fd, offset, Math.min(size, this.slotSize));
+      this.#readFixed(entry, fd, offset, Math.min(size, this.slotSize));
       return true;
     }
     if (size > uringPayloadSize(h, entry.headerOffset)) {
@@ -603,7 +590,7 @@ export class UringTransport {
    * not linked to the commit because the commit must carry the byte count,
    * known only when the read completes.
    */
-  readFixed(entry: UringEntry, fd: number, offset: number, length: number): void {
+  #readFixed(entry: UringEntry, fd: number, offset: number, length: number): void {
     this.#count(entry, QueueCounter.fixedReads);
     if (this.#direct) {
       const n = libc.pread64(fd, entry.payloadPointer, BigInt(length), BigInt(offset));
@@ -615,24 +602,35 @@ export class UringTransport {
     this.#flushSoon();
   }
 
-  /** Write `length` bytes of the entry's request data to `fd`; the bytes written. */
-  writeFixed(
+  /**
+   * Move data between `fd` and the entry's payload for the dispatcher's
+   * path (a read answered with an FdSource, a write with an FdSink):
+   * READ_FIXED / WRITE_FIXED on the ring, or pread / pwrite on this thread;
+   * the bytes moved. Request data and reply data both start the payload.
+   */
+  transfer(
     entry: UringEntry,
+    dir: "read" | "write",
     fd: number,
     offset: number,
     length: number,
   ): number | Promise<number> {
-    this.#count(entry, QueueCounter.fixedWrites);
-    // Write data sits at the start of the payload (dataOffset === outOffset).
+    const read = dir === "read";
+    this.#count(entry, read ? QueueCounter.fixedReads : QueueCounter.fixedWrites);
     if (this.#direct) {
-      const n = libc.pwrite64(fd, entry.payloadPointer, BigInt(length), BigInt(offset));
-      if (n < 0) throw new SystemError("pwrite", errno(), `fd ${fd}`);
+      const n = (read ? libc.pread64 : libc.pwrite64)(
+        fd,
+        entry.payloadPointer,
+        BigInt(length),
+        BigInt(offset),
+      );
+      if (n < 0) throw new SystemError(read ? "pread" : "pwrite", errno(), `fd ${fd}`);
       return n;
     }
+    const prep = read ? prepReadFixed : prepWriteFixed;
     const p = this.#ring.submitOp(
-      "write_fixed",
-      (at) =>
-        prepWriteFixed(this.#ring.sqes, at, fd, entry.payloadAddress, length, offset, entry.id),
+      `${dir}_fixed`,
+      (at) => prep(this.#ring.sqes, at, fd, entry.payloadAddress, length, offset, entry.id),
     );
     this.#flushSoon();
     return p;
