@@ -48,34 +48,19 @@ export interface TransportCounters {
   fdWrites: number;
 }
 
+const COUNTER_NAMES = ["requests", "replies", "fdReads", "fdWrites"] as const;
+
 /** {@linkcode TransportCounters} kept in four Float64s another thread can read. */
 export function sharedCounters(v: Float64Array): TransportCounters {
-  return {
-    get requests() {
-      return v[0];
-    },
-    set requests(n) {
-      v[0] = n;
-    },
-    get replies() {
-      return v[1];
-    },
-    set replies(n) {
-      v[1] = n;
-    },
-    get fdReads() {
-      return v[2];
-    },
-    set fdReads(n) {
-      v[2] = n;
-    },
-    get fdWrites() {
-      return v[3];
-    },
-    set fdWrites(n) {
-      v[3] = n;
-    },
-  };
+  const counters = {} as TransportCounters;
+  COUNTER_NAMES.forEach((name, i) =>
+    Object.defineProperty(counters, name, {
+      get: () => v[i],
+      set: (n: number) => v[i] = n,
+      enumerable: true,
+    })
+  );
+  return counters;
 }
 
 /**
