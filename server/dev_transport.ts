@@ -22,7 +22,7 @@
 import { Errno, SystemError } from "../ffi/errno.ts";
 import { errno, libc } from "../ffi/libc.ts";
 import { PinnedRegion } from "../ffi/memory.ts";
-import { InHeader, Opcode, OutHeader, WriteIn } from "../ops/abi.ts";
+import { InHeader, Opcode, OutHeader, ReadIn, WriteIn } from "../ops/abi.ts";
 import type { Dispatcher } from "../ops/dispatch.ts";
 import { setU64 } from "../ops/codec.ts";
 import type { BackingIo } from "../ops/backing_io.ts";
@@ -79,6 +79,10 @@ const SLOT = {
 
 /** One request slot: a piece of pinned memory, and the Exchange over it. */
 class DevSlot extends SlotExchange {
+  /** The slot's index in its transport. */
+  readonly index: number;
+  /** The `/dev/fuse` fd the reply is written to (the one the request was read from). */
+  replyFd: number;
   /** Where a request is read in, and how much room it has. */
   readonly readPointer: Deno.PointerObject;
   readonly readSize: bigint;
@@ -90,11 +94,15 @@ class DevSlot extends SlotExchange {
   constructor(
     transport: DevTransport,
     region: PinnedRegion,
-    base: number,
+    index: number,
     size: number,
+    replyFd: number,
   ) {
+    const base = index * size;
     const headerOffset = base + SLOT.DATA - SLOT.REQUEST_HEAD;
     super(region.view, headerOffset, 0, region.view, base + SLOT.DATA, size - SLOT.DATA);
+    this.index = index;
+    this.replyFd = replyFd;
     this.#transport = transport;
     this.#region = region;
     this.#base = base;
@@ -158,7 +166,12 @@ export class DevTransport {
   #fd: number;
   #dispatcher: Dispatcher;
   #region: PinnedRegion;
-  #free: DevSlot[] = [];
+  #all: DevSlot[] = [];
+  #free: DevSlot[];
+  /** Where requests this thread does not answer go (a /dev/fuse thread without a FileSystem). */
+  #handOver: ((request: Uint8Array) => void) | null = null;
+  /** Called when a slot is free again, instead of the free list (slots filled by another thread). */
+  #onSlotFree: ((index: number) => void) | null = null;
   #slotWaiter: (() => void) | null = null;
   /** struct pollfd for /dev/fuse, then for the ring's fd once attached. */
   #pollfds = new Uint8Array(16);
@@ -193,9 +206,10 @@ export class DevTransport {
     this.#dispatcher = dispatcher;
     this.#slots = slots;
     this.#region = new PinnedRegion(slots * slotSize);
-    for (let i = slots - 1; i >= 0; i--) {
-      this.#free.push(new DevSlot(this, this.#region, i * slotSize, slotSize));
+    for (let i = 0; i < slots; i++) {
+      this.#all.push(new DevSlot(this, this.#region, i, slotSize, fd));
     }
+    this.#free = this.#all.toReversed();
     const pv = new DataView(this.#pollfds.buffer);
     pv.setInt32(0, fd, true);
     pv.setInt16(4, POLLIN, true);
@@ -226,6 +240,41 @@ export class DevTransport {
    */
   watchPending(count: () => number): void {
     this.#othersPending = count;
+  }
+
+  /**
+   * Hand every request this thread does not answer itself to `handOver`
+   * (with the request's bytes, valid during the call): all but READ and
+   * WRITE of handles backed by an fd. For a /dev/fuse thread whose
+   * FileSystem lives on another thread.
+   */
+  handOverTo(handOver: (request: Uint8Array) => void): void {
+    this.#handOver = handOver;
+  }
+
+  /**
+   * Serve the request another thread copied into slot `index` (`length`
+   * bytes, read from `replyFd`, which gets the reply); `onSlotFree` is told
+   * when the slot can take the next one. Such a transport is never `run`.
+   */
+  serveCopied(index: number, length: number, replyFd: number): void {
+    const slot = this.#all[index];
+    slot.replyFd = replyFd;
+    this.#handle(slot, length);
+  }
+
+  /** Report freed slots to `fn` instead of reusing them here (see {@linkcode serveCopied}). */
+  whenSlotFree(fn: (index: number) => void): void {
+    this.#onSlotFree = fn;
+  }
+
+  /** Where slot `index` takes a request in, and its room (for a thread that copies one in). */
+  slotArea(index: number): { address: bigint; size: number } {
+    const slot = this.#all[index];
+    return {
+      address: this.#region.address + BigInt(slot.headerOffset),
+      size: Number(slot.readSize),
+    };
   }
 
   /** Backing calls offered to the file system with each request. */
@@ -331,10 +380,15 @@ export class DevTransport {
     if (n < InHeader.SIZE || v.getUint32(o + InHeader.len, true) !== n) {
       // Without a whole header there is no unique id to answer.
       console.error(`denofuse: dropped a malformed request of ${n} bytes`);
-      this.#free.push(slot);
+      this.release(slot);
       return;
     }
     const opcode = v.getUint32(o + InHeader.opcode, true);
+    if (this.#handOver && !this.#servesHere(slot, opcode)) {
+      this.#handOver(slot.outBytes.subarray(o, o + n));
+      this.release(slot);
+      return;
+    }
     const body = n - InHeader.SIZE;
     const argSize = Math.min(this.#dispatcher.argSize(opcode), body);
     // INIT's argument grew over protocol versions: hand over all of it.
@@ -346,9 +400,18 @@ export class DevTransport {
     this.#dispatcher.dispatch(slot);
   }
 
+  /** READ or WRITE of a handle backed by an fd: served without the FileSystem. */
+  #servesHere(slot: DevSlot, opcode: number): boolean {
+    if (opcode !== Opcode.READ && opcode !== Opcode.WRITE) return false;
+    const a = slot.header;
+    const fh = slot.headerOffset + InHeader.SIZE + ReadIn.fh; // WriteIn.fh too
+    return a.getUint32(fh + 4, true) === 0 &&
+      this.#dispatcher.backingFds.get(a.getUint32(fh, true)) >= 0;
+  }
+
   /** Write the reply described by the slot's two iovecs, and free the slot. */
   send(slot: DevSlot, iovecs: Deno.PointerObject): void {
-    const n = libc.writev(this.#fd, iovecs, 2);
+    const n = libc.writev(slot.replyFd, iovecs, 2);
     if (n < 0) {
       const e = errno();
       // ENOENT: the request was interrupted or aborted; nobody waits for it.
@@ -364,6 +427,7 @@ export class DevTransport {
 
   /** Return a slot to the free list. */
   release(slot: DevSlot): void {
+    if (this.#onSlotFree) return this.#onSlotFree(slot.index);
     this.#free.push(slot);
     const wake = this.#slotWaiter;
     this.#slotWaiter = null;

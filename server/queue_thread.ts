@@ -14,7 +14,7 @@
  */
 
 import { pinThread } from "../ffi/libc.ts";
-import { Ring } from "../ffi/ring.ts";
+import { prepMsgRing, Ring } from "../ffi/ring.ts";
 import { DevTransport } from "./dev_transport.ts";
 import { cloneFuseDevice, closeFuseDevice } from "./mount.ts";
 import { BackingFdTable } from "../ops/backing_fds.ts";
@@ -60,6 +60,25 @@ export interface UringThreadSetup extends ThreadSetup {
   handOver: HandOver;
 }
 
+/**
+ * Where a /dev/fuse thread without a FileSystem puts the requests it does
+ * not answer: slots of the session's thread, claimed through `state`
+ * (Int32: a sequence bumped on every release, then per slot: claimed,
+ * length, reply fd), announced with a MSG_RING on the session's ring.
+ */
+export interface DevHandOver {
+  /** The session thread's ring. */
+  ringFd: number;
+  /** user_data of a handed-over request there; `res` is the slot. */
+  userData: number;
+  /** Where each slot takes a request. */
+  areas: bigint[];
+  /** Bytes each can take. */
+  room: number;
+  /** Claims, lengths and reply fds. */
+  state: SharedArrayBuffer;
+}
+
 /** A thread reading requests from a clone of the session's `/dev/fuse` fd. */
 export interface DevThreadSetup extends ThreadSetup {
   /** Which transport. */
@@ -70,6 +89,8 @@ export interface DevThreadSetup extends ThreadSetup {
   slotSize: number;
   /** This thread's index (its counters are the index-th four). */
   index: number;
+  /** Without a FileSystem in this thread: where other requests go. */
+  handOver?: DevHandOver;
 }
 
 /** What a serving thread is given to start. */
@@ -133,8 +154,13 @@ export function serveQueueThread(makeFileSystem?: FileSystemFactory): void {
       const backingFds = new BackingFdTable(s.backingFds);
       let serve: () => Promise<void>;
       if (s.kind === "dev") {
-        if (!makeFileSystem) throw new Error("a /dev/fuse thread needs a FileSystem of its own");
-        [serve, release] = devThread(s, await localDispatcher(makeFileSystem, s, backingFds));
+        // Without a FileSystem here, a dispatcher over none still serves
+        // READ and WRITE of fd-backed handles; the rest is handed over.
+        const dispatcher = makeFileSystem
+          ? await localDispatcher(makeFileSystem, s, backingFds)
+          : new Dispatcher({}, { backingFds });
+        if (!makeFileSystem) await dispatcher.adopt(s.connection);
+        [serve, release] = devThread(s, dispatcher);
         scope.onmessage = (m) => {
           if ((m.data as { type?: string }).type === "fault") {
             throw new Error("fault injected into a /dev/fuse thread");
@@ -209,10 +235,11 @@ function devThread(
   let ring: Ring | null = null;
   try {
     dev = new DevTransport(fd, dispatcher, s.slots, s.slotSize, counters);
-    if (s.backingIo === "ring") {
+    if (s.backingIo === "ring" || s.handOver) {
       ring = new Ring({ entries: 64 });
-      dev.attachRing(ring);
+      dev.attachRing(ring, s.backingIo === "ring");
     }
+    if (s.handOver) dev.handOverTo(handOver(s.handOver, ring!, fd));
   } catch (e) {
     closeFuseDevice(fd);
     throw e;
@@ -227,4 +254,31 @@ function devThread(
     closeFuseDevice(fd);
   };
   return [() => dev.run(), release];
+}
+
+/**
+ * Copy a request into a free slot of the session's thread and tell it on
+ * its ring; with every slot taken, wait (this thread has nothing else to
+ * do) until one is released.
+ */
+function handOver(h: DevHandOver, ring: Ring, replyFd: number): (request: Uint8Array) => void {
+  const state = new Int32Array(h.state);
+  const areas = h.areas.map((a) =>
+    new Uint8Array(Deno.UnsafePointerView.getArrayBuffer(Deno.UnsafePointer.create(a)!, h.room))
+  );
+  return (request) => {
+    for (;;) {
+      const seq = Atomics.load(state, 0);
+      for (let i = 0; i < areas.length; i++) {
+        if (Atomics.compareExchange(state, 1 + i * 3, 0, 1) !== 0) continue;
+        areas[i].set(request);
+        state[2 + i * 3] = request.length;
+        state[3 + i * 3] = replyFd;
+        prepMsgRing(ring.sqes, ring.sqe(), h.ringFd, i, h.userData);
+        ring.submit();
+        return;
+      }
+      Atomics.wait(state, 0, seq, 50);
+    }
+  };
 }

@@ -79,13 +79,22 @@ export interface MountOptions extends KernelMountOptions, DispatcherOptions {
 
 /** Request counts of a session, per transport. */
 export interface SessionCounters {
-  /** The /dev/fuse transport (INIT, FORGET, INTERRUPT, and everything without io_uring). */
+  /**
+   * The /dev/fuse transport on the session's thread (INIT, FORGET,
+   * INTERRUPT, and everything without io_uring): requests it read, and the
+   * replies and fd reads and writes it made, for those handed over by
+   * /dev/fuse threads too.
+   */
   dev: TransportCounters;
   /** The io_uring transport, when it serves. */
   uring?: UringCounters;
   /** Per kernel queue, when io_uring serves. */
   queues?: QueueCounters[];
-  /** Per /dev/fuse Worker (each reading a clone of the fd), when they serve. */
+  /**
+   * Per /dev/fuse Worker (each reading a clone of the fd), when they serve:
+   * the requests it read, and the replies and fd reads and writes it made
+   * itself (what it hands over is counted in `dev`).
+   */
   devThreads?: TransportCounters[];
 }
 
@@ -129,8 +138,17 @@ export class Session {
   /** Request counts per transport, and fixed-buffer read/write counts. */
   get counters(): SessionCounters {
     const uring = this.#uring;
+    // The session's thread answers requests read from its own fd and those
+    // handed over by the /dev/fuse threads.
+    const dev = { ...this.#dev.counters };
+    const more = this.#devThreads?.handedOver;
+    if (more) {
+      dev.replies += more.replies;
+      dev.fdReads += more.fdReads;
+      dev.fdWrites += more.fdWrites;
+    }
     return {
-      dev: { ...this.#dev.counters },
+      dev,
       ...(uring ? { uring: uring.counters, queues: uring.perQueueCounters } : {}),
       ...(this.#devThreads ? { devThreads: this.#devThreads.counters } : {}),
     };
@@ -239,7 +257,6 @@ export async function mount(
   let uring: UringQueues | null = null;
   let fatal: string | null = null;
   const threads = options.threads ?? possibleCpus();
-  const queueThreads = wantUring && threads > 1;
   let devThreads: DevThreads | null = null;
   let devRing: Ring | null = null;
   let kick = () => {};
@@ -257,7 +274,7 @@ export async function mount(
   };
   // Before the loop starts, so that its first wait watches the ring too.
   // (With one io_uring thread, that transport's own ring serves instead.)
-  if (queueThreads || (!wantUring && options.backingIo !== "direct")) attachDevRing();
+  if (threads > 1 || (!wantUring && options.backingIo !== "direct")) attachDevRing();
   const devRunning = dev.run();
   const serving = devRunning;
   const closed = serving.catch((e) => {
@@ -274,6 +291,7 @@ export async function mount(
     }
     await (uring as UringQueues | null)?.stop();
     await (devThreads as DevThreads | null)?.stop();
+    await (devThreads as DevThreads | null)?.close();
     await dev.close();
     await (uring as UringQueues | null)?.close();
     await (devRing as Ring | null)?.close();
@@ -332,8 +350,9 @@ export async function mount(
       throw new MountError(`io_uring transport: ${fallbackReason}`);
     }
     if (fallbackReason && choice === "auto") notice(`serving over /dev/fuse: ${fallbackReason}`);
-    if (!uring && threads > 1 && options.perQueue) {
-      // More readers of /dev/fuse, each with the FileSystem of its own.
+    if (!uring && !devRing && (options.backingIo !== "direct" || threads > 1)) attachDevRing();
+    if (!uring && threads > 1 && devRing) {
+      // More readers of /dev/fuse, each a clone of the fd.
       const more = new DevThreads({
         threads,
         slots: options.maxInFlight ?? 16,
@@ -344,11 +363,18 @@ export async function mount(
         attrTimeout: options.attrTimeout,
         debug: debug !== undefined,
       });
-      const why = await more.start(fd, dispatcher, connection, onFatal);
+      dev.watchPending(() => more.holding);
+      const why = await more.start(
+        fd,
+        dispatcher,
+        connection,
+        onFatal,
+        devRing,
+        options.backingIo !== "direct",
+      );
       if (why) notice(`serving /dev/fuse from one thread: ${why}`);
       else devThreads = more;
     }
-    if (!uring && !devRing && options.backingIo !== "direct") attachDevRing();
     if (debug) {
       debug(
         `transport: ${uring ? "io_uring" : "dev"}${fallbackReason ? ` (${fallbackReason})` : ""}`,

@@ -19,9 +19,11 @@ const repo = new URL("..", import.meta.url).pathname;
 const deno = Deno.execPath();
 
 /** Requests served over `transport` so far. */
+/** Requests read by the transport's threads (the session's, and any /dev/fuse threads). */
 function served(session: Session, transport: string): number {
   const c = session.counters;
-  return transport === "io_uring" ? c.uring?.requests ?? 0 : c.dev.requests;
+  if (transport === "io_uring") return c.uring?.requests ?? 0;
+  return c.dev.requests + (c.devThreads ?? []).reduce((n, t) => n + t.requests, 0);
 }
 
 transportTest("hello: Deno fs API and ls/stat/cat see one read-only file", async (transport) => {

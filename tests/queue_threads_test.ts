@@ -106,7 +106,18 @@ for (const backingIo of ["ring", "direct"] as const) {
 transportTest(
   "queue threads: concurrent readers and writers on every CPU see the source",
   async (t) => {
-    await withPassthroughSession(t, undefined, everyCpuWorkload);
+    await withPassthroughSession(t, undefined, async (mnt, src, s) => {
+      await everyCpuWorkload(mnt, src);
+      if (t === "dev") {
+        // /dev/fuse threads without a FileSystem of their own: they move the
+        // data of fd-backed handles themselves and hand the rest over.
+        const threads = s.counters.devThreads!;
+        assert.equal(threads.length, CPUS);
+        const sum = (k: "fdReads" | "fdWrites") => threads.reduce((n, c) => n + c[k], 0);
+        assert.ok(sum("fdWrites") > 0 && sum("fdReads") > 0, JSON.stringify(s.counters));
+        assert.ok(s.counters.dev.replies > 0, "handed-over requests answered");
+      }
+    });
     // And with a passthrough in every serving thread (on /dev/fuse: a
     // thread per clone of the fd), each thread doing its share.
     await withPassthroughSession(
