@@ -38,9 +38,10 @@ export const MOUNT_OPTIONS_HELP = `Options:
      io_uring               require FUSE-over-io_uring (fail if unavailable)
      no_io_uring            serve over /dev/fuse only
      io_uring_q_depth=N     ring entries per queue (default 8)
-     threads=N              io_uring queue threads (default: one per CPU
-                            queue, each pinned to its CPU); 1: serve every
-                            queue from the main thread
+     threads=N              serving threads (default: one per CPU: io_uring
+                            queue threads pinned to their CPU, or /dev/fuse
+                            threads each reading a clone of the fd); 1: the
+                            main thread serves alone
      backing_io=MODE        ring: backing calls as io_uring operations;
                             direct: system calls on the serving thread;
                             auto (default): the server's choice

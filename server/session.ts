@@ -40,12 +40,13 @@ export interface MountOptions extends KernelMountOptions, DispatcherOptions {
   /** Ring entries per kernel queue for io_uring (default 8). */
   queueDepth?: number;
   /**
-   * Threads serving the io_uring transport's kernel queues (one queue per
-   * CPU). Default: one per queue, each a Worker pinned to its queue's CPU,
-   * serving READ and WRITE of fd-backed handles itself and handing every
-   * other request to the thread that holds the FileSystem. Fewer threads
-   * serve several queues each; `1` serves every queue from the calling
-   * thread, with no Worker at all.
+   * Serving threads, besides this thread's own /dev/fuse loop (default: one
+   * per possible CPU). On io_uring, Workers that each serve a kernel queue
+   * (one queue per CPU), pinned to its CPU; on /dev/fuse, Workers that each
+   * read a clone of the fd. Without a FileSystem of their own (`perQueue`)
+   * they serve READ and WRITE of fd-backed handles themselves and hand
+   * every other request to `fs` on this thread. `1`: this thread serves
+   * alone, with no Worker at all.
    */
   threads?: number;
   /**
