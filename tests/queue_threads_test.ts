@@ -118,6 +118,12 @@ transportTest(
         assert.ok(s.counters.dev.replies > 0, "handed-over requests answered");
       }
     });
+    // With the calling thread alone.
+    await withPassthroughSession(t, 1, async (mnt, src, s) => {
+      await everyCpuWorkload(mnt, src);
+      assert.equal(s.threads, 1);
+      assert.equal(s.counters.devThreads, undefined);
+    });
     // And with a passthrough in every serving thread (on /dev/fuse: a
     // thread per clone of the fd), each thread doing its share.
     await withPassthroughSession(
