@@ -433,6 +433,10 @@ export class Passthrough implements FileSystem {
       O.RDONLY | O.DIRECTORY | O.CLOEXEC,
       0,
     );
+    if (fd >= DIR_FD_LIMIT) {
+      close(fd);
+      throw new FuseError(Errno.EMFILE);
+    }
     // The handle names the fd, and is never reused: another queue thread
     // may serve the next readdir, and keeps a snapshot of its own.
     return { fh: this.#table.unique() * DIR_FD_LIMIT + fd };

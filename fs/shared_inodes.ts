@@ -26,8 +26,9 @@ const SLOTS = 1 << SLOT_BITS;
 // A slot: fd + 1 (0: free), nlookup, generation, flags, dev major, dev minor, ino low, ino high.
 const FD = 0, NLOOKUP = 1, GEN = 2, FLAGS = 3, MAJOR = 4, MINOR = 5, INO_LO = 6, INO_HI = 7;
 const SLOT_WORDS = 8;
-// Header words: the lock, the live count, the free-stack top, the next never-used slot, a counter.
-const LOCK = 0, LIVE = 1, FREE_TOP = 2, NEXT_SLOT = 3, COUNTER = 4;
+// Header words: the lock, the live count, the free-stack top, the next never-used slot, a
+// counter, and the capacity (so that another thread's view knows the layout).
+const LOCK = 0, LIVE = 1, FREE_TOP = 2, NEXT_SLOT = 3, COUNTER = 4, CAPACITY = 7;
 const HEADER_WORDS = 8;
 const EMPTY = 0, TOMBSTONE = -1;
 
@@ -70,7 +71,7 @@ export class SharedInodeTable {
   constructor(bufferOrCapacity: SharedArrayBuffer | number = SLOTS) {
     const capacity = typeof bufferOrCapacity === "number"
       ? bufferOrCapacity
-      : new Int32Array(bufferOrCapacity, 0, HEADER_WORDS)[7];
+      : new Int32Array(bufferOrCapacity, 0, HEADER_WORDS)[CAPACITY];
     if (!(capacity > 1 && capacity <= SLOTS)) throw new RangeError(`capacity ${capacity}`);
     const indexSize = 1 << Math.ceil(Math.log2(capacity * 2));
     const words = HEADER_WORDS + capacity * SLOT_WORDS + capacity + indexSize;
@@ -88,7 +89,7 @@ export class SharedInodeTable {
     );
     this.#indexMask = indexSize - 1;
     if (typeof bufferOrCapacity === "number") {
-      this.#head[7] = capacity;
+      this.#head[CAPACITY] = capacity;
       this.#head[NEXT_SLOT] = 2; // slot 0: no node id 0; slot 1: the root
     }
   }
