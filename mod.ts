@@ -51,6 +51,7 @@ export {
   type TransportChoice,
 } from "./server/session.ts";
 export { type KernelMountOptions, MountError } from "./server/mount.ts";
+export { formatProbe, probe, type ProbeLine } from "./server/probe.ts";
 export type { TransportCounters } from "./server/dev_transport.ts";
 export type { UringCounters } from "./server/uring_transport.ts";
 export type { PerQueueFileSystem, QueueCounters } from "./server/uring_queues.ts";

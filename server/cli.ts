@@ -9,12 +9,15 @@
 import type { FileSystem } from "../ops/filesystem.ts";
 import { FUSE_KERNEL_MINOR_VERSION, FUSE_KERNEL_VERSION } from "../ops/abi.ts";
 import { MountError } from "./mount.ts";
+import { formatProbe, probe } from "./probe.ts";
 import { mount, type MountOptions, type Session } from "./session.ts";
 
 /** A parsed command line. */
 export interface MountCommandLine {
   /** `--version` was asked for: print it and exit. */
   version?: boolean;
+  /** `--probe` was asked for: print what the kernel offers and exit. */
+  probe?: boolean;
   /** The positional arguments (e.g. SOURCE MOUNTPOINT). */
   positionals: string[];
   /** Mount options from `-o` and `-d`. */
@@ -50,7 +53,10 @@ export const MOUNT_OPTIONS_HELP = `Options:
      entry_timeout=S        seconds names are cached (default 1)
      attr_timeout=S         seconds attributes are cached (default 1)
   -h, --help              show this help
-  -V, --version           show the denofuse and FUSE protocol versions`;
+  -V, --version           show the denofuse and FUSE protocol versions
+  --probe                 show what this kernel offers (io_uring, fixed
+                          buffers, buffer rings, FUSE zero-copy), without
+                          mounting`;
 
 /** Thrown for a bad command line; `message` says what is wrong. */
 export class UsageError extends Error {
@@ -98,6 +104,7 @@ export function parseMountArgs(
     if (arg === "-V" || arg === "--version") {
       return { positionals, options, extra: own, version: true };
     }
+    if (arg === "--probe") return { positionals, options, extra: own, probe: true };
     if (arg === "-d") {
       options.debug = (line) => console.error(line);
       continue;
@@ -186,6 +193,10 @@ export async function runMain(
     const cli = parseMountArgs(Deno.args);
     if (!cli) {
       console.log(`${usage}\n${MOUNT_OPTIONS_HELP}`);
+      return;
+    }
+    if (cli.probe) {
+      console.log(formatProbe(probe()));
       return;
     }
     if (cli.version) {

@@ -1,0 +1,229 @@
+/**
+ * What this kernel offers, found out without mounting anything: each
+ * feature the transports can use, tried on a throwaway io_uring where it
+ * can be, with the reason when it is absent (`--probe` on the command line).
+ *
+ * The kernel-managed buffer ring of the FUSE buffer-ring and zero-copy
+ * series (not in mainline) is registered with opcode 38 on the ported
+ * series this project is tested with; the series as posted used 37, which
+ * mainline 7.1+ gives to IORING_REGISTER_BPF_FILTER, so 37 is never tried.
+ * A registration is believed only if the buffers it promises can also be
+ * mapped at the kernel-managed ring offset, so an opcode that means
+ * something else on some kernel is not mistaken for it.
+ *
+ * @module
+ */
+
+import { errnoName } from "../ffi/errno.ts";
+import { close, libc, readSmallFile } from "../ffi/libc.ts";
+import { liburing } from "../ffi/liburing.ts";
+import { PinnedRegion } from "../ffi/memory.ts";
+import { IORING_OP, Ring } from "../ffi/ring.ts";
+import { FUSE_KERNEL_MINOR_VERSION, FUSE_KERNEL_VERSION } from "../ops/abi.ts";
+import { openFuseDevice } from "./mount.ts";
+import { uringUnavailable } from "./uring_transport.ts";
+
+/** One feature: whether this kernel offers it, and what was seen. */
+export interface ProbeLine {
+  /** What was looked for. */
+  feature: string;
+  /** Whether it is there. */
+  available: boolean;
+  /** What was seen, or why it is absent. */
+  detail: string;
+}
+
+const IORING_REGISTER_PBUF_RING = 22;
+const IORING_UNREGISTER_PBUF_RING = 23;
+/** Kernel-managed buffer rings on the ported series (37 in the series as posted). */
+export const IORING_REGISTER_KMBUF_RING = 38;
+/** See {@linkcode IORING_REGISTER_KMBUF_RING}. */
+export const IORING_UNREGISTER_KMBUF_RING = 39;
+/** mmap offset of a kernel-managed ring's buffers (bgid << 16 added). */
+const IORING_OFF_KMBUF_RING = 0x88000000n;
+const IO_URING_OP_SUPPORTED = 1;
+const PROT_RW = 3;
+const MAP_SHARED = 1;
+
+/** `struct io_uring_buf_reg` (40 bytes): ring_addr / buf_size, ring_entries, bgid, flags. */
+function bufReg(first: bigint, entries: number, bgid: number): PinnedRegion {
+  const reg = new PinnedRegion(40);
+  reg.view.setBigUint64(0, first, true);
+  reg.view.setUint32(8, entries, true);
+  reg.view.setUint16(12, bgid, true);
+  return reg;
+}
+
+function register(ring: Ring, opcode: number, arg: PinnedRegion, n: number): number {
+  return liburing().io_uring_register(ring.fd, opcode, arg.pointer, n);
+}
+
+/** Which io_uring opcodes the kernel supports (io_uring_get_probe_ring). */
+function supportedOps(ring: Ring): Set<number> {
+  const ops = new Set<number>();
+  const probe = liburing().io_uring_get_probe_ring(ring.pointer);
+  if (!probe) return ops;
+  try {
+    // struct io_uring_probe: last_op u8, ops_len u8, resv..., ops[] of 8 bytes at 16.
+    const head = new Deno.UnsafePointerView(probe);
+    const count = head.getUint8(1);
+    for (let i = 0; i < count; i++) {
+      const op = head.getUint8(16 + i * 8);
+      if (head.getUint16(16 + i * 8 + 2) & IO_URING_OP_SUPPORTED) ops.add(op);
+    }
+  } finally {
+    liburing().io_uring_free_probe(probe);
+  }
+  return ops;
+}
+
+function kernelRelease(): string {
+  try {
+    return readSmallFile("/proc/sys/kernel/osrelease").trim();
+  } catch {
+    return "unknown";
+  }
+}
+
+/** Probe the running kernel. Mounts nothing; makes and closes throwaway rings. */
+export function probe(): ProbeLine[] {
+  const lines: ProbeLine[] = [];
+  const line = (feature: string, available: boolean, detail: string) =>
+    lines.push({ feature, available, detail });
+
+  let fuse = false;
+  try {
+    close(openFuseDevice());
+    fuse = true;
+    line(
+      "FUSE",
+      true,
+      `/dev/fuse opens; kernel ${kernelRelease()}; this build speaks ` +
+        `${FUSE_KERNEL_VERSION}.${FUSE_KERNEL_MINOR_VERSION} (the kernel's own version is agreed at mount)`,
+    );
+  } catch (e) {
+    line("FUSE", false, (e as Error).message);
+  }
+  const uringOff = uringUnavailable();
+  line("FUSE-over-io_uring", fuse && uringOff === null, uringOff ?? "enable_uring=Y");
+
+  let ring: Ring;
+  try {
+    ring = new Ring({ entries: 8 });
+  } catch (e) {
+    const why = `io_uring cannot be set up: ${(e as Error).message}`;
+    line("io_uring", false, why);
+    for (
+      const f of [
+        "fixed buffers (sparse table)",
+        "MSG_RING",
+        "provided buffer rings",
+        "kernel-managed buffer rings",
+        "FUSE buffer ring",
+        "FUSE zero-copy",
+      ]
+    ) line(f, false, why);
+    return lines;
+  }
+  try {
+    const ops = supportedOps(ring);
+    const needed = [IORING_OP.URING_CMD, IORING_OP.READ_FIXED, IORING_OP.WRITE_FIXED];
+    const missing = needed.filter((op) => !ops.has(op));
+    line(
+      "io_uring",
+      missing.length === 0,
+      missing.length === 0
+        ? "URING_CMD, READ_FIXED and WRITE_FIXED supported"
+        : `opcodes ${missing.join(", ")} not supported`,
+    );
+    line(
+      "fixed buffers (sparse table)",
+      ...trySparse(ring),
+    );
+    line(
+      "MSG_RING",
+      ops.has(IORING_OP.MSG_RING),
+      ops.has(IORING_OP.MSG_RING)
+        ? "queue threads hand requests over without a thread pool"
+        : "not supported (needs Linux 5.18+)",
+    );
+    line("provided buffer rings", ...tryProvided(ring));
+    const [kmbuf, kmbufDetail] = tryKernelManaged(ring);
+    line("kernel-managed buffer rings", kmbuf, kmbufDetail);
+    const fuseSide = "FUSE's side is known only at REGISTER on a mounted connection";
+    line(
+      "FUSE buffer ring",
+      kmbuf,
+      kmbuf ? `the ring can hold it; ${fuseSide}` : "needs kernel-managed buffer rings",
+    );
+    line(
+      "FUSE zero-copy",
+      kmbuf,
+      kmbuf
+        ? `needs the FUSE buffer ring and CAP_SYS_ADMIN; ${fuseSide}`
+        : "needs the FUSE buffer ring",
+    );
+  } finally {
+    ring.close();
+  }
+  return lines;
+}
+
+function trySparse(ring: Ring): [boolean, string] {
+  try {
+    ring.registerSparseBuffers(4);
+    return [true, "READ_FIXED / WRITE_FIXED into registered slots"];
+  } catch (e) {
+    return [false, (e as Error).message];
+  }
+}
+
+function tryProvided(ring: Ring): [boolean, string] {
+  const bufs = new PinnedRegion(4096); // the ring of 1 entry lives in a page
+  const reg = bufReg(bufs.address, 1, 7);
+  try {
+    const ret = register(ring, IORING_REGISTER_PBUF_RING, reg, 1);
+    if (ret < 0) return [false, `IORING_REGISTER_PBUF_RING: ${errnoName(-ret)}`];
+    register(ring, IORING_UNREGISTER_PBUF_RING, reg, 1);
+    return [true, "IORING_REGISTER_PBUF_RING"];
+  } finally {
+    reg.close();
+    bufs.close();
+  }
+}
+
+function tryKernelManaged(ring: Ring): [boolean, string] {
+  const bgid = 0;
+  const reg = bufReg(4096n, 1, bgid); // buf_size 4096, one buffer
+  try {
+    const ret = register(ring, IORING_REGISTER_KMBUF_RING, reg, 1);
+    if (ret < 0) {
+      return [
+        false,
+        `IORING_REGISTER_KMBUF_RING (${IORING_REGISTER_KMBUF_RING}): ${errnoName(-ret)}: ` +
+        "this kernel does not carry the FUSE buffer-ring series (mainline does not)",
+      ];
+    }
+    const offset = IORING_OFF_KMBUF_RING | (BigInt(bgid) << 16n);
+    const addr = libc.mmap(null, 4096n, PROT_RW, MAP_SHARED, ring.fd, offset);
+    const mapped = addr !== null && BigInt(Deno.UnsafePointer.value(addr)) !== 0xffffffffffffffffn;
+    if (mapped) libc.munmap(addr, 4096n);
+    register(ring, IORING_UNREGISTER_KMBUF_RING, reg, 1);
+    return mapped
+      ? [true, `IORING_REGISTER_KMBUF_RING (${IORING_REGISTER_KMBUF_RING}), buffers mapped`]
+      : [
+        false,
+        `opcode ${IORING_REGISTER_KMBUF_RING} was accepted but no kernel-managed buffers map: ` +
+        "it means something else on this kernel",
+      ];
+  } finally {
+    reg.close();
+  }
+}
+
+/** The probe as lines for a terminal: `yes`/`no`, the feature, and what was seen. */
+export function formatProbe(lines: ProbeLine[]): string {
+  const width = Math.max(...lines.map((l) => l.feature.length));
+  return lines.map((l) => `${l.available ? "yes" : "no "}  ${l.feature.padEnd(width)}  ${l.detail}`)
+    .join("\n");
+}

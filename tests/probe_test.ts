@@ -1,0 +1,77 @@
+// `--probe`: what the kernel offers, found without mounting, one line per
+// feature with the reason when it is absent; it leaves nothing behind.
+import assert from "node:assert/strict";
+import { probe } from "../mod.ts";
+import { canMount, run, uringMissing, uringTest } from "./helpers.ts";
+
+const FEATURES = [
+  "FUSE",
+  "FUSE-over-io_uring",
+  "io_uring",
+  "fixed buffers (sparse table)",
+  "MSG_RING",
+  "provided buffer rings",
+  "kernel-managed buffer rings",
+  "FUSE buffer ring",
+  "FUSE zero-copy",
+];
+
+function openFds(): number {
+  return [...Deno.readDirSync("/proc/self/fd")].length;
+}
+
+Deno.test({
+  name: "probe: every feature once, in order, the reason when absent; nothing left open",
+  ignore: !canMount,
+  fn() {
+    const before = openFds();
+    const lines = probe();
+    assert.deepEqual(lines.map((l) => l.feature), FEATURES);
+    assert.equal(openFds(), before);
+    const by = Object.fromEntries(lines.map((l) => [l.feature, l]));
+    assert.equal(by["FUSE"].available, true);
+    assert.equal(by["FUSE-over-io_uring"].available, uringMissing === null);
+    for (const l of lines) assert.ok(l.detail.length > 0, l.feature);
+    // The buffer-ring modes follow from the kernel-managed ring.
+    const kmbuf = by["kernel-managed buffer rings"].available;
+    assert.equal(by["FUSE buffer ring"].available, kmbuf);
+    assert.equal(by["FUSE zero-copy"].available, kmbuf);
+    if (!kmbuf) {
+      assert.match(by["kernel-managed buffer rings"].detail, /\(38\): E[A-Z]+/);
+      assert.match(by["FUSE zero-copy"].detail, /needs the FUSE buffer ring/);
+    }
+  },
+});
+
+Deno.test({
+  name: "probe: --probe on the command line, with --allow-ffi only",
+  ignore: !canMount,
+  async fn() {
+    const out = await run(
+      Deno.execPath(),
+      "run",
+      "--allow-ffi",
+      new URL("../examples/passthrough.ts", import.meta.url).pathname,
+      "--probe",
+    );
+    assert.equal(out.code, 0, out.stderr);
+    const rows = out.stdout.trim().split("\n");
+    assert.equal(rows.length, FEATURES.length);
+    rows.forEach((row, i) =>
+      assert.match(row, new RegExp(`^(yes|no ) {2}${FEATURES[i].replace(/[()]/g, "\\$&")} `))
+    );
+  },
+});
+
+uringTest("probe: with enable_uring off, says how to switch it on", async () => {
+  const param = "/sys/module/fuse/parameters/enable_uring";
+  const before = (await Deno.readTextFile(param)).trim();
+  await Deno.writeTextFile(param, "N");
+  try {
+    const line = probe().find((l) => l.feature === "FUSE-over-io_uring")!;
+    assert.equal(line.available, false);
+    assert.match(line.detail, /echo Y > \/sys\/module\/fuse\/parameters\/enable_uring/);
+  } finally {
+    await Deno.writeTextFile(param, before);
+  }
+});
