@@ -353,6 +353,9 @@ export class DevTransport {
    * freed under it.
    */
   async close(graceMs = 2000): Promise<void> {
+    // A transport that never ran (slots for requests other threads copy
+    // in) still holds its yield channel, which keeps the process alive.
+    this.#closeYield();
     const deadline = Date.now() + graceMs;
     while (this.#free.length < this.#slots && Date.now() < deadline) {
       await new Promise((resolve) => setTimeout(resolve, 10));

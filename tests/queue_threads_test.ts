@@ -10,7 +10,16 @@ import { PASSTHROUGH_QUEUE_SOURCE } from "../fs/gen/passthrough_queue_source.ts"
 import { hello } from "../examples/hello.ts";
 import { possibleCpus } from "../server/uring_transport.ts";
 import { type FileSystem, mount, S, type Session } from "../mod.ts";
-import { isMounted, run, sh, tempMountpoint, transportTest, uringTest } from "./helpers.ts";
+import {
+  isMounted,
+  reap,
+  run,
+  sh,
+  startServer,
+  tempMountpoint,
+  transportTest,
+  uringTest,
+} from "./helpers.ts";
 
 const CPUS = possibleCpus();
 
@@ -384,6 +393,34 @@ transportTest(
     } finally {
       await cleanup();
       await Deno.remove(src, { recursive: true });
+    }
+  },
+);
+
+transportTest(
+  "queue threads: hello's command line exits on SIGTERM with its threads",
+  async (t) => {
+    const [mnt, cleanup] = await tempMountpoint();
+    try {
+      // hello has no FileSystem per thread: its serving threads hand requests over.
+      const opt = t === "io_uring" ? "io_uring" : "no_io_uring";
+      const { child, out } = await startServer(["examples/hello.ts", mnt, "-o", opt]);
+      try {
+        assert.match(out, new RegExp(`over ${t}`));
+        const cats = await Promise.all(
+          Array.from({ length: CPUS }, (_, c) => sh(`taskset -c ${c} cat ${mnt}/hello`)),
+        );
+        assert.deepEqual(cats, Array(CPUS).fill("Hello, World!\n"));
+        child.kill("SIGTERM");
+        assert.equal((await reap(child)).code, 0); // nothing left to keep the process alive
+        assert.equal(isMounted(mnt), false);
+      } finally {
+        try {
+          child.kill("SIGKILL");
+        } catch { /* gone */ }
+      }
+    } finally {
+      await cleanup();
     }
   },
 );
