@@ -53,8 +53,6 @@ export const IORING_SETUP = {
   COOP_TASKRUN: 1 << 8,
   SQE128: 1 << 10,
   CQE32: 1 << 11,
-  SINGLE_ISSUER: 1 << 12,
-  DEFER_TASKRUN: 1 << 13,
 } as const;
 
 /** SQE flags. */
@@ -133,8 +131,6 @@ export interface RingOptions {
   entries: number;
   /** Completion queue size (default 2 × entries). */
   cqEntries?: number;
-  /** More `IORING_SETUP_*` flags (SQE128, CQE32, CQSIZE and SUBMIT_ALL are always set). */
-  flags?: number;
 }
 
 /** One io_uring with 128-byte SQEs and 32-byte CQEs. */
@@ -177,8 +173,7 @@ export class Ring {
     pv.setUint32(256 + 4, cqEntries, true); // cq_entries
     pv.setUint32(
       256 + 8,
-      IORING_SETUP.SQE128 | IORING_SETUP.CQE32 | IORING_SETUP.CQSIZE | IORING_SETUP.SUBMIT_ALL |
-        (options.flags ?? 0),
+      IORING_SETUP.SQE128 | IORING_SETUP.CQE32 | IORING_SETUP.CQSIZE | IORING_SETUP.SUBMIT_ALL,
       true,
     );
     checkUring(
@@ -235,20 +230,6 @@ export class Ring {
     this.#mem.view.setUint32(R.sq + R.sqSqeTail, this.#sqeTail, true);
     this.#flushedTail = this.#sqeTail;
     return checkUring(liburing().io_uring_submit(this.pointer), "io_uring_submit");
-  }
-
-  /**
-   * Submit what is prepared and block this thread in the kernel until at
-   * least one completion is queued. Only for a thread that does nothing
-   * else (a queue Worker): the kernel runs the ring's task work, such as
-   * delivering a FUSE request, on the waiting thread itself.
-   */
-  submitAndWait(): void {
-    this.#mem.view.setUint32(R.sq + R.sqSqeTail, this.#sqeTail, true);
-    this.#flushedTail = this.#sqeTail;
-    const ret = liburing().io_uring_submit_and_wait(this.pointer, 1);
-    // EINTR: a signal arrived while waiting; the caller simply reaps and waits again.
-    if (ret < 0 && ret !== -4) checkUring(ret, "io_uring_submit_and_wait");
   }
 
   /** Whether SQEs were prepared since the last submit. */

@@ -52,6 +52,14 @@ export class BackingFdTable {
     return Atomics.load(this.#slots, fh) - 1;
   }
 
+  /**
+   * The fd backing the handle whose 64-bit number sits at `offset` in
+   * `view` (a request's `fh`, as the kernel sent it), or -1.
+   */
+  fdAt(view: DataView, offset: number): number {
+    return view.getUint32(offset + 4, true) === 0 ? this.get(view.getUint32(offset, true)) : -1;
+  }
+
   /** Forget `fh` (on RELEASE, before the FileSystem closes the fd). */
   delete(fh: number): void {
     if (fh >= 0 && fh < this.#slots.length) Atomics.store(this.#slots, fh, 0);

@@ -406,10 +406,8 @@ export class DevTransport {
   /** READ or WRITE of a handle backed by an fd: served without the FileSystem. */
   #servesHere(slot: DevSlot, opcode: number): boolean {
     if (opcode !== Opcode.READ && opcode !== Opcode.WRITE) return false;
-    const a = slot.header;
     const fh = slot.headerOffset + InHeader.SIZE + ReadIn.fh; // WriteIn.fh too
-    return a.getUint32(fh + 4, true) === 0 &&
-      this.#dispatcher.backingFds.get(a.getUint32(fh, true)) >= 0;
+    return this.#dispatcher.backingFds.fdAt(slot.header, fh) >= 0;
   }
 
   /** Write the reply described by the slot's two iovecs, and free the slot. */

@@ -119,13 +119,13 @@ interface WorkerScope {
  */
 export type FileSystemFactory = (data: unknown) => MaybePromise<FileSystem>;
 
-/** A dispatcher for a FileSystem in this thread, on the session's connection. */
+/** A dispatcher in this thread for `fs`, on the session's connection. */
 async function localDispatcher(
-  make: FileSystemFactory,
+  fs: FileSystem,
   s: QueueThreadSetup,
   backingFds: BackingFdTable,
 ): Promise<Dispatcher> {
-  const dispatcher = new Dispatcher(await make(s.data), {
+  const dispatcher = new Dispatcher(fs, {
     entryTimeout: s.entryTimeout,
     attrTimeout: s.attrTimeout,
     debug: s.debug ? (line) => console.error(line) : undefined,
@@ -140,8 +140,8 @@ async function localDispatcher(
  * with `makeFileSystem`, a FileSystem made from the session's `data`
  * answers every request here, and without one, READ and WRITE of fd-backed
  * handles are served here and the rest handed over. On /dev/fuse: requests
- * read from a clone of the session's fd, answered by a FileSystem here
- * (`makeFileSystem` is required).
+ * read from a clone of the session's fd, answered the same way (handed
+ * over by copying them into slots of the session's thread).
  */
 export function serveQueueThread(makeFileSystem?: FileSystemFactory): void {
   const scope = globalThis as unknown as WorkerScope;
@@ -156,11 +156,8 @@ export function serveQueueThread(makeFileSystem?: FileSystemFactory): void {
       if (s.kind === "dev") {
         // Without a FileSystem here, a dispatcher over none still serves
         // READ and WRITE of fd-backed handles; the rest is handed over.
-        const dispatcher = makeFileSystem
-          ? await localDispatcher(makeFileSystem, s, backingFds)
-          : new Dispatcher({}, { backingFds });
-        if (!makeFileSystem) await dispatcher.adopt(s.connection);
-        [serve, release] = devThread(s, dispatcher);
+        const fs = makeFileSystem ? await makeFileSystem(s.data) : {};
+        [serve, release] = devThread(s, await localDispatcher(fs, s, backingFds));
         scope.onmessage = (m) => {
           if ((m.data as { type?: string }).type === "fault") {
             throw new Error("fault injected into a /dev/fuse thread");
@@ -177,7 +174,7 @@ export function serveQueueThread(makeFileSystem?: FileSystemFactory): void {
       } else {
         pinThread(s.cpus);
         const dispatcher = makeFileSystem
-          ? await localDispatcher(makeFileSystem, s, backingFds)
+          ? await localDispatcher(await makeFileSystem(s.data), s, backingFds)
           : undefined;
         const transport = new UringTransport({
           fuseFd: s.fuseFd,

@@ -277,8 +277,7 @@ export async function mount(
   // (With one io_uring thread, that transport's own ring serves instead.)
   if (threads > 1 || (!wantUring && options.backingIo !== "direct")) attachDevRing();
   const devRunning = dev.run();
-  const serving = devRunning;
-  const closed = serving.catch((e) => {
+  const closed = devRunning.catch((e) => {
     console.error(`denofuse: ${path}: transport failed:`, e);
     try {
       unmountFuse(path);

@@ -164,7 +164,7 @@ export class UringQueues {
   #local: { transport: UringTransport; memory: EntryMemory } | null = null;
   #workers: QueueWorker[] = [];
   #entries: HandedOverEntry[] = [];
-  #counters = new SharedArrayBuffer(0);
+  #counters: SharedArrayBuffer;
   #handOverUserData = -1;
   /** Handed-over requests not yet answered (their memory must stay). */
   #held = 0;

@@ -199,9 +199,6 @@ class UringEntry extends SlotExchange {
   readonly payloadAddress: bigint;
   /** The same address as a pointer, made once (direct preads and pwrites use it). */
   readonly payloadPointer: Deno.PointerValue;
-  /** The user_data of this entry's READ_FIXED and WRITE_FIXED. */
-  readId = -1;
-  writeId = -1;
   #t: UringTransport;
 
   constructor(
@@ -239,11 +236,11 @@ class UringEntry extends SlotExchange {
   }
 
   protected readInto(fd: number, offset: number, length: number): number | Promise<number> {
-    return this.#t.transfer(this, "read", fd, offset, length);
+    return this.#t.transfer(this, true, fd, offset, length);
   }
 
   protected writeFrom(fd: number, offset: number, length: number): number | Promise<number> {
-    return this.#t.transfer(this, "write", fd, offset, length);
+    return this.#t.transfer(this, false, fd, offset, length);
   }
 
   noReply(): void {
@@ -355,10 +352,6 @@ export class UringTransport {
         if (this.#ring.register((res) => this.#arrived(entry, res)) !== id) {
           throw new Error("ring ids out of step with entry ids");
         }
-      }
-      for (const entry of this.#entries) {
-        entry.readId = this.#ring.register((res) => this.#readDone(entry, res));
-        entry.writeId = this.#ring.register((res) => this.#writeDone(entry, res));
       }
       this.commitUserData = this.#ring.register((res) => this.#commit(this.#entries[res]));
       this.stopUserData = this.#ring.register(() => this.#stopped = true);
@@ -514,59 +507,49 @@ export class UringTransport {
     const h = entry.header;
     const arg = entry.argOffset;
     // fuse_read_in and fuse_write_in share fh, offset and size.
-    if (h.getUint32(arg + ReadIn.fh + 4, true) !== 0) return false;
-    const fd = this.#o.backingFds.get(h.getUint32(arg + ReadIn.fh, true));
+    const fd = this.#o.backingFds.fdAt(h, arg + ReadIn.fh);
     if (fd < 0) return false;
     this.#pending++;
+    const read = opcode === Opcode.READ;
     const offset = h.getUint32(arg + ReadIn.offset, true) +
       h.getUint32(arg + ReadIn.offset + 4, true) * TWO_32;
     const size = h.getUint32(arg + ReadIn.size, true);
     this.#o.debug?.(
       `unique: ${h.getUint32(entry.headerOffset + InHeader.unique, true)}, opcode: ` +
-        `${opcode === Opcode.READ ? "READ" : "WRITE"} (${opcode}), nodeid: ` +
+        `${read ? "READ" : "WRITE"} (${opcode}), nodeid: ` +
         `${h.getUint32(entry.headerOffset + InHeader.nodeid, true)}, size: ${size}, ` +
         `on queue ${entry.qid}, backing fd ${fd}`,
     );
-    if (opcode === Opcode.READ) {
-      this.#readFixed(entry, fd, offset, Math.min(size, this.slotSize));
-      return true;
-    }
-    if (size > uringPayloadSize(h, entry.headerOffset)) {
+    if (!read && size > uringPayloadSize(h, entry.headerOffset)) {
       this.reply(entry, -Errno.EINVAL, 0);
       return true;
     }
-    if (h.getUint32(arg + WriteIn.write_flags, true) & FUSE_WRITE_KILL_SUIDGID) {
-      try {
+    let n: number | Promise<number>;
+    try {
+      if (!read && (h.getUint32(arg + WriteIn.write_flags, true) & FUSE_WRITE_KILL_SUIDGID)) {
         // As the write of a caller without CAP_FSETID would.
         clearSuidSgid(fd, h.getUint32(entry.headerOffset + InHeader.gid, true));
-      } catch (e) {
-        this.reply(entry, -(e as SystemError).errno, 0);
-        return true;
       }
+      n = this.transfer(entry, read, fd, offset, read ? Math.min(size, this.slotSize) : size);
+    } catch (e) {
+      this.reply(entry, -(e as SystemError).errno, 0);
+      return true;
     }
-    this.#count(entry, QueueCounter.fixedWrites);
-    if (this.#direct) {
-      const n = libc.pwrite64(fd, entry.payloadPointer, BigInt(size), BigInt(offset));
-      this.#writeDone(entry, n < 0 ? -errno() : n);
-    } else {
-      const at = this.#ring.sqe();
-      prepWriteFixed(this.#ring.sqes, at, fd, entry.payloadAddress, size, offset, entry.id);
-      this.#ring.track(at, entry.writeId);
-      this.#flushSoon();
-    }
+    if (typeof n === "number") this.#moved(entry, read, n);
+    else {n.then((n) =>
+        this.#moved(entry, read, n), (e: SystemError) =>
+        this.#moved(entry, read, -e.errno));}
     return true;
   }
 
-  #writeDone(entry: UringEntry, res: number): void {
+  /** A read or write served from a backing fd is done: reply with it (or its errno). */
+  #moved(entry: UringEntry, read: boolean, res: number): void {
     if (res < 0) return this.reply(entry, res, 0);
+    if (read) return this.reply(entry, 0, res);
     // The reply's payload is a fuse_write_out at the start of the slot.
     entry.out.setUint32(entry.outOffset + WriteOut.size, res, true);
     entry.out.setUint32(entry.outOffset + 4, 0, true);
     this.reply(entry, 0, WriteOut.SIZE);
-  }
-
-  #readDone(entry: UringEntry, res: number): void {
-    this.reply(entry, res < 0 ? res : 0, res < 0 ? 0 : res);
   }
 
   /** Write the reply's header and commit `entry` (COMMIT_AND_FETCH). */
@@ -585,37 +568,19 @@ export class UringTransport {
   }
 
   /**
-   * Read from `fd` into the entry's payload and commit what was read (a
-   * short read at EOF commits fewer bytes, an error its errno). The read is
-   * not linked to the commit because the commit must carry the byte count,
-   * known only when the read completes.
-   */
-  #readFixed(entry: UringEntry, fd: number, offset: number, length: number): void {
-    this.#count(entry, QueueCounter.fixedReads);
-    if (this.#direct) {
-      const n = libc.pread64(fd, entry.payloadPointer, BigInt(length), BigInt(offset));
-      return this.#readDone(entry, n < 0 ? -errno() : n);
-    }
-    const at = this.#ring.sqe();
-    prepReadFixed(this.#ring.sqes, at, fd, entry.payloadAddress, length, offset, entry.id);
-    this.#ring.track(at, entry.readId);
-    this.#flushSoon();
-  }
-
-  /**
-   * Move data between `fd` and the entry's payload for the dispatcher's
-   * path (a read answered with an FdSource, a write with an FdSink):
-   * READ_FIXED / WRITE_FIXED on the ring, or pread / pwrite on this thread;
-   * the bytes moved. Request data and reply data both start the payload.
+   * Move `length` bytes between `fd` and the entry's payload (request data
+   * and reply data both start it): READ_FIXED / WRITE_FIXED on the ring, or
+   * pread / pwrite on this thread; the bytes moved. A direct call that fails
+   * throws a SystemError, a ring operation rejects with one. The read is not
+   * linked to the commit because the commit must carry the byte count.
    */
   transfer(
     entry: UringEntry,
-    dir: "read" | "write",
+    read: boolean,
     fd: number,
     offset: number,
     length: number,
   ): number | Promise<number> {
-    const read = dir === "read";
     this.#count(entry, read ? QueueCounter.fixedReads : QueueCounter.fixedWrites);
     if (this.#direct) {
       const n = (read ? libc.pread64 : libc.pwrite64)(
@@ -629,7 +594,7 @@ export class UringTransport {
     }
     const prep = read ? prepReadFixed : prepWriteFixed;
     const p = this.#ring.submitOp(
-      `${dir}_fixed`,
+      read ? "read_fixed" : "write_fixed",
       (at) => prep(this.#ring.sqes, at, fd, entry.payloadAddress, length, offset, entry.id),
     );
     this.#flushSoon();
