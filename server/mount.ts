@@ -234,9 +234,9 @@ export function abortConnection(mountpoint: string): boolean {
   }
   if (minor === null) return false;
   const conns = "/sys/fs/fuse/connections";
-  if (!readSmallFile("/proc/self/mounts").includes(` ${conns} fusectl `)) {
-    libc.mount(cstr("fusectl"), cstr(conns), cstr("fusectl"), 0n, cstr(""));
-  }
+  // Mounted only for this, and unmounted again: nothing is left behind.
+  const mounted = !readSmallFile("/proc/self/mounts").includes(` ${conns} fusectl `) &&
+    libc.mount(cstr("fusectl"), cstr(conns), cstr("fusectl"), 0n, cstr("")) === 0;
   try {
     const fd = open(`${conns}/${minor}/abort`, O.WRONLY);
     try {
@@ -247,6 +247,8 @@ export function abortConnection(mountpoint: string): boolean {
     }
   } catch {
     return false;
+  } finally {
+    if (mounted) libc.umount2(cstr(conns), 0);
   }
 }
 
