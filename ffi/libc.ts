@@ -43,6 +43,7 @@ const symbols = {
     result: "pointer",
   },
   munmap: { parameters: ["pointer", "usize"], result: "i32" },
+  memfd_create: { parameters: ["buffer", "u32"], result: "i32" },
   mlock: { parameters: ["pointer", "usize"], result: "i32" },
   munlock: { parameters: ["pointer", "usize"], result: "i32" },
   statx: {

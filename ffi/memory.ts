@@ -17,9 +17,11 @@ export const PAGE_SIZE = 4096;
 
 const PROT_READ = 1;
 const PROT_WRITE = 2;
+const MAP_SHARED = 0x01;
 const MAP_PRIVATE = 0x02;
 const MAP_ANONYMOUS = 0x20;
 const MAP_POPULATE = 0x8000;
+const MFD_CLOEXEC = 1;
 const MAP_FAILED = 0xffffffffffffffffn;
 
 /** Round `n` up to a multiple of `align` (a power of two). */
@@ -41,23 +43,44 @@ export class PinnedRegion {
   readonly bytes: Uint8Array<ArrayBuffer>;
   /** A DataView of the whole region. Invalid after {@linkcode close}. */
   readonly view: DataView<ArrayBuffer>;
+  /**
+   * With `shared`, the memfd the region maps (its pages are that file's page
+   * cache, so io_uring can read and write them by fd as well); else -1.
+   */
+  readonly fd: number;
   #open = true;
 
-  /** Map and lock `size` bytes (rounded up to pages). Throws on failure. */
-  constructor(size: number) {
+  /**
+   * Map and lock `size` bytes (rounded up to pages). `shared` maps a new
+   * memfd instead of anonymous memory. Throws on failure.
+   */
+  constructor(size: number, options: { shared?: boolean } = {}) {
     if (!(size > 0)) throw new RangeError(`PinnedRegion size ${size}`);
     this.size = alignUp(size, PAGE_SIZE);
+    this.fd = -1;
+    if (options.shared) {
+      const fd = libc.memfd_create(new TextEncoder().encode("denofuse\0"), MFD_CLOEXEC);
+      if (fd < 0) throw new SystemError("memfd_create", errno());
+      if (libc.ftruncate(fd, BigInt(this.size)) < 0) {
+        const e = errno();
+        libc.close(fd);
+        throw new SystemError("ftruncate", e, "memfd");
+      }
+      this.fd = fd;
+    }
     const ptr = libc.mmap(
       null,
       BigInt(this.size),
       PROT_READ | PROT_WRITE,
-      MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE,
-      -1,
+      (this.fd >= 0 ? MAP_SHARED : MAP_PRIVATE | MAP_ANONYMOUS) | MAP_POPULATE,
+      this.fd,
       0n,
     );
     const address = ptr === null ? 0n : Deno.UnsafePointer.value(ptr);
     if (ptr === null || BigInt(address) === MAP_FAILED) {
-      throw new SystemError("mmap", errno(), `${this.size} bytes`);
+      const e = errno();
+      if (this.fd >= 0) libc.close(this.fd);
+      throw new SystemError("mmap", e, `${this.size} bytes`);
     }
     this.pointer = ptr;
     this.address = BigInt(address);
@@ -83,5 +106,6 @@ export class PinnedRegion {
     this.#open = false;
     if (this.locked) libc.munlock(this.pointer, BigInt(this.size));
     libc.munmap(this.pointer, BigInt(this.size));
+    if (this.fd >= 0) libc.close(this.fd);
   }
 }

@@ -41,6 +41,13 @@ export const MOUNT_OPTIONS_HELP = `Options:
      io_uring               require FUSE-over-io_uring (fail if unavailable)
      no_io_uring            serve over /dev/fuse only
      io_uring_q_depth=N     ring entries per queue (default 8)
+     io_uring_mode=MODE     how io_uring queues take requests: auto (default:
+                            the best the kernel offers), mainline, buf_ring
+                            (kernel-managed buffer ring) or zero_copy (and the
+                            client's pages as fixed buffers); the last two
+                            need the FUSE buffer-ring series (see --probe)
+     io_uring_bufring       io_uring_mode=buf_ring, and require io_uring
+     io_uring_zero_copy     io_uring_mode=zero_copy, and require io_uring
      threads=N              serving threads (default: one per CPU: io_uring
                             queue threads pinned to their CPU, or /dev/fuse
                             threads each reading a clone of the fd); 1: the
@@ -140,6 +147,22 @@ export function parseMountArgs(
           case "no_io_uring":
             options.transport = "dev";
             break;
+          case "io_uring_mode":
+            if (!["auto", "mainline", "buf_ring", "zero_copy"].includes(value ?? "")) {
+              throw new UsageError(
+                "-o io_uring_mode takes auto, mainline, buf_ring or zero_copy",
+              );
+            }
+            options.uringMode = value as MountOptions["uringMode"];
+            break;
+          case "io_uring_bufring":
+            options.uringMode = "buf_ring";
+            options.transport = "io_uring";
+            break;
+          case "io_uring_zero_copy":
+            options.uringMode = "zero_copy";
+            options.transport = "io_uring";
+            break;
           case "io_uring_q_depth":
             options.queueDepth = positiveInt(name, value);
             break;
@@ -189,6 +212,7 @@ export async function runMain(
 ): Promise<void> {
   const usage = `usage: deno run --allow-ffi ${name} ${args} [-d] [-o opt,...]`;
   let session: Session;
+  let debugging = false;
   try {
     const cli = parseMountArgs(Deno.args);
     if (!cli) {
@@ -206,6 +230,7 @@ export async function runMain(
       return;
     }
     session = await start(cli);
+    debugging = cli.options.debug !== undefined;
   } catch (e) {
     if (e instanceof UsageError) {
       console.error(`${name}: ${e.message}\n${usage}`);
@@ -215,7 +240,8 @@ export async function runMain(
     Deno.exit(1);
   }
   console.log(
-    `${name}: mounted on ${session.mountpoint} over ${session.transport}; Ctrl-C to unmount`,
+    `${name}: mounted on ${session.mountpoint} over ${session.transport}` +
+      `${session.uringMode ? ` (${session.uringMode})` : ""}; Ctrl-C to unmount`,
   );
   try {
     await session.closed;
@@ -223,6 +249,9 @@ export async function runMain(
     // The session ended on a fault (a queue thread died): say so, fail.
     console.error(`${name}: ${(e as Error).message}`);
     Deno.exit(1);
+  } finally {
+    // The debug log ends with what each transport and queue did.
+    if (debugging) console.error(`counters: ${JSON.stringify(session.counters)}`);
   }
 }
 

@@ -15,11 +15,16 @@
  */
 
 import { errnoName } from "../ffi/errno.ts";
-import { close, libc, readSmallFile } from "../ffi/libc.ts";
+import { close, readSmallFile } from "../ffi/libc.ts";
 import { liburing } from "../ffi/liburing.ts";
 import { PinnedRegion } from "../ffi/memory.ts";
 import { IORING_OP, Ring } from "../ffi/ring.ts";
-import { FUSE_KERNEL_MINOR_VERSION, FUSE_KERNEL_VERSION } from "../ops/abi.ts";
+import { kernelBufferRingsMissing } from "../ffi/kernel_buffer_ring.ts";
+import {
+  FUSE_KERNEL_MINOR_VERSION,
+  FUSE_KERNEL_VERSION,
+  IORING_REGISTER_KMBUF_RING,
+} from "../ops/abi.ts";
 import { openFuseDevice } from "./mount.ts";
 import { uringUnavailable } from "./uring_transport.ts";
 
@@ -35,15 +40,7 @@ export interface ProbeLine {
 
 const IORING_REGISTER_PBUF_RING = 22;
 const IORING_UNREGISTER_PBUF_RING = 23;
-/** Kernel-managed buffer rings on the ported series (37 in the series as posted). */
-export const IORING_REGISTER_KMBUF_RING = 38;
-/** See {@linkcode IORING_REGISTER_KMBUF_RING}. */
-export const IORING_UNREGISTER_KMBUF_RING = 39;
-/** mmap offset of a kernel-managed ring's buffers (bgid << 16 added). */
-const IORING_OFF_KMBUF_RING = 0x88000000n;
 const IO_URING_OP_SUPPORTED = 1;
-const PROT_RW = 3;
-const MAP_SHARED = 1;
 
 /** `struct io_uring_buf_reg` (40 bytes): ring_addr / buf_size, ring_entries, bgid, flags. */
 function bufReg(first: bigint, entries: number, bgid: number): PinnedRegion {
@@ -193,31 +190,28 @@ function tryProvided(ring: Ring): [boolean, string] {
 }
 
 function tryKernelManaged(ring: Ring): [boolean, string] {
-  const bgid = 0;
-  const reg = bufReg(4096n, 1, bgid); // buf_size 4096, one buffer
+  const missing = kernelBufferRingsMissing(ring);
+  return missing === null
+    ? [true, `IORING_REGISTER_KMBUF_RING (${IORING_REGISTER_KMBUF_RING}), buffers mapped`]
+    : [false, missing];
+}
+
+/**
+ * Why the FUSE buffer-ring modes cannot be had on this kernel (no
+ * kernel-managed buffer rings), or null if they may be: FUSE's own side is
+ * known only when a queue registers.
+ */
+export function bufferRingMissing(): string | null {
+  let ring: Ring;
   try {
-    const ret = register(ring, IORING_REGISTER_KMBUF_RING, reg, 1);
-    if (ret < 0) {
-      return [
-        false,
-        `IORING_REGISTER_KMBUF_RING (${IORING_REGISTER_KMBUF_RING}): ${errnoName(-ret)}: ` +
-        "this kernel does not carry the FUSE buffer-ring series (mainline does not)",
-      ];
-    }
-    const offset = IORING_OFF_KMBUF_RING | (BigInt(bgid) << 16n);
-    const addr = libc.mmap(null, 4096n, PROT_RW, MAP_SHARED, ring.fd, offset);
-    const mapped = addr !== null && BigInt(Deno.UnsafePointer.value(addr)) !== 0xffffffffffffffffn;
-    if (mapped) libc.munmap(addr, 4096n);
-    register(ring, IORING_UNREGISTER_KMBUF_RING, reg, 1);
-    return mapped
-      ? [true, `IORING_REGISTER_KMBUF_RING (${IORING_REGISTER_KMBUF_RING}), buffers mapped`]
-      : [
-        false,
-        `opcode ${IORING_REGISTER_KMBUF_RING} was accepted but no kernel-managed buffers map: ` +
-        "it means something else on this kernel",
-      ];
+    ring = new Ring({ entries: 8 });
+  } catch (e) {
+    return `io_uring cannot be set up: ${(e as Error).message}`;
+  }
+  try {
+    return kernelBufferRingsMissing(ring);
   } finally {
-    reg.close();
+    ring.close();
   }
 }
 

@@ -20,7 +20,12 @@ import { cloneFuseDevice, closeFuseDevice } from "./mount.ts";
 import { BackingFdTable } from "../ops/backing_fds.ts";
 import { type Connection, Dispatcher } from "../ops/dispatch.ts";
 import type { FileSystem, MaybePromise } from "../ops/filesystem.ts";
-import { type EntryAddresses, type HandOver, UringTransport } from "./uring_transport.ts";
+import {
+  type EntryAddresses,
+  type HandOver,
+  type UringMode,
+  UringTransport,
+} from "./uring_transport.ts";
 
 /** What every serving thread is given to start. */
 interface ThreadSetup {
@@ -54,6 +59,8 @@ export interface UringThreadSetup extends ThreadSetup {
   cpus: number[];
   /** Entries per queue. */
   depth: number;
+  /** How the queues take their requests. */
+  mode: UringMode;
   /** The entries' memory, held by the session's thread. */
   memory: EntryAddresses;
   /** Where requests go when this thread has no FileSystem. */
@@ -180,6 +187,7 @@ export function serveQueueThread(makeFileSystem?: FileSystemFactory): void {
           fuseFd: s.fuseFd,
           qids: s.qids,
           depth: s.depth,
+          mode: s.mode,
           memory: s.memory,
           backingFds,
           dispatcher,

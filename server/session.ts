@@ -22,7 +22,14 @@ import {
   unmountFuse,
 } from "./mount.ts";
 import { Ring } from "../ffi/ring.ts";
-import { possibleCpus, type UringCounters, uringUnavailable } from "./uring_transport.ts";
+import { libc } from "../ffi/libc.ts";
+import {
+  possibleCpus,
+  type UringCounters,
+  type UringMode,
+  uringUnavailable,
+} from "./uring_transport.ts";
+import { bufferRingMissing } from "./probe.ts";
 import { type PerQueueFileSystem, type QueueCounters, UringQueues } from "./uring_queues.ts";
 import { DevThreads } from "./dev_threads.ts";
 
@@ -39,6 +46,16 @@ export interface MountOptions extends KernelMountOptions, DispatcherOptions {
   transport?: TransportChoice;
   /** Ring entries per kernel queue for io_uring (default 8). */
   queueDepth?: number;
+  /**
+   * How io_uring queues take requests (see {@linkcode UringMode}).
+   * `"auto"` (default): the best this kernel offers, found by probing, never
+   * by version: `zero_copy` (as root), `buf_ring`, then `mainline`, each
+   * tried in turn until the kernel accepts one. A mode named here is the
+   * only one tried, and the mount fails with the reason if the kernel lacks
+   * it. The buffer-ring modes need a kernel with the FUSE buffer-ring
+   * series, and a serving thread per queue when `threads` is not 1.
+   */
+  uringMode?: "auto" | UringMode;
   /**
    * Serving threads, besides this thread's own /dev/fuse loop (default: one
    * per possible CPU). On io_uring, Workers that each serve a kernel queue
@@ -107,6 +124,8 @@ export class Session {
   readonly transport: "io_uring" | "dev";
   /** Why io_uring is not used, when it is not. */
   readonly fallbackReason: string | null;
+  /** How the io_uring queues take requests, when io_uring serves. */
+  readonly uringMode: UringMode | null;
   /** What was agreed at INIT. */
   readonly connection: Connection;
   /** Settles when the session has ended and its resources are released. */
@@ -130,6 +149,7 @@ export class Session {
     this.mountpoint = mountpoint;
     this.connection = connection;
     this.transport = uring ? "io_uring" : "dev";
+    this.uringMode = uring?.mode ?? null;
     this.fallbackReason = fallbackReason;
     this.#dev = dev;
     this.#uring = uring;
@@ -185,6 +205,37 @@ export class Session {
   }
 }
 
+/** What the pinned entry memory holds, per mode (for `-d`). */
+const MODE_MEMORY: Record<UringMode, string> = {
+  mainline: "payloads in the fixed-buffer table",
+  buf_ring: "headers as a fixed buffer; payloads in kernel-managed buffers, staged here only " +
+    "when handed over",
+  zero_copy: "headers as a fixed buffer; payloads in kernel-managed buffers or the client's " +
+    "pages; staging slots in a memfd",
+};
+
+/**
+ * The io_uring modes to try, best first, for what was asked: a named mode
+ * alone (a MountError if this kernel cannot have it), or for `auto` every
+ * mode this kernel has.
+ */
+function uringModes(asked: "auto" | UringMode): UringMode[] {
+  if (asked === "mainline") return ["mainline"];
+  if (asked !== "auto" && asked !== "buf_ring" && asked !== "zero_copy") {
+    throw new MountError(
+      `unknown io_uring mode ${JSON.stringify(asked)}: use auto, mainline, buf_ring or zero_copy`,
+    );
+  }
+  const missing = bufferRingMissing();
+  if (asked !== "auto") {
+    if (missing) throw new MountError(`io_uring ${asked} mode: ${missing}`);
+    return [asked];
+  }
+  if (missing) return ["mainline"];
+  // Zero-copy needs CAP_SYS_ADMIN; without it the kernel refuses and buf_ring is next.
+  return libc.geteuid() === 0 ? ["zero_copy", "buf_ring", "mainline"] : ["buf_ring", "mainline"];
+}
+
 /**
  * Mount `fs` at `mountpoint` and serve it. Resolves once the kernel's INIT
  * has been answered and the transport is in place, so the mount is usable
@@ -220,6 +271,7 @@ export async function mount(
     fallbackReason = why;
   }
   const wantUring = fallbackReason === null;
+  const modes = wantUring ? uringModes(options.uringMode ?? "auto") : [];
   const maxWrite = options.maxWrite ?? DEFAULT_MAX_WRITE;
   const maxRead = options.maxRead ?? DEFAULT_MAX_WRITE;
   const dispatcher = new Dispatcher(fs, { ...options, ioUring: wantUring });
@@ -331,6 +383,7 @@ export async function mount(
         queues: possibleCpus(),
         threads: devRing ? threads : 1,
         queueDepth: options.queueDepth ?? 8,
+        modes,
         slotSize: Math.max(connection.maxWrite, connection.maxRead, MAX_PAGES * 4096),
         backingIo: options.backingIo ?? "ring",
         perQueue: options.perQueue,
@@ -387,8 +440,10 @@ export async function mount(
       if (uring) {
         const perQueue = uring.memory / uring.queues;
         debug(
-          `io_uring: ${uring.queues} queues x ${uring.depth} entries x ${uring.slotSize} bytes` +
-            ` = ${uring.memory} bytes pinned (payloads in the fixed-buffer table), ` +
+          `io_uring: ${uring.mode} mode, ${uring.queues} queues x ${uring.depth} entries x ` +
+            `${uring.slotSize} bytes = ${uring.memory} bytes pinned (${
+              MODE_MEMORY[uring.mode]
+            }), ` +
             (uring.threads === 1 ? "one thread" : `${uring.threads} queue threads`) +
             (uring.perQueue ? ", a FileSystem in each" : ""),
         );

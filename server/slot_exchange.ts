@@ -39,13 +39,13 @@ export abstract class SlotExchange implements Exchange {
   /** Length of the variable part. */
   dataLength = 0;
   /** Memory for the reply's payload. */
-  readonly out: DataView;
+  out: DataView;
   /** Byte view of {@linkcode out}. */
-  readonly outBytes: Uint8Array;
+  outBytes: Uint8Array;
   /** Offset of the reply payload in {@linkcode out}. */
-  readonly outOffset: number;
+  outOffset: number;
   /** Room for the reply payload. */
-  readonly outCapacity: number;
+  outCapacity: number;
 
   /**
    * @param head the memory of the header and argument
@@ -66,6 +66,24 @@ export abstract class SlotExchange implements Exchange {
     this.data = this.outBytes = new Uint8Array(payload.buffer, payload.byteOffset);
     this.dataOffset = this.outOffset = payloadOffset;
     this.outCapacity = outCapacity;
+  }
+
+  /**
+   * Take this request's names and data from `bytes` at `offset` (a
+   * transport whose payloads move between requests: a kernel-managed
+   * buffer, a staging slot).
+   */
+  setData(bytes: Uint8Array, offset: number): void {
+    this.data = bytes;
+    this.dataOffset = offset;
+  }
+
+  /** Write this request's reply payload into `view` at `offset`, `capacity` bytes at most. */
+  setOut(view: DataView, bytes: Uint8Array, offset: number, capacity: number): void {
+    this.out = view;
+    this.outBytes = bytes;
+    this.outOffset = offset;
+    this.outCapacity = capacity;
   }
 
   /** Backing calls for the file system answering this request. */

@@ -46,6 +46,32 @@ export function prepRegister(ring: Ring, fuseFd: number, iovecs: bigint, qid: nu
 }
 
 /**
+ * Prepare REGISTER of entry `slot` for queue `qid` on a kernel with the
+ * buffer-ring series: no iovecs; the entry's header is `slot`'s in the
+ * ring's fixed header buffer, its payloads come from the kernel-managed
+ * buffer ring, and with zero-copy its data pages go into fixed-buffer slot
+ * `slot` of a table of `queueDepth` (`initFlags`: FUSE_URING_BUF_RING,
+ * FUSE_URING_ZERO_COPY).
+ */
+export function prepRegisterBufRing(
+  ring: Ring,
+  fuseFd: number,
+  slot: number,
+  qid: number,
+  initFlags: number,
+  queueDepth: number,
+): number {
+  const s = ring.sqes;
+  const at = ring.sqe();
+  prepUringCmd(s, at, fuseFd, UringCmd.REGISTER);
+  s.setUint16(at + Sqe.bufIndex, slot, true);
+  s.setUint16(at + Sqe.cmd + UringCmdReq.qid, qid, true);
+  s.setUint16(at + Sqe.cmd + UringCmdReq.init_flags, initFlags, true);
+  s.setUint16(at + Sqe.cmd + UringCmdReq.init_queue_depth, queueDepth, true);
+  return at;
+}
+
+/**
  * Prepare COMMIT_AND_FETCH of the reply in the header buffer at `o` (see
  * {@linkcode writeUringReply}) for queue `qid`; returns the SQE's offset.
  */

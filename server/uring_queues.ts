@@ -32,6 +32,7 @@ import {
   EntryMemory,
   QueueCounter,
   type UringCounters,
+  type UringMode,
   UringTransport,
 } from "./uring_transport.ts";
 
@@ -44,6 +45,18 @@ export interface QueueCounters extends UringCounters {
   /** Requests handed to the FileSystem's thread. */
   forwarded: number;
 }
+
+const COUNTERS = [
+  "requests",
+  "replies",
+  "fixedReads",
+  "fixedWrites",
+  "bufferSelects",
+  "bufferKept",
+  "zeroCopyReads",
+  "zeroCopyWrites",
+  "staged",
+] as const;
 
 /**
  * A FileSystem that runs in every queue thread: `source` is self-contained
@@ -70,6 +83,11 @@ export interface UringQueuesOptions {
   queueDepth: number;
   /** Payload bytes per entry. */
   slotSize: number;
+  /**
+   * The modes to try, best first: the first whose REGISTER the kernel
+   * accepts serves (default: mainline only).
+   */
+  modes?: UringMode[];
   /** Backing calls as ring operations or direct calls. */
   backingIo: "ring" | "direct";
   /** A FileSystem in every queue thread, instead of handing requests over. */
@@ -161,7 +179,8 @@ export class UringQueues {
   #dispatcher: Dispatcher;
   #ring: Ring | null;
   #kick: () => void;
-  #local: { transport: UringTransport; memory: EntryMemory } | null = null;
+  #local: { transport: UringTransport; memory: EntryMemory }[] = [];
+  #mode: UringMode = "mainline";
   #workers: QueueWorker[] = [];
   #entries: HandedOverEntry[] = [];
   #counters: SharedArrayBuffer;
@@ -200,7 +219,12 @@ export class UringQueues {
 
   /** Serving threads: 1 (this thread) or the number of queue Workers. */
   get threads(): number {
-    return this.#local ? 1 : this.#workers.length;
+    return this.#local.length ? 1 : this.#workers.length;
+  }
+
+  /** How the queues take their requests (known once {@linkcode start} succeeded). */
+  get mode(): UringMode {
+    return this.#mode;
   }
 
   /** Whether a FileSystem runs in every queue thread. */
@@ -210,8 +234,7 @@ export class UringQueues {
 
   /** Bytes of pinned memory held: headers and payloads of every entry. */
   get memory(): number {
-    if (this.#local) return this.#local.memory.size;
-    return this.#workers.reduce((sum, w) => sum + w.memory.size, 0);
+    return [...this.#local, ...this.#workers].reduce((sum, w) => sum + w.memory.size, 0);
   }
 
   /** Handed-over requests this thread is still answering. */
@@ -226,14 +249,12 @@ export class UringQueues {
     const cpusOf = (qid: number) => this.#workers.find((w) => w.qids.includes(qid))?.qids ?? [];
     for (let qid = 0; qid < this.queues; qid++) {
       const o = qid * QueueCounter.COUNT;
+      const counts = Object.fromEntries(COUNTERS.map((name) => [name, c[o + QueueCounter[name]]]));
       out.push({
         qid,
         cpus: cpusOf(qid),
-        requests: c[o + QueueCounter.requests],
-        replies: c[o + QueueCounter.replies],
-        fixedReads: c[o + QueueCounter.fixedReads],
-        fixedWrites: c[o + QueueCounter.fixedWrites],
         forwarded: c[o + QueueCounter.forwarded],
+        ...counts as Record<typeof COUNTERS[number], number>,
       });
     }
     return out;
@@ -241,17 +262,11 @@ export class UringQueues {
 
   /** The sums over all queues. */
   get counters(): UringCounters {
-    const sum: UringCounters = {
-      requests: 0,
-      replies: 0,
-      fixedReads: this.slotReads,
-      fixedWrites: this.slotWrites,
-    };
+    const sum = Object.fromEntries(COUNTERS.map((name) => [name, 0])) as unknown as UringCounters;
+    sum.fixedReads = this.slotReads;
+    sum.fixedWrites = this.slotWrites;
     for (const q of this.perQueueCounters) {
-      sum.requests += q.requests;
-      sum.replies += q.replies;
-      sum.fixedReads += q.fixedReads;
-      sum.fixedWrites += q.fixedWrites;
+      for (const name of COUNTERS) sum[name] += q[name];
     }
     return sum;
   }
@@ -261,62 +276,91 @@ export class UringQueues {
    * with null once they are all in place, or with why not (then nothing is
    * left running). `onFatal` is called if a queue thread dies later.
    */
-  start(connection: Connection, onFatal: (reason: string) => void): Promise<string | null> {
+  async start(connection: Connection, onFatal: (reason: string) => void): Promise<string | null> {
     this.#onFatal = onFatal;
-    return this.#o.threads <= 1
-      ? Promise.resolve(this.#startHere())
-      : this.#startWorkers(connection);
+    const reasons: string[] = [];
+    for (const mode of this.#o.modes ?? ["mainline"]) {
+      const why = this.#o.threads <= 1
+        ? await this.#startHere(mode)
+        : await this.#startWorkers(connection, mode);
+      if (why === null) {
+        this.#mode = mode;
+        return null;
+      }
+      reasons.push(`${mode}: ${why}`);
+    }
+    return reasons.join("; ");
   }
 
-  #startHere(): string | null {
-    const qids = Array.from({ length: this.queues }, (_, q) => q);
-    let memory: EntryMemory;
-    let transport: UringTransport;
-    try {
-      memory = new EntryMemory(this.queues * this.depth, this.slotSize);
-    } catch (e) {
-      return `cannot pin the ring entries' memory: ${(e as Error).message}`;
+  /**
+   * Serve on this thread: one transport for every queue (mainline), or one
+   * per queue (the buffer-ring modes need a ring per queue).
+   */
+  async #startHere(mode: UringMode): Promise<string | null> {
+    const all = Array.from({ length: this.queues }, (_, q) => q);
+    const groups = mode === "mainline" ? [all] : all.map((q) => [q]);
+    let why: string | null = null;
+    for (const qids of groups) {
+      let memory: EntryMemory;
+      let transport: UringTransport;
+      try {
+        memory = new EntryMemory(qids.length * this.depth, this.slotSize, mode === "zero_copy");
+      } catch (e) {
+        why = `cannot pin the ring entries' memory: ${(e as Error).message}`;
+        break;
+      }
+      try {
+        transport = new UringTransport({
+          fuseFd: this.#fuseFd,
+          qids,
+          depth: this.depth,
+          mode,
+          memory: memory.addresses,
+          backingFds: this.#dispatcher.backingFds,
+          dispatcher: this.#dispatcher,
+          backingIo: this.#o.backingIo,
+          counters: new Float64Array(this.#counters),
+          debug: this.#o.debug,
+        });
+      } catch (e) {
+        memory.close();
+        why = `cannot set up the ring: ${(e as Error).message}`;
+        break;
+      }
+      this.#local.push({ transport, memory });
+      why = transport.register();
+      if (why) break;
     }
-    try {
-      transport = new UringTransport({
-        fuseFd: this.#fuseFd,
-        qids,
-        depth: this.depth,
-        memory: memory.addresses,
-        backingFds: this.#dispatcher.backingFds,
-        dispatcher: this.#dispatcher,
-        backingIo: this.#o.backingIo,
-        counters: new Float64Array(this.#counters),
-        debug: this.#o.debug,
-      });
-    } catch (e) {
-      memory.close();
-      return `cannot set up the ring: ${(e as Error).message}`;
+    if (why) {
+      for (const { transport, memory } of this.#local.splice(0)) {
+        await transport.close();
+        memory.close();
+      }
+      return why;
     }
-    const refused = transport.register();
-    if (refused) {
-      transport.close().then(() => memory.close());
-      return refused;
+    // Backing calls of this thread's FileSystem go through the first transport's ring.
+    this.io = this.#local[0].transport.io;
+    for (const { transport } of this.#local) {
+      transport.run().catch((e) => this.#onFatal(`io_uring transport failed: ${e}`));
     }
-    // Backing calls of this thread's FileSystem go through the transport's ring.
-    this.io = transport.io;
-    this.#local = { transport, memory };
-    transport.run().catch((e) => this.#onFatal(`io_uring transport failed: ${e}`));
     return null;
   }
 
-  async #startWorkers(connection: Connection): Promise<string | null> {
+  async #startWorkers(connection: Connection, mode: UringMode): Promise<string | null> {
     const ring = this.#ring;
     if (!ring) return "no ring to take the queue threads' requests";
-    this.#handOverUserData = ring.register((res) => this.#handedOver(res));
-    const n = Math.min(this.#o.threads, this.queues);
+    if (this.#handOverUserData < 0) {
+      this.#handOverUserData = ring.register((res) => this.#handedOver(res));
+    }
+    // The buffer-ring modes need a ring, so a thread, per queue.
+    const n = mode === "mainline" ? Math.min(this.#o.threads, this.queues) : this.queues;
     const url = workerUrl(this.#o.perQueue?.source ?? QUEUE_WORKER_SOURCE);
     try {
       let base = 0;
       for (let w = 0; w < n; w++) {
         const qids = [];
         for (let q = w; q < this.queues; q += n) qids.push(q);
-        this.#spawn(url, qids, base, connection);
+        this.#spawn(url, qids, base, connection, mode);
         base += qids.length * this.depth;
       }
     } catch (e) {
@@ -329,18 +373,30 @@ export class UringQueues {
       this.#workers.map((w) => w.handle),
       this.#o.startTimeoutMs ?? 10_000,
     );
-    if (why) await this.stop(0);
+    if (why) {
+      await this.stop(0);
+      await this.close();
+      this.#workers = [];
+      this.#entries = [];
+    }
     return why;
   }
 
-  #spawn(url: string, qids: number[], base: number, connection: Connection): void {
-    const memory = new EntryMemory(qids.length * this.depth, this.slotSize);
+  #spawn(
+    url: string,
+    qids: number[],
+    base: number,
+    connection: Connection,
+    mode: UringMode,
+  ): void {
+    const memory = new EntryMemory(qids.length * this.depth, this.slotSize, mode === "zero_copy");
     const setup: QueueThreadSetup = {
       kind: "io_uring",
       fuseFd: this.#fuseFd,
       qids,
       cpus: qids,
       depth: this.depth,
+      mode,
       memory: memory.addresses,
       backingFds: this.#dispatcher.backingFds.buffer,
       counters: this.#counters,
@@ -401,8 +457,8 @@ export class UringQueues {
    * terminate them.
    */
   async stop(graceMs = 2000): Promise<void> {
-    if (this.#local) {
-      await this.#local.transport.finished;
+    if (this.#local.length) {
+      await Promise.all(this.#local.map((l) => l.transport.finished));
       return;
     }
     await stopAll(this.#workers.map((w) => w.handle), graceMs, (w) => {
@@ -417,9 +473,11 @@ export class UringQueues {
    * freed under it.
    */
   async close(): Promise<void> {
-    if (this.#local) {
-      await this.#local.transport.close();
-      this.#local.memory.close();
+    if (this.#local.length) {
+      for (const { transport, memory } of this.#local) {
+        await transport.close();
+        memory.close();
+      }
       return;
     }
     if (this.#held > 0) return;

@@ -6,13 +6,28 @@
  * A {@linkcode UringTransport} serves a set of kernel queues (one queue per
  * CPU) from the thread that made it, on a ring of its own: all of them on
  * the session's thread with `threads: 1`, or one queue per Worker (see
- * `uring_workers.ts`). Each queue gets `depth` ring entries; an entry owns a
- * 288-byte header buffer and a payload buffer of `slotSize` bytes, both
- * pinned, and the payload buffers sit in the ring's sparse fixed-buffer
- * table at index = entry, so read data goes from a backing fd into the
- * reply with READ_FIXED and write data from the request to the backing fd
- * with WRITE_FIXED, never through JavaScript (with direct backing calls,
- * `pread`/`pwrite` into and out of the same slots on this thread).
+ * `queue_thread.ts`). Each queue gets `depth` ring entries. Where a
+ * request's payload lives depends on the mode ({@linkcode UringMode}):
+ *
+ * - `mainline`: each entry owns a 288-byte header buffer and a payload
+ *   buffer of `slotSize` bytes, both pinned, and the payload buffers sit in
+ *   the ring's sparse fixed-buffer table at index = entry, so read data
+ *   goes from a backing fd into the reply with READ_FIXED and write data
+ *   from the request to the backing fd with WRITE_FIXED, never through
+ *   JavaScript (with direct backing calls, `pread`/`pwrite` on this thread).
+ * - `buf_ring` (kernels with the FUSE buffer-ring series): the headers are
+ *   one fixed buffer at index 0, and the kernel puts each payload in a
+ *   buffer of a kernel-managed buffer ring (group 0) that it picks, names in
+ *   the completion, and takes back itself; file data moves between a
+ *   backing fd and that buffer (READ/WRITE on the ring, or pread/pwrite).
+ *   The series needs one ring per queue, so a transport serves one queue.
+ * - `zero_copy`: as `buf_ring`, but the kernel also installs the client's
+ *   own pages of a READ or WRITE (and READDIR, READLINK) in fixed-buffer
+ *   slot = entry, headers moving to index `depth`: READ and WRITE of a
+ *   backing fd are READ_FIXED / WRITE_FIXED on that slot, and the server
+ *   never touches those pages. Data a FileSystem makes itself goes through
+ *   the entry's staging slot, a memfd page, and READ_FIXED / WRITE_FIXED
+ *   between that memfd and the pages.
  *
  * What happens to a request:
  * - READ and WRITE of a handle backed by an fd (`OpenReply.backingFd`) are
@@ -22,21 +37,31 @@
  * - without one (a queue Worker of a FileSystem that lives on the session's
  *   thread), it is handed over with MSG_RING: that thread writes the reply
  *   into the entry and answers with a MSG_RING on this ring, which commits.
+ *   In the buffer-ring modes the request is first copied into the entry's
+ *   own slot and the reply copied back from it, so the other thread sees
+ *   the same memory in every mode.
  *
  * @module
  */
 
-import { RingIo } from "./ring_io.ts";
+import { pinnedRead, pinnedWrite, RingIo } from "./ring_io.ts";
 import { DirectIo } from "./direct_io.ts";
 import { Errno, errnoName, SystemError } from "../ffi/errno.ts";
-import { clearSuidSgid, errno, libc, readSmallFile } from "../ffi/libc.ts";
+import { clearSuidSgid, readSmallFile } from "../ffi/libc.ts";
+import { KernelBufferRing } from "../ffi/kernel_buffer_ring.ts";
 import { liburing } from "../ffi/liburing.ts";
-import { PinnedRegion } from "../ffi/memory.ts";
+import { alignUp, PAGE_SIZE, PinnedRegion } from "../ffi/memory.ts";
 import { prepMsgRing, prepReadFixed, prepWriteFixed, Ring } from "../ffi/ring.ts";
 import {
+  FUSE_URING_BUF_RING,
+  FUSE_URING_RINGBUF_GROUP,
+  FUSE_URING_ZERO_COPY,
   FUSE_WRITE_KILL_SUIDGID,
   InHeader,
+  IORING_CQE_BUFFER_SHIFT,
+  IORING_CQE_F_BUFFER,
   Opcode,
+  OutHeader,
   ReadIn,
   UringReqHeader,
   WriteIn,
@@ -46,7 +71,13 @@ import type { BackingIo } from "../ops/backing_io.ts";
 import type { BackingFdTable } from "../ops/backing_fds.ts";
 import type { Dispatcher } from "../ops/dispatch.ts";
 import { SlotExchange } from "./slot_exchange.ts";
-import { prepCommit, prepRegister, uringPayloadSize, writeUringReply } from "./uring_commands.ts";
+import {
+  prepCommit,
+  prepRegister,
+  prepRegisterBufRing,
+  uringPayloadSize,
+  writeUringReply,
+} from "./uring_commands.ts";
 import { BUSY_WAIT_US, coalesced, makeYield, settleHandlers } from "./yield.ts";
 
 /** Completions handled before yielding to the event loop. */
@@ -66,10 +97,27 @@ export interface UringCounters {
   requests: number;
   /** Replies committed. */
   replies: number;
-  /** Reads served into an entry's payload slot (READ_FIXED, or pread when direct). */
+  /**
+   * Reads from a backing fd into a request's payload memory (READ_FIXED on
+   * the entry's slot; in the buffer-ring modes, READ into the kernel's
+   * buffer; pread when direct).
+   */
   fixedReads: number;
-  /** Writes served from an entry's payload slot (WRITE_FIXED, or pwrite when direct). */
+  /** Writes to a backing fd from a request's payload memory (as {@linkcode fixedReads}). */
   fixedWrites: number;
+  /** Completions that handed an entry a new kernel-managed buffer (buffer-ring modes). */
+  bufferSelects: number;
+  /**
+   * Requests with a payload whose completion named no buffer: the kernel
+   * had the next request queued at the commit and reused the entry's buffer.
+   */
+  bufferKept: number;
+  /** Reads from a backing fd straight into the client's pages (READ_FIXED, zero-copy). */
+  zeroCopyReads: number;
+  /** Writes to a backing fd straight from the client's pages (WRITE_FIXED, zero-copy). */
+  zeroCopyWrites: number;
+  /** Zero-copy requests whose data went through the entry's staging slot instead. */
+  staged: number;
 }
 
 /** Per-queue counters in shared memory: one Float64 each, queue-major. */
@@ -79,8 +127,21 @@ export const QueueCounter = {
   fixedReads: 2,
   fixedWrites: 3,
   forwarded: 4,
-  COUNT: 5,
+  bufferSelects: 5,
+  zeroCopyReads: 6,
+  zeroCopyWrites: 7,
+  staged: 8,
+  bufferKept: 9,
+  COUNT: 10,
 } as const;
+
+/**
+ * How a queue's requests reach the server: `mainline` (an iovec pair per
+ * entry, Linux 6.14+), or, on kernels with the FUSE buffer-ring series,
+ * `buf_ring` (payloads in a kernel-managed buffer ring) and `zero_copy`
+ * (and READ/WRITE data in the client's own pages, as fixed buffers).
+ */
+export type UringMode = "mainline" | "buf_ring" | "zero_copy";
 
 /** Why the io_uring transport cannot be used here, or null if it can. */
 export function uringUnavailable(): string | null {
@@ -114,38 +175,29 @@ export function possibleCpus(): number {
 }
 
 /**
- * The pinned memory of a set of entries: header buffers, payload buffers,
- * and the iovecs that describe them (two per entry for REGISTER, then one
- * per entry for the fixed-buffer table). Held by the session's thread, so
- * that it outlives every thread that uses it.
+ * The pinned memory of a set of entries: a header buffer and a payload
+ * slot of `slotSize` bytes each. In `mainline` mode the slots are the
+ * payload buffers the kernel writes into; in the buffer-ring modes they are
+ * where a request is staged when it cannot stay in the kernel's memory
+ * (handed to another thread; zero-copy data a FileSystem makes or reads
+ * itself), and with `shared` they are a memfd's pages, so that io_uring can
+ * move them to and from the client's pages by fd. Held by the session's
+ * thread, so that it outlives every thread that uses it.
  */
 export class EntryMemory {
   /** `n` header buffers. */
   readonly headers: PinnedRegion;
-  /** `n` payload buffers of `slotSize` bytes. */
+  /** `n` payload slots of `slotSize` bytes. */
   readonly payloads: PinnedRegion;
-  /** The iovecs. */
-  readonly iovecs: PinnedRegion;
 
-  /** Map and describe `n` entries with `slotSize`-byte payloads. */
-  constructor(readonly n: number, readonly slotSize: number) {
+  /** Map `n` entries with `slotSize`-byte payloads (`shared`: in a memfd). */
+  constructor(readonly n: number, readonly slotSize: number, shared = false) {
     this.headers = new PinnedRegion(n * UringReqHeader.SIZE);
     try {
-      this.payloads = new PinnedRegion(n * slotSize);
+      this.payloads = new PinnedRegion(n * slotSize, { shared });
     } catch (e) {
       this.headers.close();
       throw e;
-    }
-    this.iovecs = new PinnedRegion(n * 48);
-    const v = this.iovecs.view;
-    for (let i = 0; i < n; i++) {
-      const payload = this.payloads.address + BigInt(i * slotSize);
-      v.setBigUint64(i * 32, this.headers.address + BigInt(i * UringReqHeader.SIZE), true);
-      v.setBigUint64(i * 32 + 8, BigInt(UringReqHeader.SIZE), true);
-      v.setBigUint64(i * 32 + 16, payload, true);
-      v.setBigUint64(i * 32 + 24, BigInt(slotSize), true);
-      v.setBigUint64(n * 32 + i * 16, payload, true);
-      v.setBigUint64(n * 32 + i * 16 + 8, BigInt(slotSize), true);
     }
   }
 
@@ -161,7 +213,7 @@ export class EntryMemory {
       slotSize: this.slotSize,
       headers: this.headers.address,
       payloads: this.payloads.address,
-      iovecs: this.iovecs.address,
+      payloadsFd: this.payloads.fd,
     };
   }
 
@@ -169,7 +221,6 @@ export class EntryMemory {
   close(): void {
     this.headers.close();
     this.payloads.close();
-    this.iovecs.close();
   }
 }
 
@@ -181,24 +232,46 @@ export interface EntryAddresses {
   slotSize: number;
   /** Address of the header buffers. */
   headers: bigint;
-  /** Address of the payload buffers. */
+  /** Address of the payload slots. */
   payloads: bigint;
-  /** Address of the iovecs. */
-  iovecs: bigint;
+  /** The memfd holding the payload slots (from offset 0), or -1. */
+  payloadsFd: number;
 }
 
 function viewAt(address: bigint, length: number): ArrayBuffer {
   return Deno.UnsafePointerView.getArrayBuffer(Deno.UnsafePointer.create(address)!, length);
 }
 
-/** One ring entry: its header and payload buffers, and the Exchange over them. */
+/** Opcodes whose reply data the kernel passes as the client's pages. */
+const PAGES_OUT = new Set<number>([
+  Opcode.READ,
+  Opcode.READDIR,
+  Opcode.READDIRPLUS,
+  Opcode.READLINK,
+]);
+
+/** One ring entry: its header, its payload memory, and the Exchange over them. */
 class UringEntry extends SlotExchange {
-  /** Entry index: its payload's slot in the fixed-buffer table, and its user_data. */
+  /** Entry index: its user_data, and its slot in the fixed-buffer table. */
   readonly id: number;
   readonly qid: number;
-  readonly payloadAddress: bigint;
-  /** The same address as a pointer, made once (direct preads and pwrites use it). */
-  readonly payloadPointer: Deno.PointerValue;
+  /** Its own payload slot (mainline: the kernel's payload buffer; else staging). */
+  readonly ownAddress: bigint;
+  readonly ownOffset: number;
+  /** The kernel-managed buffer this entry holds, -1 for none (buffer-ring modes). */
+  bufferId = -1;
+  /**
+   * Zero-copy: this request's data is the client's pages in fixed slot
+   * `id`, going `in` (WRITE) or `out` (READ, READDIR, READLINK); else null.
+   */
+  pages: "in" | "out" | null = null;
+  /** The pages hold the reply already (READ_FIXED from a backing fd). */
+  replyInPages = false;
+  /** The pages' write data has been staged in the entry's own slot. */
+  dataStaged = false;
+  /** Where the request's data is and where the reply's payload goes, as addresses. */
+  dataAddress: bigint;
+  outAddress: bigint;
   #t: UringTransport;
 
   constructor(
@@ -222,8 +295,8 @@ class UringEntry extends SlotExchange {
     this.#t = t;
     this.id = id;
     this.qid = qid;
-    this.payloadAddress = payloadAddress;
-    this.payloadPointer = Deno.UnsafePointer.create(payloadAddress);
+    this.ownOffset = id * slotSize;
+    this.ownAddress = this.dataAddress = this.outAddress = payloadAddress;
   }
 
   get io(): BackingIo {
@@ -264,10 +337,12 @@ export interface HandOver {
 export interface UringTransportOptions {
   /** The session's `/dev/fuse` fd. */
   fuseFd: number;
-  /** Kernel queues served (queue q takes the requests of CPU q). */
+  /** Kernel queues served (queue q takes the requests of CPU q); one in the buffer-ring modes. */
   qids: number[];
   /** Entries per queue. */
   depth: number;
+  /** How requests reach this transport (default `mainline`). */
+  mode?: UringMode;
   /** The entries' memory: `qids.length × depth` entries, allocated by the session's thread. */
   memory: EntryAddresses;
   /** The session's handle → fd table. */
@@ -302,6 +377,8 @@ export class UringTransport {
   readonly depth: number;
   /** Payload bytes per entry. */
   readonly slotSize: number;
+  /** How requests reach this transport. */
+  readonly mode: UringMode;
   /** Backing calls for the file system: on this transport's ring, or direct. */
   readonly io: BackingIo;
   /** user_data of the MSG_RINGs this ring takes: commit entry `res`, stop, fault. */
@@ -310,8 +387,16 @@ export class UringTransport {
   readonly faultUserData: number;
   #o: UringTransportOptions;
   #ring: Ring;
+  #ringIo: RingIo | null;
   #entries: UringEntry[] = [];
+  /** The entries' own payload slots. */
+  #own!: DataView<ArrayBuffer>;
+  #ownBytes!: Uint8Array<ArrayBuffer>;
   #counters: Float64Array;
+  /** The kernel-managed buffers (buffer-ring modes). */
+  #buffers: KernelBufferRing | null = null;
+  /** iovecs handed to the kernel at setup and REGISTER (mainline), kept while it may read them. */
+  #iovecs: PinnedRegion | null = null;
   #live = 0;
   #stopped = false;
   /** Requests dispatched on this thread and not yet answered. */
@@ -325,45 +410,97 @@ export class UringTransport {
   #finished = new Promise<void>((r) => this.#done = r);
 
   /**
-   * Set up the ring and register the payload buffers as fixed buffers.
-   * Throws if any step fails (the caller falls back).
+   * Set up the ring and what the mode registers in it: the payload slots as
+   * fixed buffers (mainline), or the header buffer and the kernel-managed
+   * buffer ring (buffer-ring modes). Throws if any step fails (the caller
+   * falls back).
    */
   constructor(options: UringTransportOptions) {
     this.#o = options;
     this.depth = options.depth;
+    this.mode = options.mode ?? "mainline";
     const m = options.memory;
     this.slotSize = m.slotSize;
     const n = m.n;
     if (n !== options.qids.length * options.depth) throw new RangeError("entry memory size");
+    if (this.mode !== "mainline" && options.qids.length !== 1) {
+      throw new RangeError(`${this.mode} needs a ring per queue`);
+    }
+    if (this.mode === "zero_copy" && m.payloadsFd < 0) {
+      throw new RangeError("zero_copy needs its staging slots in a memfd");
+    }
     this.#counters = options.counters;
     const entries = 1 << Math.ceil(Math.log2(Math.max(64, n * 4)));
     this.#ring = new Ring({ entries, cqEntries: entries * 2 });
     this.#direct = options.backingIo === "direct";
-    this.io = this.#direct ? new DirectIo() : new RingIo(this.#ring, () => this.#flushSoon());
+    this.#ringIo = this.#direct ? null : new RingIo(this.#ring, () => this.#flushSoon());
+    this.io = this.#ringIo ?? new DirectIo();
     try {
       const headers = new DataView(viewAt(m.headers, n * UringReqHeader.SIZE));
-      const payloads = new DataView(viewAt(m.payloads, n * m.slotSize));
+      const payloads = this.#own = new DataView(viewAt(m.payloads, n * m.slotSize));
+      this.#ownBytes = new Uint8Array(payloads.buffer);
       for (let id = 0; id < n; id++) {
         const qid = options.qids[Math.floor(id / this.depth)];
         const address = m.payloads + BigInt(id * m.slotSize);
         const entry = new UringEntry(this, id, qid, headers, payloads, address, m.slotSize);
         this.#entries.push(entry);
         // Entry ids are 0..n-1 (user_data = fixed-buffer index); the rest follow.
-        if (this.#ring.register((res) => this.#arrived(entry, res)) !== id) {
+        if (this.#ring.register((res, flags) => this.#arrived(entry, res, flags)) !== id) {
           throw new Error("ring ids out of step with entry ids");
         }
       }
-      this.commitUserData = this.#ring.register((res) => this.#commit(this.#entries[res]));
+      this.commitUserData = this.#ring.register((res) => this.#committed(this.#entries[res]));
       this.stopUserData = this.#ring.register(() => this.#stopped = true);
       this.faultUserData = this.#ring.register(() => {
         throw new Error("fault injected into a queue thread");
       });
-      this.#ring.registerSparseBuffers(n);
-      this.#ring.updateBuffers(0, Deno.UnsafePointer.create(m.iovecs + BigInt(n * 32))!, n);
+      if (this.mode === "mainline") this.#registerSlots();
+      else this.#registerBufferRing();
     } catch (e) {
-      this.#ring.close().catch(() => {});
+      this.#release();
       throw e;
     }
+  }
+
+  /** Mainline: iovec pairs for REGISTER, and the payload slots as fixed buffers 0..n-1. */
+  #registerSlots(): void {
+    const m = this.#o.memory;
+    const n = m.n;
+    const v = (this.#iovecs = new PinnedRegion(n * 48)).view;
+    for (let i = 0; i < n; i++) {
+      const payload = m.payloads + BigInt(i * m.slotSize);
+      v.setBigUint64(i * 32, m.headers + BigInt(i * UringReqHeader.SIZE), true);
+      v.setBigUint64(i * 32 + 8, BigInt(UringReqHeader.SIZE), true);
+      v.setBigUint64(i * 32 + 16, payload, true);
+      v.setBigUint64(i * 32 + 24, BigInt(m.slotSize), true);
+      v.setBigUint64(n * 32 + i * 16, payload, true);
+      v.setBigUint64(n * 32 + i * 16 + 8, BigInt(m.slotSize), true);
+    }
+    this.#ring.registerSparseBuffers(n);
+    this.#ring.updateBuffers(0, this.#iovecs.at(n * 32), n);
+  }
+
+  /**
+   * Buffer-ring modes: the headers as one fixed buffer (index 0, or
+   * `depth` with zero-copy, whose first `depth` slots take client pages),
+   * and the kernel-managed buffer ring of group 0 that payloads come in.
+   */
+  #registerBufferRing(): void {
+    const m = this.#o.memory;
+    const zeroCopy = this.mode === "zero_copy";
+    const iov = (this.#iovecs = new PinnedRegion(16)).view;
+    iov.setBigUint64(0, m.headers, true);
+    iov.setBigUint64(8, BigInt(m.n * UringReqHeader.SIZE), true);
+    this.#ring.registerSparseBuffers(zeroCopy ? this.depth + 1 : 1);
+    this.#ring.updateBuffers(zeroCopy ? this.depth : 0, this.#iovecs.pointer, 1);
+    // One buffer per entry at most is held at a time; the ring's size is a power of two.
+    const count = 1 << Math.ceil(Math.log2(this.depth));
+    this.#buffers = new KernelBufferRing(
+      this.#ring,
+      alignUp(this.slotSize, PAGE_SIZE),
+      count,
+      FUSE_URING_RINGBUF_GROUP,
+    );
   }
 
   /** This transport's ring fd (the target of MSG_RINGs from the session's thread). */
@@ -377,14 +514,20 @@ export class UringTransport {
    * during submit; accepted ones stay pending until a request arrives).
    */
   register(): string | null {
-    const iovecs = this.#o.memory.iovecs;
+    const flags = this.mode === "zero_copy"
+      ? FUSE_URING_BUF_RING | FUSE_URING_ZERO_COPY
+      : this.mode === "buf_ring"
+      ? FUSE_URING_BUF_RING
+      : 0;
     for (const entry of this.#entries) {
-      const at = prepRegister(
-        this.#ring,
-        this.#o.fuseFd,
-        iovecs + BigInt(entry.id * 32),
-        entry.qid,
-      );
+      const at = flags === 0
+        ? prepRegister(
+          this.#ring,
+          this.#o.fuseFd,
+          this.#iovecs!.address + BigInt(entry.id * 32),
+          entry.qid,
+        )
+        : prepRegisterBufRing(this.#ring, this.#o.fuseFd, entry.id, entry.qid, flags, this.depth);
       this.#ring.track(at, entry.id);
       this.#live++;
     }
@@ -395,7 +538,8 @@ export class UringTransport {
     this.#failures = null;
     if (failures.length === 0) return null;
     const names = [...new Set(failures.map(errnoName))].join(", ");
-    return `REGISTER failed for ${failures.length} of ${this.#entries.length} entries: ${names}`;
+    return `REGISTER (${this.mode}) failed for ${failures.length} of ${this.#entries.length} ` +
+      `entries: ${names}`;
   }
 
   /** Serve until every entry has been ended by the kernel (unmount), or stopped. */
@@ -461,7 +605,14 @@ export class UringTransport {
 
   /** Release the ring (after {@linkcode run}; pending commands are cancelled with it). */
   close(): Promise<void> {
-    return this.#ring.close();
+    return this.#release();
+  }
+
+  async #release(): Promise<void> {
+    await this.#ring.close().catch(() => {});
+    // The buffers go with the ring; only their mapping is left to undo.
+    this.#buffers?.close(false);
+    this.#iovecs?.close();
   }
 
   #count(entry: UringEntry, counter: number): void {
@@ -469,7 +620,7 @@ export class UringTransport {
   }
 
   /** A REGISTER or COMMIT_AND_FETCH completed: a request arrived, or the entry ended. */
-  #arrived(entry: UringEntry, res: number): void {
+  #arrived(entry: UringEntry, res: number, flags: number): void {
     if (res < 0) {
       this.#live--;
       if (this.#failures) this.#failures.push(-res);
@@ -482,6 +633,7 @@ export class UringTransport {
     const h = entry.header;
     const o = entry.headerOffset;
     const opcode = h.getUint32(o + InHeader.opcode, true);
+    if (this.#buffers) this.#place(entry, opcode, flags);
     if ((opcode === Opcode.READ || opcode === Opcode.WRITE) && this.#fromBackingFd(entry, opcode)) {
       return;
     }
@@ -490,13 +642,116 @@ export class UringTransport {
       this.#pending++;
       entry.argLength = Math.min(dispatcher.argSize(opcode), UringReqHeader.op_in);
       entry.dataLength = uringPayloadSize(h, o);
+      if (entry.pages === "in") {
+        // The FileSystem reads write data with the CPU: stage it first.
+        this.#stageIn(entry).then(
+          () => dispatcher.dispatch(entry),
+          (e: SystemError) => this.reply(entry, -(e.errno ?? Errno.EIO), 0),
+        );
+        return;
+      }
       dispatcher.dispatch(entry);
       return;
     }
-    // The FileSystem lives on another thread: hand the request over.
-    const to = this.#o.handOver!;
+    // The FileSystem lives on another thread: hand the request over, from
+    // the entry's own slot (the only payload memory that thread knows).
     this.#count(entry, QueueCounter.forwarded);
+    if (!this.#buffers) return this.#handOver(entry);
+    this.#stageIn(entry).then(
+      () => this.#handOver(entry),
+      (e: SystemError) => {
+        this.#pending++; // reply() balances it
+        this.reply(entry, -(e.errno ?? Errno.EIO), 0);
+      },
+    );
+  }
+
+  #handOver(entry: UringEntry): void {
+    const to = this.#o.handOver!;
     prepMsgRing(this.#ring.sqes, this.#ring.sqe(), to.ringFd, to.base + entry.id, to.userData);
+    this.#flushSoon();
+  }
+
+  /**
+   * Buffer-ring modes: note which kernel buffer the entry holds (a
+   * completion without the buffer flag keeps the entry's last one: the
+   * kernel reuses it for a request it had queued already), and point the
+   * request's data and reply there, or, for the client's pages under
+   * zero-copy, at the entry's staging slot.
+   */
+  #place(entry: UringEntry, opcode: number, flags: number): void {
+    const buffers = this.#buffers!;
+    if (flags & IORING_CQE_F_BUFFER) {
+      entry.bufferId = flags >>> IORING_CQE_BUFFER_SHIFT;
+      this.#count(entry, QueueCounter.bufferSelects);
+    } else if (entry.bufferId >= 0 && uringPayloadSize(entry.header, entry.headerOffset) > 0) {
+      this.#count(entry, QueueCounter.bufferKept);
+    }
+    entry.pages = this.mode !== "zero_copy"
+      ? null
+      : PAGES_OUT.has(opcode)
+      ? "out"
+      : opcode === Opcode.WRITE
+      ? "in"
+      : null;
+    entry.replyInPages = entry.dataStaged = false;
+    if (entry.bufferId >= 0) {
+      const offset = buffers.offsetOf(entry.bufferId);
+      entry.setData(buffers.bytes, offset);
+      entry.setOut(buffers.view, buffers.bytes, offset, buffers.bufferSize);
+      entry.dataAddress = entry.outAddress = buffers.address + BigInt(offset);
+    } else {
+      this.#useOwnSlot(entry, true, true);
+    }
+    if (entry.pages === "out") this.#useOwnSlot(entry, false, true);
+  }
+
+  /** Point the request's data and/or reply at the entry's own slot. */
+  #useOwnSlot(entry: UringEntry, data: boolean, out: boolean): void {
+    if (data) {
+      entry.setData(this.#ownBytes, entry.ownOffset);
+      entry.dataAddress = entry.ownAddress;
+    }
+    if (out) {
+      entry.setOut(this.#own, this.#ownBytes, entry.ownOffset, this.slotSize);
+      entry.outAddress = entry.ownAddress;
+    }
+  }
+
+  /**
+   * Put the request's payload in the entry's own slot: the client's pages
+   * of a zero-copy WRITE through WRITE_FIXED into the staging memfd, a
+   * kernel buffer's bytes by copying (only when handing over).
+   */
+  #stageIn(entry: UringEntry): Promise<void> {
+    const size = uringPayloadSize(entry.header, entry.headerOffset);
+    if (entry.pages === "in") {
+      this.#count(entry, QueueCounter.staged);
+      const length = Math.min(size, this.slotSize);
+      const staged = this.#ring.submitOp("write_fixed", (at) =>
+        prepWriteFixed(
+          this.#ring.sqes,
+          at,
+          this.#o.memory.payloadsFd,
+          0n,
+          length,
+          entry.ownOffset,
+          entry.id,
+        )).then((n) => {
+          if (n !== length) throw new SystemError("staging write data", Errno.EIO);
+          entry.dataStaged = true;
+          this.#useOwnSlot(entry, true, false);
+        });
+      this.#flushSoon();
+      return staged;
+    }
+    if (size > 0 && entry.dataAddress !== entry.ownAddress) {
+      const from = entry.dataOffset;
+      const length = Math.min(size, this.slotSize);
+      this.#ownBytes.set(entry.data.subarray(from, from + length), entry.ownOffset);
+    }
+    this.#useOwnSlot(entry, true, true);
+    return Promise.resolve();
   }
 
   /**
@@ -518,7 +773,7 @@ export class UringTransport {
       `unique: ${h.getUint32(entry.headerOffset + InHeader.unique, true)}, opcode: ` +
         `${read ? "READ" : "WRITE"} (${opcode}), nodeid: ` +
         `${h.getUint32(entry.headerOffset + InHeader.nodeid, true)}, size: ${size}, ` +
-        `on queue ${entry.qid}, backing fd ${fd}`,
+        `on queue ${entry.qid}, backing fd ${fd}${entry.pages ? ", zero-copy" : ""}`,
     );
     if (!read && size > uringPayloadSize(h, entry.headerOffset)) {
       this.reply(entry, -Errno.EINVAL, 0);
@@ -530,7 +785,8 @@ export class UringTransport {
         // As the write of a caller without CAP_FSETID would.
         clearSuidSgid(fd, h.getUint32(entry.headerOffset + InHeader.gid, true));
       }
-      n = this.transfer(entry, read, fd, offset, read ? Math.min(size, this.slotSize) : size);
+      const room = entry.pages ? size : Math.min(size, this.slotSize);
+      n = this.transfer(entry, read, fd, offset, read ? room : size);
     } catch (e) {
       this.reply(entry, -(e as SystemError).errno, 0);
       return true;
@@ -546,7 +802,7 @@ export class UringTransport {
   #moved(entry: UringEntry, read: boolean, res: number): void {
     if (res < 0) return this.reply(entry, res, 0);
     if (read) return this.reply(entry, 0, res);
-    // The reply's payload is a fuse_write_out at the start of the slot.
+    // The reply's payload is a fuse_write_out at the start of the reply memory.
     entry.out.setUint32(entry.outOffset + WriteOut.size, res, true);
     entry.out.setUint32(entry.outOffset + 4, 0, true);
     this.reply(entry, 0, WriteOut.SIZE);
@@ -556,7 +812,55 @@ export class UringTransport {
   reply(entry: UringEntry, error: number, length: number): void {
     this.#pending--;
     writeUringReply(entry.header, entry.headerOffset, error, length);
+    if (entry.pages === "out" && !entry.replyInPages && error === 0 && length > 0) {
+      this.#stageOut(entry, length);
+    } else this.#commit(entry);
+  }
+
+  /**
+   * A handed-over request's reply is in the entry's own slot: move it to
+   * where the kernel reads it (buffer-ring modes), then commit.
+   */
+  #committed(entry: UringEntry): void {
+    if (!this.#buffers) return this.#commit(entry);
+    const h = entry.header;
+    const o = entry.headerOffset;
+    const length = h.getInt32(o + OutHeader.error, true) === 0
+      ? h.getUint32(o + OutHeader.len, true) - OutHeader.SIZE
+      : 0;
+    if (length <= 0) return this.#commit(entry);
+    if (entry.pages === "out") return this.#stageOut(entry, length);
+    if (entry.bufferId >= 0) {
+      const to = this.#buffers.offsetOf(entry.bufferId);
+      this.#buffers.bytes.set(
+        this.#ownBytes.subarray(entry.ownOffset, entry.ownOffset + length),
+        to,
+      );
+    }
     this.#commit(entry);
+  }
+
+  /**
+   * Zero-copy: the reply's data is in the entry's staging slot; READ_FIXED
+   * it from the memfd into the client's pages, then commit (an EIO reply if
+   * that fails).
+   */
+  #stageOut(entry: UringEntry, length: number): void {
+    this.#count(entry, QueueCounter.staged);
+    this.#ring.submitOp("read_fixed", (at) =>
+      prepReadFixed(
+        this.#ring.sqes,
+        at,
+        this.#o.memory.payloadsFd,
+        0n,
+        length,
+        entry.ownOffset,
+        entry.id,
+      )).then((n) => n, (e: SystemError) => -e.errno).then((n) => {
+        if (n !== length) writeUringReply(entry.header, entry.headerOffset, -Errno.EIO, 0);
+        this.#commit(entry);
+      });
+    this.#flushSoon();
   }
 
   /** Commit `entry`, whose reply is already in its buffers. */
@@ -568,11 +872,13 @@ export class UringTransport {
   }
 
   /**
-   * Move `length` bytes between `fd` and the entry's payload (request data
-   * and reply data both start it): READ_FIXED / WRITE_FIXED on the ring, or
-   * pread / pwrite on this thread; the bytes moved. A direct call that fails
-   * throws a SystemError, a ring operation rejects with one. The read is not
-   * linked to the commit because the commit must carry the byte count.
+   * Move `length` bytes between `fd` and the request: the reply's memory
+   * for a read, the request's data for a write. READ_FIXED / WRITE_FIXED on
+   * the entry's fixed slot (mainline: its payload buffer; zero-copy: the
+   * client's pages), else READ / WRITE on the ring, or pread / pwrite on
+   * this thread. The bytes moved. A direct call that fails throws a
+   * SystemError, a ring operation rejects with one. The read is not linked
+   * to the commit because the commit must carry the byte count.
    */
   transfer(
     entry: UringEntry,
@@ -581,21 +887,35 @@ export class UringTransport {
     offset: number,
     length: number,
   ): number | Promise<number> {
-    this.#count(entry, read ? QueueCounter.fixedReads : QueueCounter.fixedWrites);
-    if (this.#direct) {
-      const n = (read ? libc.pread64 : libc.pwrite64)(
-        fd,
-        entry.payloadPointer,
-        BigInt(length),
-        BigInt(offset),
-      );
-      if (n < 0) throw new SystemError(read ? "pread" : "pwrite", errno(), `fd ${fd}`);
-      return n;
+    const inPages = read ? entry.pages === "out" : entry.pages === "in" && !entry.dataStaged;
+    if (inPages) {
+      // Zero-copy: the client's pages are fixed slot `id`, addressed from 0.
+      this.#count(entry, read ? QueueCounter.zeroCopyReads : QueueCounter.zeroCopyWrites);
+      if (read) entry.replyInPages = true;
+      return this.#fixed(read, fd, 0n, length, offset, entry.id);
     }
+    this.#count(entry, read ? QueueCounter.fixedReads : QueueCounter.fixedWrites);
+    const address = read ? entry.outAddress : entry.dataAddress;
+    if (this.mode === "mainline" && !this.#direct) {
+      return this.#fixed(read, fd, address, length, offset, entry.id);
+    }
+    const n = (read ? pinnedRead : pinnedWrite)(this.#ringIo, fd, address, length, offset);
+    if (typeof n !== "number") this.#flushSoon();
+    return n;
+  }
+
+  #fixed(
+    read: boolean,
+    fd: number,
+    address: bigint,
+    length: number,
+    offset: number,
+    slot: number,
+  ): Promise<number> {
     const prep = read ? prepReadFixed : prepWriteFixed;
     const p = this.#ring.submitOp(
       read ? "read_fixed" : "write_fixed",
-      (at) => prep(this.#ring.sqes, at, fd, entry.payloadAddress, length, offset, entry.id),
+      (at) => prep(this.#ring.sqes, at, fd, address, length, offset, slot),
     );
     this.#flushSoon();
     return p;

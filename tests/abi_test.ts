@@ -223,3 +223,92 @@ Deno.test({
     }
   },
 });
+
+/**
+ * The seed kernel's patched uapi headers (left beside its bzImage by
+ * ../shared/seed-kernel/build.sh), or SEED_KERNEL_INCLUDE: the buffer-ring
+ * series' ABI exists only there.
+ */
+async function seedHeaders(): Promise<string | null> {
+  const named = Deno.env.get("SEED_KERNEL_INCLUDE");
+  const candidates = named ? [named] : [];
+  const cache = Deno.env.get("SEED_KERNEL_CACHE") ?? "/var/cache/denofuse-seed-kernel";
+  try {
+    for await (const e of Deno.readDir(cache)) candidates.push(`${cache}/${e.name}/include`);
+  } catch { /* no cache */ }
+  for (const dir of candidates) {
+    const text = await Deno.readTextFile(`${dir}/linux/fuse.h`).catch(() => "");
+    if (text.includes("FUSE_URING_BUF_RING")) return dir;
+  }
+  return null;
+}
+
+const seedInclude = await seedHeaders();
+
+Deno.test({
+  name: "abi: the buffer-ring series' constants and layouts match the seed kernel's headers",
+  // CI builds the seed kernel before the tests, so there the headers must be found.
+  ignore: (!haveCc || !seedInclude) && Deno.env.get("CI") !== "true",
+  async fn() {
+    assert.ok(haveCc && seedInclude, "CI needs cc and the seed kernel's headers (build.sh)");
+    const values: [string, string, number | bigint][] = [
+      ["FUSE_URING_BUF_RING", "FUSE_URING_BUF_RING", abi.FUSE_URING_BUF_RING],
+      ["FUSE_URING_ZERO_COPY", "FUSE_URING_ZERO_COPY", abi.FUSE_URING_ZERO_COPY],
+      ["REGISTER_KMBUF", "IORING_REGISTER_KMBUF_RING", abi.IORING_REGISTER_KMBUF_RING],
+      ["UNREGISTER_KMBUF", "IORING_UNREGISTER_KMBUF_RING", abi.IORING_UNREGISTER_KMBUF_RING],
+      ["BPF_FILTER", "IORING_REGISTER_BPF_FILTER", abi.IORING_REGISTER_KMBUF_RING_AS_POSTED],
+      ["OFF_KMBUF", "IORING_OFF_KMBUF_RING", abi.IORING_OFF_KMBUF_RING],
+      ["OFF_KMBUF_SHIFT", "IORING_OFF_KMBUF_SHIFT", abi.IORING_OFF_KMBUF_SHIFT],
+      ["CQE_F_BUFFER", "IORING_CQE_F_BUFFER", abi.IORING_CQE_F_BUFFER],
+      ["CQE_BUFFER_SHIFT", "IORING_CQE_BUFFER_SHIFT", abi.IORING_CQE_BUFFER_SHIFT],
+      ["cmd_req.SIZE", "sizeof(struct fuse_uring_cmd_req)", abi.UringCmdReq.SIZE],
+      ["cmd_req.qid", "offsetof(struct fuse_uring_cmd_req, qid)", abi.UringCmdReq.qid],
+      [
+        "cmd_req.init.flags",
+        "offsetof(struct fuse_uring_cmd_req, init.flags)",
+        abi.UringCmdReq.init_flags,
+      ],
+      [
+        "cmd_req.init.queue_depth",
+        "offsetof(struct fuse_uring_cmd_req, init.queue_depth)",
+        abi.UringCmdReq.init_queue_depth,
+      ],
+      ["req_header.SIZE", "sizeof(struct fuse_uring_req_header)", abi.UringReqHeader.SIZE],
+      ["buf_reg.SIZE", "sizeof(struct io_uring_buf_reg)", abi.IoUringBufReg.SIZE],
+      [
+        "buf_reg.buf_size",
+        "offsetof(struct io_uring_buf_reg, buf_size)",
+        abi.IoUringBufReg.buf_size,
+      ],
+      [
+        "buf_reg.ring_entries",
+        "offsetof(struct io_uring_buf_reg, ring_entries)",
+        abi.IoUringBufReg.ring_entries,
+      ],
+      ["buf_reg.bgid", "offsetof(struct io_uring_buf_reg, bgid)", abi.IoUringBufReg.bgid],
+      ["buf_reg.flags", "offsetof(struct io_uring_buf_reg, flags)", abi.IoUringBufReg.flags],
+      [
+        "buf_reg.min_left",
+        "offsetof(struct io_uring_buf_reg, min_left)",
+        abi.IoUringBufReg.min_left,
+      ],
+    ];
+    const dir = await Deno.makeTempDir();
+    try {
+      const body = values.map(([n, c]) => `printf("${n} %llu\\n", (unsigned long long)(${c}));`);
+      await Deno.writeTextFile(
+        `${dir}/seed.c`,
+        `#include <stdio.h>\n#include <stddef.h>\n#include <linux/fuse.h>\n` +
+          `#include <linux/io_uring.h>\nint main(void) {\n${body.join("\n")}\n}\n`,
+      );
+      const cc = await new Deno.Command("cc", {
+        args: ["-I", seedInclude!, "-o", `${dir}/seed`, `${dir}/seed.c`],
+      }).output();
+      assert.ok(cc.success, new TextDecoder().decode(cc.stderr));
+      const out = new TextDecoder().decode((await new Deno.Command(`${dir}/seed`).output()).stdout);
+      assert.deepEqual(out.trim().split("\n"), values.map(([n, , v]) => `${n} ${v}`));
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});

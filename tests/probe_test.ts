@@ -2,7 +2,17 @@
 // feature with the reason when it is absent; it leaves nothing behind.
 import assert from "node:assert/strict";
 import { probe } from "../mod.ts";
-import { canMount, run, uringMissing, uringTest } from "./helpers.ts";
+import { bufferRingMissing } from "../server/probe.ts";
+import {
+  canMount,
+  isMounted,
+  reap,
+  run,
+  startServer,
+  tempMountpoint,
+  uringMissing,
+  uringTest,
+} from "./helpers.ts";
 
 const FEATURES = [
   "FUSE",
@@ -75,3 +85,53 @@ uringTest("probe: with enable_uring off, says how to switch it on", async () => 
     await Deno.writeTextFile(param, before);
   }
 });
+
+// On a kernel without the FUSE buffer-ring series (mainline, this machine's):
+// auto serves in mainline mode, and asking for a buffer-ring mode fails with
+// the probe's reason before anything is mounted. (guest/ covers the kernel
+// that has the series.)
+const noSeries = bufferRingMissing() !== null;
+
+uringTest(
+  "probe: without the series, auto serves mainline and a forced mode fails clearly",
+  async () => {
+    if (!noSeries) return; // this kernel carries the series: guest/ tests it
+    const [mnt, cleanup] = await tempMountpoint();
+    try {
+      const { child, out } = await startServer(["examples/hello.ts", mnt, "-o", "io_uring"]);
+      assert.match(out, /over io_uring \(mainline\)/);
+      child.kill("SIGTERM");
+      assert.equal((await reap(child)).code, 0);
+      for (const opt of ["io_uring_zero_copy", "io_uring_bufring", "io_uring_mode=buf_ring"]) {
+        const r = await run(
+          Deno.execPath(),
+          "run",
+          "--allow-ffi",
+          new URL("../examples/hello.ts", import.meta.url).pathname,
+          mnt,
+          "-o",
+          opt,
+        );
+        assert.equal(r.code, 1, `${opt}: ${r.stdout}`);
+        assert.match(
+          r.stderr,
+          /io_uring (zero_copy|buf_ring) mode: .*does not carry the FUSE buffer-ring series/,
+        );
+        assert.equal(isMounted(mnt), false, opt);
+      }
+      const bad = await run(
+        Deno.execPath(),
+        "run",
+        "--allow-ffi",
+        new URL("../examples/hello.ts", import.meta.url).pathname,
+        mnt,
+        "-o",
+        "io_uring_mode=fast",
+      );
+      assert.equal(bad.code, 2);
+      assert.match(bad.stderr, /io_uring_mode takes auto, mainline, buf_ring or zero_copy/);
+    } finally {
+      await cleanup();
+    }
+  },
+);

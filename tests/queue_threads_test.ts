@@ -287,7 +287,9 @@ uringTest("queue threads: -o threads and -d as a user runs the passthrough", asy
       const threads = Math.min(2, CPUS);
       assert.match(
         log,
-        new RegExp(`io_uring: ${CPUS} queues x 8 entries .* ${threads} queue threads`),
+        new RegExp(
+          `io_uring: mainline mode, ${CPUS} queues x 8 entries .* ${threads} queue threads`,
+        ),
       );
       for (let q = 0; q < CPUS; q++) {
         // Thread w serves queues w, w + threads, ... on their CPUs.
