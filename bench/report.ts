@@ -72,6 +72,9 @@ export const JOBS: Job[] = [
   { id: "metadata", label: "metadata", unit: "s", target: 13, compareTarget: 0.6 },
 ];
 
+/** The configuration the other io_uring modes are measured against in `--modes`. */
+export const MAINLINE = "io_uring:mainline";
+
 /** io_uring must beat the classic transport by this much on rand read 4k. */
 export const URING_OVER_DEV_RANDREAD = 1.3;
 
@@ -125,6 +128,11 @@ export interface Row {
   /** Speed relative to the `compare` configuration (null without one, or for itself). */
   vsCompare: number | null;
   /**
+   * In a comparison of io_uring modes (`--modes`): speed relative to the
+   * `io_uring:mainline` row of the same job; else null.
+   */
+  vsMainline: number | null;
+  /**
    * Whether the row meets its target: with a `compare` run, the io_uring
    * row against `compareTarget` (other rows null); without, every server
    * row against the tmpfs `target` (tmpfs null).
@@ -170,11 +178,15 @@ export function summarize(
   const uringOverDev: Record<string, number> = {};
   const reference = configs[0];
   const hasCompare = configs.includes("compare");
+  // A comparison of io_uring modes: ratios between them, no absolute targets
+  // (it runs in an emulated guest, whose speed says nothing about the code's).
+  const modes = configs.includes(MAINLINE);
   const med = (config: string, job: Job) =>
     median((results[config]?.[job.id] ?? []).map((s) => s.value));
   for (const job of jobs) {
     const base = med(reference, job);
     const theirs = hasCompare ? med("compare", job) : NaN;
+    const mainline = modes ? med(MAINLINE, job) : NaN;
     for (const config of configs) {
       const samples = results[config]?.[job.id] ?? [];
       if (samples.length === 0) continue;
@@ -196,7 +208,14 @@ export function summarize(
         peakRssKiB: Math.max(...samples.map((s) => s.peakRssKiB)),
         cpuUsPerOp: config === reference ? NaN : cpuSeconds * 1e6 / opsOf(job, m, counts),
         vsCompare,
-        meetsTarget: hasCompare
+        vsMainline: !modes || !config.startsWith("io_uring:")
+          ? null
+          : job.unit === "s"
+          ? mainline / m
+          : m / mainline,
+        meetsTarget: modes
+          ? null
+          : hasCompare
           ? config === "io_uring" && vsCompare !== null ? vsCompare >= job.compareTarget : null
           : config === reference
           ? null
@@ -221,6 +240,10 @@ export function summarize(
   };
 }
 
+function ratio(x: number | null): string {
+  return x === null ? "" : x.toFixed(2);
+}
+
 function fmt(x: number, unit: Job["unit"]): string {
   if (!Number.isFinite(x)) return "-";
   if (unit === "s") return x.toFixed(3);
@@ -239,6 +262,8 @@ export function markdownTable(summary: Summary, jobs: Job[] = JOBS): string {
     "|---|---|---:|---:|---:|---|---|---:|---:|---:|---:|",
   ];
   const hasCompare = summary.rows.some((r) => r.config === "compare");
+  const modes = summary.rows.some((r) => r.vsMainline !== null);
+  if (modes) lines[0] = lines[0].replace("| vs compare |", "| vs mainline |");
   for (const job of jobs) {
     for (const r of summary.rows.filter((r) => r.job === job.id)) {
       const target = r.meetsTarget === null
@@ -256,7 +281,7 @@ export function markdownTable(summary: Summary, jobs: Job[] = JOBS): string {
       lines.push(
         `| ${job.label} | ${r.config} | ${fmt(r.median, r.unit)} ${r.unit} | ` +
           `${r.ratioToTmpfs.toFixed(r.unit === "s" ? 1 : 3)}${r.unit === "s" ? "×" : ""} | ` +
-          `${r.vsCompare === null ? "" : r.vsCompare.toFixed(2)} | ` +
+          `${ratio(modes ? r.vsMainline : r.vsCompare)} | ` +
           `${target} | ${met} | ${cd} | ${server ? r.cpuSeconds.toFixed(2) : ""} | ${perOp} | ` +
           `${server ? (r.peakRssKiB / 1024).toFixed(0) : ""} |`,
       );
@@ -285,7 +310,9 @@ export function svgChart(summary: Summary, title: string, jobs: Job[] = JOBS): s
   // With a compare server, the io_uring target is a share of its speed.
   const compareRow = (j: Job) => summary.rows.find((r) => r.job === j.id && r.config === "compare");
   const hasCompare = configs.includes("compare");
+  const targets = summary.rows.some((r) => r.meetsTarget !== null);
   const targetSpeed = (j: Job) => {
+    if (!targets) return 0;
     const c = compareRow(j);
     if (hasCompare) return c ? speed(c) * j.compareTarget : 0;
     return j.unit === "s" ? 1 / j.target : j.target;
@@ -303,10 +330,8 @@ export function svgChart(summary: Summary, title: string, jobs: Job[] = JOBS): s
     `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" font-family="sans-serif" font-size="11">`,
     `<rect width="${W}" height="${H}" fill="white"/>`,
     `<text x="${W / 2}" y="20" text-anchor="middle" font-size="14">${escapeXml(title)}</text>`,
-    `<text x="${
-      W / 2
-    }" y="36" text-anchor="middle">speed relative to tmpfs (1 = tmpfs); dashed: target${
-      hasCompare ? " for io_uring (0.6× or 0.8× compare)" : ""
+    `<text x="${W / 2}" y="36" text-anchor="middle">speed relative to tmpfs (1 = tmpfs)${
+      !targets ? "" : `; dashed: target${hasCompare ? " for io_uring (0.6× or 0.8× compare)" : ""}`
     }</text>`,
     `<line x1="${left}" y1="${bottom}" x2="${W - 10}" y2="${bottom}" stroke="black"/>`,
     `<line x1="${left}" y1="${top}" x2="${left}" y2="${bottom}" stroke="black"/>`,
@@ -333,9 +358,13 @@ export function svgChart(summary: Summary, title: string, jobs: Job[] = JOBS): s
       );
     });
     const t = targetSpeed(job);
+    if (targets) {
+      out.push(
+        `<line x1="${x0 - 4}" y1="${y(t)}" x2="${x0 + barW * configs.length + 2}" y2="${y(t)}" ` +
+          `stroke="black" stroke-dasharray="4 3"/>`,
+      );
+    }
     out.push(
-      `<line x1="${x0 - 4}" y1="${y(t)}" x2="${x0 + barW * configs.length + 2}" y2="${y(t)}" ` +
-        `stroke="black" stroke-dasharray="4 3"/>`,
       `<text x="${left + j * groupW + groupW / 2}" y="${bottom + 16}" text-anchor="middle">` +
         `${escapeXml(job.label)}</text>`,
     );

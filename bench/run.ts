@@ -4,7 +4,7 @@
  * optionally on any other FUSE server, side by side in one run.
  *
  *     deno task bench [--quick] [--rounds N] [--runtime S] [--size SIZE]
- *                     [--files N] [--compare 'COMMAND'] [--out DIR]
+ *                     [--files N] [--compare 'COMMAND'] [--modes] [--out DIR]
  *
  * Configurations: (a) the tmpfs itself, (b) `examples/passthrough.ts -o
  * no_io_uring`, (c) `examples/passthrough.ts -o io_uring`, and with
@@ -14,6 +14,11 @@
  * time and peak RSS belong to that job. Prints a Markdown table and writes
  * JSON and an SVG chart under bench/results/.
  *
+ * `--modes` compares the io_uring modes instead (mainline, buf_ring,
+ * zero_copy: `-o io_uring_mode=...`), for a kernel with the FUSE
+ * buffer-ring series; `deno task bench:guest` runs it in the seed kernel's
+ * guest, where only ratios between modes mean anything.
+ *
  * @module
  */
 
@@ -22,6 +27,7 @@ import { libc, readSmallFile } from "../ffi/libc.ts";
 import {
   type Job,
   JOBS,
+  MAINLINE,
   markdownTable,
   parseFio,
   type Results,
@@ -39,6 +45,7 @@ const { values } = parseArgs({
     size: { type: "string" },
     files: { type: "string" },
     compare: { type: "string" },
+    modes: { type: "boolean", default: false },
     out: { type: "string", default: new URL("./results", import.meta.url).pathname },
   },
 });
@@ -117,7 +124,11 @@ async function startServer(config: string, src: string, mnt: string): Promise<Se
     src,
     mnt,
     "-o",
-    config === "dev" ? "no_io_uring" : "io_uring",
+    config === "dev"
+      ? "no_io_uring"
+      : config.startsWith("io_uring:")
+      ? `io_uring,io_uring_mode=${config.slice("io_uring:".length)}`
+      : "io_uring",
   ];
   const child = new Deno.Command(command[0], {
     args: command.slice(1),
@@ -166,7 +177,9 @@ async function runJob(job: Job, dir: string): Promise<number> {
   return parseFio(out, job);
 }
 
-const configs = ["tmpfs", "dev", "io_uring", ...(values.compare ? ["compare"] : [])];
+const configs = values.modes
+  ? ["tmpfs", MAINLINE, "io_uring:buf_ring", "io_uring:zero_copy"]
+  : ["tmpfs", "dev", "io_uring", ...(values.compare ? ["compare"] : [])];
 const results: Results = Object.fromEntries(configs.map((c) => [c, {}]));
 const base = await Deno.makeTempDir({ prefix: "denofuse-bench-" });
 const src = `${base}/src`;
@@ -220,15 +233,22 @@ try {
 
 const summary = summarize(results, configs, undefined, { runtime, files });
 const table = markdownTable(summary);
-const title = `denofuse bench ${started.toISOString().slice(0, 16)}Z` +
-  (quick ? " (quick)" : "") + `, ${rounds} rounds`;
+const title = `denofuse bench ${values.modes ? "of io_uring modes " : ""}` +
+  `${started.toISOString().slice(0, 16)}Z` + (quick ? " (quick)" : "") + `, ${rounds} rounds`;
 console.log(`${title}\n\n${table}`);
-console.log(
-  `\nio_uring/dev on rand read 4k: ${summary.uringOverDev.randread?.toFixed(2)} ` +
-    `(target ≥ 1.3: ${summary.uringTargetMet ? "met" : "not met"})`,
-);
+if (values.modes) {
+  for (const r of summary.rows.filter((r) => r.vsMainline !== null && r.config !== MAINLINE)) {
+    console.log(`${r.config} / mainline on ${r.job}: ${r.vsMainline!.toFixed(2)}`);
+  }
+} else {
+  console.log(
+    `\nio_uring/dev on rand read 4k: ${summary.uringOverDev.randread?.toFixed(2)} ` +
+      `(target ≥ 1.3: ${summary.uringTargetMet ? "met" : "not met"})`,
+  );
+}
 await Deno.mkdir(values.out!, { recursive: true });
-const stem = `${values.out}/${quick ? "quick-" : ""}${started.toISOString().replace(/[:.]/g, "-")}`;
+const stem = `${values.out}/${quick ? "quick-" : ""}${values.modes ? "modes-" : ""}` +
+  started.toISOString().replace(/[:.]/g, "-");
 await Deno.writeTextFile(
   `${stem}.json`,
   JSON.stringify(
@@ -236,7 +256,15 @@ await Deno.writeTextFile(
       started: started.toISOString(),
       kernel: (await sh("uname -r")).trim(),
       cpus: navigator.hardwareConcurrency,
-      options: { quick, rounds, runtime, size, files, compare: values.compare ?? null },
+      options: {
+        quick,
+        rounds,
+        runtime,
+        size,
+        files,
+        compare: values.compare ?? null,
+        modes: values.modes,
+      },
       configs,
       results,
       summary,

@@ -1,6 +1,6 @@
 // The io_uring modes on a kernel that carries the FUSE buffer-ring and
 // zero-copy series: run in the seed kernel's QEMU guest by
-// scripts/guest_test.sh (`deno task test:guest`). Each test mounts the
+// scripts/guest.sh (`deno task test:guest`). Each test mounts the
 // passthrough as a user would, in one mode, moves data through the mount
 // with ordinary tools and Deno's fs API, compares it with the source, and
 // reads the server's counters from its debug log to see that the mode's
@@ -51,29 +51,22 @@ function guestTest(name: string, fn: () => Promise<void>, timeoutMs = 240_000): 
 }
 
 /**
- * Serve a fresh source with examples/passthrough.ts in `mode` with `-d`,
- * run `fn`, stop the server with SIGTERM, and return its counters.
+ * Start a server as a user would (`deno run --allow-ffi ARGS -d`), check it
+ * serves over io_uring in `mode`, run `fn`, stop it with SIGTERM, and return
+ * the counters its debug log ends with.
  */
-async function withMode(
+async function serve(
+  args: string[],
   mode: Mode,
-  threads: number,
-  fn: (mnt: string, src: string) => Promise<void>,
+  mnt: string,
+  fn: () => Promise<void>,
 ): Promise<SessionCounters> {
-  const [mnt, cleanup] = await tempMountpoint();
-  const src = await Deno.makeTempDir({ prefix: "denofuse-src-" });
-  const { child, out } = await startServer([
-    "examples/passthrough.ts",
-    src,
-    mnt,
-    "-d",
-    "-o",
-    `io_uring,io_uring_mode=${mode},threads=${threads}`,
-  ]);
+  const { child, out } = await startServer([...args, "-d"]);
   // Drain the debug log as it comes, so the server never blocks on the pipe.
   const log = new Response(child.stderr).text();
   try {
     assert.match(out, new RegExp(`over io_uring \\(${mode}\\)`));
-    await fn(mnt, src);
+    await fn();
     child.kill("SIGTERM");
     assert.equal((await child.status).code, 0);
     assert.equal(isMounted(mnt), false);
@@ -85,9 +78,28 @@ async function withMode(
     try {
       child.kill("SIGKILL");
     } catch { /* already gone */ }
-    await child.status;
+    await reap(child);
     await log.catch(() => "");
-    await child.stdout.cancel().catch(() => {});
+  }
+}
+
+/** {@linkcode serve} the passthrough of a fresh source in `mode` on `threads` threads. */
+async function withMode(
+  mode: Mode,
+  threads: number,
+  fn: (mnt: string, src: string) => Promise<void>,
+): Promise<SessionCounters> {
+  const [mnt, cleanup] = await tempMountpoint();
+  const src = await Deno.makeTempDir({ prefix: "denofuse-src-" });
+  try {
+    const options = `io_uring,io_uring_mode=${mode},threads=${threads}`;
+    return await serve(
+      ["examples/passthrough.ts", src, mnt, "-o", options],
+      mode,
+      mnt,
+      () => fn(mnt, src),
+    );
+  } finally {
     await cleanup();
     await Deno.remove(src, { recursive: true });
   }
@@ -233,26 +245,16 @@ for (const mode of ["buf_ring", "zero_copy"] as const) {
     async () => {
       for (const threads of [1, 2]) {
         const [mnt, cleanup] = await tempMountpoint();
-        const { child, out } = await startServer([
-          "examples/hello.ts",
-          mnt,
-          "-d",
-          "-o",
-          `io_uring,io_uring_mode=${mode},threads=${threads}`,
-        ]);
-        const log = new Response(child.stderr).text();
+        const options = `io_uring,io_uring_mode=${mode},threads=${threads}`;
         try {
-          assert.match(out, new RegExp(`over io_uring \\(${mode}\\)`));
-          assert.equal((await sh(`ls ${mnt}`)).trim(), "hello");
-          assert.equal(await sh(`cat ${mnt}/hello`), "Hello, World!\n");
-          assert.equal(
-            await sh(`dd if=${mnt}/hello bs=4096 iflag=direct status=none`),
-            "Hello, World!\n",
-          );
-          child.kill("SIGTERM");
-          assert.equal((await child.status).code, 0);
-          const line = (await log).split("\n").find((l) => l.startsWith("counters: "))!;
-          const c: SessionCounters = JSON.parse(line.slice("counters: ".length));
+          const c = await serve(["examples/hello.ts", mnt, "-o", options], mode, mnt, async () => {
+            assert.equal((await sh(`ls ${mnt}`)).trim(), "hello");
+            assert.equal(await sh(`cat ${mnt}/hello`), "Hello, World!\n");
+            assert.equal(
+              await sh(`dd if=${mnt}/hello bs=4096 iflag=direct status=none`),
+              "Hello, World!\n",
+            );
+          });
           const u = c.uring!;
           assert.ok(u.bufferSelects > 0, JSON.stringify(u));
           // Its READ and READDIR replies are bytes, not fds: with zero-copy they
@@ -264,11 +266,6 @@ for (const mode of ["buf_ring", "zero_copy"] as const) {
           if (threads === 1) assert.equal(forwarded, 0);
           else assert.ok(forwarded >= 3, JSON.stringify(c.queues));
         } finally {
-          try {
-            child.kill("SIGKILL");
-          } catch { /* gone */ }
-          await reap(child);
-          await log.catch(() => "");
           await cleanup();
         }
       }

@@ -728,22 +728,13 @@ export class UringTransport {
     if (entry.pages === "in") {
       this.#count(entry, QueueCounter.staged);
       const length = Math.min(size, this.slotSize);
-      const staged = this.#ring.submitOp("write_fixed", (at) =>
-        prepWriteFixed(
-          this.#ring.sqes,
-          at,
-          this.#o.memory.payloadsFd,
-          0n,
-          length,
-          entry.ownOffset,
-          entry.id,
-        )).then((n) => {
-          if (n !== length) throw new SystemError("staging write data", Errno.EIO);
-          entry.dataStaged = true;
-          this.#useOwnSlot(entry, true, false);
-        });
-      this.#flushSoon();
-      return staged;
+      // The client's pages (slot `id`) into the memfd at the entry's own slot.
+      const fd = this.#o.memory.payloadsFd;
+      return this.#fixed(false, fd, 0n, length, entry.ownOffset, entry.id).then((n) => {
+        if (n !== length) throw new SystemError("staging write data", Errno.EIO);
+        entry.dataStaged = true;
+        this.#useOwnSlot(entry, true, false);
+      });
     }
     if (size > 0 && entry.dataAddress !== entry.ownAddress) {
       const from = entry.dataOffset;
@@ -847,20 +838,14 @@ export class UringTransport {
    */
   #stageOut(entry: UringEntry, length: number): void {
     this.#count(entry, QueueCounter.staged);
-    this.#ring.submitOp("read_fixed", (at) =>
-      prepReadFixed(
-        this.#ring.sqes,
-        at,
-        this.#o.memory.payloadsFd,
-        0n,
-        length,
-        entry.ownOffset,
-        entry.id,
-      )).then((n) => n, (e: SystemError) => -e.errno).then((n) => {
+    // The memfd at the entry's own slot into the client's pages (slot `id`).
+    const fd = this.#o.memory.payloadsFd;
+    this.#fixed(true, fd, 0n, length, entry.ownOffset, entry.id)
+      .then((n) => n, (e: SystemError) => -e.errno)
+      .then((n) => {
         if (n !== length) writeUringReply(entry.header, entry.headerOffset, -Errno.EIO, 0);
         this.#commit(entry);
       });
-    this.#flushSoon();
   }
 
   /** Commit `entry`, whose reply is already in its buffers. */
@@ -904,6 +889,7 @@ export class UringTransport {
     return n;
   }
 
+  /** READ_FIXED from `fd` into fixed slot `slot` (`read`), or WRITE_FIXED from it to `fd`. */
   #fixed(
     read: boolean,
     fd: number,

@@ -119,3 +119,30 @@ Deno.test("bench: against a --compare server, targets are ratios to it; CPU per 
     /^\| metadata \| compare \| 2\.000 s \| 20\.0× \| {2}\| {2}\| {2}\| {2}\| 1\.00 \| 333\.3 \| 1 \|$/m,
   );
 });
+
+Deno.test("bench: --modes compares io_uring modes with mainline, without absolute targets", () => {
+  const s = (value: number) => ({ value, cpuSeconds: 1, peakRssKiB: 2048 });
+  const results: Results = {
+    tmpfs: { randread: [s(1000)], metadata: [s(0.1)] },
+    "io_uring:mainline": { randread: [s(100), s(120)], metadata: [s(4)] },
+    "io_uring:buf_ring": { randread: [s(99)], metadata: [s(5)] },
+    "io_uring:zero_copy": { randread: [s(132)], metadata: [s(4.4)] },
+  };
+  const configs = ["tmpfs", "io_uring:mainline", "io_uring:buf_ring", "io_uring:zero_copy"];
+  const sum = summarize(results, configs);
+  const row = (jobId: string, config: string) =>
+    sum.rows.find((r) => r.job === jobId && r.config === config)!;
+  // Medians 110 / 99 / 132: ratios to mainline; for seconds, as speed (4 / 5).
+  assert.equal(row("randread", "io_uring:mainline").vsMainline, 1);
+  assert.equal(row("randread", "io_uring:buf_ring").vsMainline, 0.9);
+  assert.equal(row("randread", "io_uring:zero_copy").vsMainline, 1.2);
+  assert.equal(row("metadata", "io_uring:buf_ring").vsMainline, 0.8);
+  assert.equal(row("randread", "tmpfs").vsMainline, null);
+  for (const r of sum.rows) assert.equal(r.meetsTarget, null);
+  const table = markdownTable(sum);
+  assert.match(table, /\| vs mainline \|/);
+  assert.match(table, /^\| rand read 4k \| io_uring:zero_copy \| 132 IOPS \| 0\.132 \| 1\.20 \|/m);
+  const svg = svgChart(sum, "modes");
+  assert.equal((svg.match(/class="bar"/g) ?? []).length, 6);
+  assert.doesNotMatch(svg, /stroke-dasharray/); // no target lines
+});

@@ -22,7 +22,13 @@ command -v busybox >/dev/null || { apt-get update -qq && apt-get install -y -qq 
 # Deno is installed on the host (the guest sees the host's root read-only).
 "$repo/deno" --version >/dev/null
 export SEED_KERNEL=${SEED_KERNEL:-$("$seed/build.sh" | tail -1)}
-if [ "${1:-}" = --build-only ]; then echo "$SEED_KERNEL"; exit 0; fi
+what=${1:-}; shift || true
+case $what in
+  build) echo "$SEED_KERNEL"; exit 0 ;;
+  test) cmd=(test --allow-all "$@" guest/) ;;
+  bench) cmd=(run -A bench/run.ts --modes --size 64M --runtime 5 --files 300 "$@") ;;
+  *) echo "usage: $0 build | test [ARGS] | bench [ARGS]" >&2; exit 2 ;;
+esac
 # The guest's root is read-only: Deno's cache goes to the guest's tmpfs.
 exec "$seed/run-in-guest.sh" -w "$repo" -t "${GUEST_TIMEOUT:-1800}" -- \
-  env DENO_DIR=/tmp/deno-dir CI="${CI:-}" "$repo/deno" test --allow-all "$@" guest/
+  env DENO_DIR=/tmp/deno-dir CI="${CI:-}" "$repo/deno" "${cmd[@]}"
