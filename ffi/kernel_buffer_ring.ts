@@ -35,6 +35,8 @@ export class KernelBufferRing {
   readonly bytes: Uint8Array<ArrayBuffer>;
   #ring: Ring;
   #pointer: Deno.PointerObject;
+  /** Every buffer's address, made once (no bigint arithmetic per request). */
+  #addresses: bigint[];
   #open = true;
 
   /**
@@ -67,6 +69,10 @@ export class KernelBufferRing {
     }
     this.#pointer = ptr;
     this.address = BigInt(Deno.UnsafePointer.value(ptr));
+    this.#addresses = Array.from(
+      { length: entries },
+      (_, id) => this.address + BigInt(id * bufferSize),
+    );
     const buffer = Deno.UnsafePointerView.getArrayBuffer(ptr, entries * bufferSize);
     this.view = new DataView(buffer);
     this.bytes = new Uint8Array(buffer);
@@ -75,6 +81,11 @@ export class KernelBufferRing {
   /** Offset of buffer `id` in {@linkcode view}. */
   offsetOf(id: number): number {
     return id * this.bufferSize;
+  }
+
+  /** Address of buffer `id`. */
+  addressOf(id: number): bigint {
+    return this.#addresses[id];
   }
 
   /** Unmap, and unregister unless the ring is already gone. */

@@ -18,6 +18,7 @@ import {
   startServer,
   tempMountpoint,
   waitFor,
+  withTimeout,
 } from "../tests/helpers.ts";
 
 const missing = bufferRingMissing();
@@ -32,20 +33,7 @@ function guestTest(name: string, fn: () => Promise<void>, timeoutMs = 240_000): 
     sanitizeOps: false,
     async fn() {
       assert.equal(missing, null, `run these in the seed kernel's guest: ${missing}`);
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      try {
-        await Promise.race([
-          fn(),
-          new Promise((_, reject) => {
-            timer = setTimeout(
-              () => reject(new Error(`timed out after ${timeoutMs} ms`)),
-              timeoutMs,
-            );
-          }),
-        ]);
-      } finally {
-        clearTimeout(timer);
-      }
+      await withTimeout(fn, timeoutMs);
     },
   });
 }

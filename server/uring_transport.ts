@@ -699,7 +699,7 @@ export class UringTransport {
       const offset = buffers.offsetOf(entry.bufferId);
       entry.setData(buffers.bytes, offset);
       entry.setOut(buffers.view, buffers.bytes, offset, buffers.bufferSize);
-      entry.dataAddress = entry.outAddress = buffers.address + BigInt(offset);
+      entry.dataAddress = entry.outAddress = buffers.addressOf(entry.bufferId);
     } else {
       this.#useOwnSlot(entry, true, true);
     }

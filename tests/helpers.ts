@@ -34,6 +34,21 @@ export function uringTest(name: string, fn: () => Promise<void>, timeoutMs = 60_
   defineMountTest(name, fn, timeoutMs, true);
 }
 
+/** Run `fn`, rejecting if it has not settled after `ms` (the timer never outlives it). */
+export async function withTimeout(fn: () => Promise<void>, ms: number): Promise<void> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  try {
+    await Promise.race([
+      fn(),
+      new Promise((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms`)), ms);
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 function defineMountTest(
   name: string,
   fn: () => Promise<void>,
@@ -50,20 +65,7 @@ function defineMountTest(
         throw new Error("CI=true but this process cannot mount (needs root and /dev/fuse)");
       }
       if (needsUring && uringMissing) throw new Error(`CI=true but io_uring: ${uringMissing}`);
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      try {
-        await Promise.race([
-          fn(),
-          new Promise((_, reject) => {
-            timer = setTimeout(
-              () => reject(new Error(`timed out after ${timeoutMs} ms`)),
-              timeoutMs,
-            );
-          }),
-        ]);
-      } finally {
-        clearTimeout(timer);
-      }
+      await withTimeout(fn, timeoutMs);
     },
   });
 }

@@ -97,21 +97,16 @@ uringTest(
   async () => {
     if (!noSeries) return; // this kernel carries the series: guest/ tests it
     const [mnt, cleanup] = await tempMountpoint();
+    const hello = new URL("../examples/hello.ts", import.meta.url).pathname;
+    const helloWith = (opt: string) =>
+      run(Deno.execPath(), "run", "--allow-ffi", hello, mnt, "-o", opt);
     try {
       const { child, out } = await startServer(["examples/hello.ts", mnt, "-o", "io_uring"]);
       assert.match(out, /over io_uring \(mainline\)/);
       child.kill("SIGTERM");
       assert.equal((await reap(child)).code, 0);
       for (const opt of ["io_uring_zero_copy", "io_uring_bufring", "io_uring_mode=buf_ring"]) {
-        const r = await run(
-          Deno.execPath(),
-          "run",
-          "--allow-ffi",
-          new URL("../examples/hello.ts", import.meta.url).pathname,
-          mnt,
-          "-o",
-          opt,
-        );
+        const r = await helloWith(opt);
         assert.equal(r.code, 1, `${opt}: ${r.stdout}`);
         assert.match(
           r.stderr,
@@ -119,15 +114,7 @@ uringTest(
         );
         assert.equal(isMounted(mnt), false, opt);
       }
-      const bad = await run(
-        Deno.execPath(),
-        "run",
-        "--allow-ffi",
-        new URL("../examples/hello.ts", import.meta.url).pathname,
-        mnt,
-        "-o",
-        "io_uring_mode=fast",
-      );
+      const bad = await helloWith("io_uring_mode=fast");
       assert.equal(bad.code, 2);
       assert.match(bad.stderr, /io_uring_mode takes auto, mainline, buf_ring or zero_copy/);
     } finally {
