@@ -268,8 +268,9 @@ export class Passthrough implements FileSystem {
       };
       put(0, c.atime);
       put(16, c.mtime);
+      // The magic link resolves to the inode itself, also a symlink's (a
+      // jump through /proc is never followed further), so links get times too.
       if (c.fh !== undefined) check(libc.futimens(c.fh, ts), "futimens");
-      else if (inode.isSymlink) throw new FuseError(Errno.EPERM);
       else check(libc.utimensat(AT.FDCWD, path, ts, 0), "utimensat");
     }
     return statFd(ctx.io, inode.fd);
@@ -559,12 +560,12 @@ export class Passthrough implements FileSystem {
     };
   }
 
+  /**
+   * The inode itself, symlinks included: the kernel stops at the inode a
+   * magic link jumps to, and applies its own rules (no `user.*` on links).
+   */
   #xattrPath(nodeId: number): Uint8Array<ArrayBuffer> {
-    const inode = this.#inode(nodeId);
-    // Extended attributes of a symlink cannot be reached through /proc
-    // without following it, and user.* ones are not allowed on symlinks.
-    if (inode.isSymlink) throw new FuseError(Errno.EOPNOTSUPP);
-    return procPath(inode.fd);
+    return procPath(this.#inode(nodeId).fd);
   }
 
   setxattr(
