@@ -38,6 +38,13 @@ const symbols = {
     result: "i32",
   },
   umount2: { parameters: ["buffer", "i32"], result: "i32" },
+  /** umount2 on Deno's blocking pool (its errno is the pool thread's, not readable here). */
+  umount2_wait: {
+    name: "umount2",
+    parameters: ["buffer", "i32"],
+    result: "i32",
+    nonblocking: true,
+  },
   mmap: {
     parameters: ["pointer", "usize", "i32", "i32", "i32", "i64"],
     result: "pointer",

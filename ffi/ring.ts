@@ -113,6 +113,13 @@ const CQE_PTR = 528;
 const SQE_SIZE = 128;
 const CQE_SIZE = 32;
 const TWO_32 = 4294967296;
+const EINTR = 4;
+const EAGAIN = 11;
+const EBUSY = 16;
+/** Tries (about 1 ms apart) before a full submission queue is an error. */
+const ROOM_TRIES = 1000;
+/** Something to `Atomics.wait` on for a short pause. */
+const pause = new Int32Array(new SharedArrayBuffer(4));
 
 type Handler = (res: number, flags: number) => void;
 
@@ -149,7 +156,6 @@ export class Ring {
   #sqHead: Uint32Array;
   #sqMask: number;
   #sqeTail: number;
-  #flushedTail: number;
   #cqes: DataView;
   #cqHead: Uint32Array;
   #cqTail: Uint32Array;
@@ -160,6 +166,10 @@ export class Ring {
   #pending = 0;
   #closed = false;
   #waiting: Promise<number> | null = null;
+  /** Completions moved out of the CQ under backpressure: (id, res, flags) triples. */
+  #stashed: number[] = [];
+  /** Times {@linkcode sqe} found the kernel refusing SQEs and waited (a counter). */
+  backpressure = 0;
 
   /** Set up a ring through `io_uring_queue_init_params`. */
   constructor(options: RingOptions) {
@@ -186,7 +196,7 @@ export class Ring {
     this.cqEntries = v.getUint32(R.cq + R.cqRingEntries, true);
     this.#sqMask = v.getUint32(R.sq + R.sqRingMask, true);
     this.#cqMask = v.getUint32(R.cq + R.cqRingMask, true);
-    this.#sqeTail = this.#flushedTail = v.getUint32(R.sq + R.sqSqeTail, true);
+    this.#sqeTail = v.getUint32(R.sq + R.sqSqeTail, true);
     const sqes = mapped(u64(v, R.sq + R.sqSqes), this.sqEntries * SQE_SIZE);
     this.#sqes = new DataView(sqes);
     this.#sqeBytes = new Uint8Array(sqes);
@@ -208,15 +218,16 @@ export class Ring {
 
   /**
    * Claim the next SQE, zeroed, and return its byte offset in {@linkcode sqes}.
-   * Submits first if the submission queue is full.
+   * When the submission queue is full it submits first; while the kernel
+   * refuses more (a backlog of completions, short of memory) it applies
+   * backpressure: completions are moved out of the CQ (their handlers run
+   * at the next {@linkcode reap}) and the submit is retried, waiting briefly
+   * between tries. Throws EBUSY only if the kernel takes nothing for about
+   * a second: the ring is then wedged, not merely busy.
    */
   sqe(): number {
-    const head = Atomics.load(this.#sqHead, 0);
-    if (((this.#sqeTail - head) >>> 0) >= this.sqEntries) {
-      this.submit();
-      if (((this.#sqeTail - Atomics.load(this.#sqHead, 0)) >>> 0) >= this.sqEntries) {
-        throw new SystemError("io_uring_get_sqe", 16, /* EBUSY */ "submission queue full");
-      }
+    if (((this.#sqeTail - Atomics.load(this.#sqHead, 0)) >>> 0) >= this.sqEntries) {
+      this.#makeRoom();
     }
     const at = (this.#sqeTail & this.#sqMask) * SQE_SIZE;
     this.#sqeTail = (this.#sqeTail + 1) >>> 0;
@@ -224,17 +235,54 @@ export class Ring {
     return at;
   }
 
-  /** Hand every prepared SQE to the kernel; returns how many were submitted. */
-  submit(): number {
-    // liburing's submit flushes sqe_head..sqe_tail into the ring.
-    this.#mem.view.setUint32(R.sq + R.sqSqeTail, this.#sqeTail, true);
-    this.#flushedTail = this.#sqeTail;
-    return checkUring(liburing().io_uring_submit(this.pointer), "io_uring_submit");
+  #makeRoom(): void {
+    for (let tries = 0;; tries++) {
+      this.submit();
+      if (((this.#sqeTail - Atomics.load(this.#sqHead, 0)) >>> 0) < this.sqEntries) return;
+      if (tries === ROOM_TRIES) {
+        throw new SystemError("io_uring_get_sqe", 16, /* EBUSY */ "submission queue stays full");
+      }
+      this.backpressure++;
+      this.#stash();
+      Atomics.wait(pause, 0, 0, 1);
+    }
   }
 
-  /** Whether SQEs were prepared since the last submit. */
+  /** Move every CQE into the stash, so the kernel can post the ones it holds back. */
+  #stash(): void {
+    const cqes = this.#cqes;
+    let head = Atomics.load(this.#cqHead, 0);
+    const tail = Atomics.load(this.#cqTail, 0);
+    while (head !== tail) {
+      const o = (head & this.#cqMask) * CQE_SIZE;
+      this.#stashed.push(
+        cqes.getUint32(o, true) + cqes.getUint32(o + 4, true) * TWO_32,
+        cqes.getInt32(o + 8, true),
+        cqes.getUint32(o + 12, true),
+      );
+      head = (head + 1) >>> 0;
+    }
+    Atomics.store(this.#cqHead, 0, head);
+  }
+
+  /**
+   * Hand every prepared SQE to the kernel; returns how many it took. A
+   * kernel that is busy (EAGAIN, EBUSY) or interrupted takes none: they stay
+   * queued and the next submit offers them again. Other failures throw.
+   */
+  submit(): number {
+    // liburing's submit flushes sqe_head..sqe_tail into the ring, and offers
+    // everything the kernel has not consumed yet.
+    this.#mem.view.setUint32(R.sq + R.sqSqeTail, this.#sqeTail, true);
+    const ret = liburing().io_uring_submit(this.pointer);
+    if (ret >= 0) return ret;
+    if (ret === -EAGAIN || ret === -EBUSY || ret === -EINTR) return 0;
+    return checkUring(ret, "io_uring_submit");
+  }
+
+  /** Whether SQEs were prepared that the kernel has not taken yet. */
   get hasUnsubmitted(): boolean {
-    return this.#flushedTail !== this.#sqeTail;
+    return this.#sqeTail !== Atomics.load(this.#sqHead, 0);
   }
 
   /** Reserve a user_data id whose completions go to `handler` until released. */
@@ -285,10 +333,11 @@ export class Ring {
    * is still being read.
    */
   reap(): number {
+    let n = 0;
+    if (this.#stashed.length > 0) n = this.#reapStash();
     const cqes = this.#cqes;
     let head = Atomics.load(this.#cqHead, 0);
     const tail = Atomics.load(this.#cqTail, 0);
-    let n = 0;
     while (head !== tail) {
       const o = (head & this.#cqMask) * CQE_SIZE;
       const id = cqes.getUint32(o, true) + cqes.getUint32(o + 4, true) * TWO_32;
@@ -305,12 +354,40 @@ export class Ring {
   }
 
   /**
+   * The ring cannot go on (a submit failed for good): complete everything
+   * in flight with `-errno` (without the kernel), so that no caller waits
+   * for a completion that cannot come. One-shot operations reject.
+   */
+  failAll(errno: number): void {
+    this.#stashed = [];
+    this.#pending = 0;
+    for (const handler of this.#handlers.slice()) {
+      try {
+        handler?.(-errno, 0);
+      } catch { /* every handler gets its turn */ }
+    }
+  }
+
+  /** Run the handlers of stashed completions (see {@linkcode sqe}), oldest first. */
+  #reapStash(): number {
+    const stashed = this.#stashed;
+    this.#stashed = [];
+    for (let i = 0; i < stashed.length; i += 3) {
+      this.#pending--;
+      this.#handlers[stashed[i]]?.(stashed[i + 1], stashed[i + 2]);
+    }
+    return stashed.length / 3;
+  }
+
+  /**
    * Wait on Deno's blocking pool until at least one completion is queued.
    * Only one wait runs at a time; concurrent callers share it.
    */
   wait(): Promise<number> {
     if (this.#waiting) return this.#waiting;
-    if (Atomics.load(this.#cqHead, 0) !== Atomics.load(this.#cqTail, 0)) {
+    if (
+      this.#stashed.length > 0 || Atomics.load(this.#cqHead, 0) !== Atomics.load(this.#cqTail, 0)
+    ) {
       return Promise.resolve(0);
     }
     this.#waiting = liburing().io_uring_enter_wait(this.fd, 0, 1, IORING_ENTER_GETEVENTS, null)
@@ -326,6 +403,7 @@ export class Ring {
    * blocks the event loop for at most `micros`, so keep it short.
    */
   waitHere(micros: number): boolean {
+    if (this.#stashed.length > 0) return true;
     if (Atomics.load(this.#cqHead, 0) !== Atomics.load(this.#cqTail, 0)) return true;
     const v = this.#mem.view;
     v.setBigInt64(TIMESPEC, 0n, true);

@@ -183,6 +183,7 @@ export class Dispatcher {
   #debug?: (line: string) => void;
   #conn: Connection | null = null;
   #setxattrExt = false;
+  #complained = new Set<string>();
   #initResolve!: (c: Connection) => void;
   #initReject!: (e: Error) => void;
   /** Settles when INIT has been answered (rejects if it was refused). */
@@ -195,7 +196,17 @@ export class Dispatcher {
     this.backingFds = options.backingFds ?? new BackingFdTable();
     this.#entryTimeout = options.entryTimeout ?? 1;
     this.#attrTimeout = options.attrTimeout ?? 1;
-    this.#debug = options.debug;
+    const debug = options.debug;
+    if (debug) {
+      // The author's callback must not take a request down with it.
+      this.#debug = (line) => {
+        try {
+          debug(line);
+        } catch (e) {
+          this.#complain("the debug callback", e);
+        }
+      };
+    }
     this.initialized = new Promise((resolve, reject) => {
       this.#initResolve = resolve;
       this.#initReject = reject;
@@ -233,8 +244,9 @@ export class Dispatcher {
       this.#forget(ex, opcode, nodeId);
       return;
     }
-    if (ex.argLength < this.argSize(opcode) && opcode !== Opcode.INIT) {
+    if (ex.argLength < this.argSize(opcode)) {
       this.#reply(ex, unique, -Errno.EINVAL, 0);
+      if (opcode === Opcode.INIT) this.#initReject(new Error("INIT shorter than fuse_init_in"));
       return;
     }
     if (this.#conn === null && opcode !== Opcode.INIT) {
@@ -841,7 +853,13 @@ export class Dispatcher {
           }), outsize: ${OutHeader.SIZE}`,
       );
     }
-    ex.reply(unique, error, error === 0 ? length : 0);
+    try {
+      ex.reply(unique, error, error === 0 ? length : 0);
+    } catch (e) {
+      // Transports end serving themselves when they cannot reply; this is
+      // the last guard, so that no throw escapes into a promise reaction.
+      this.#complain("a reply", e);
+    }
   }
 
   #replyError(ex: Exchange, unique: number, e: unknown, opcode: number): void {
@@ -859,7 +877,18 @@ export class Dispatcher {
   #unexpected(e: unknown, opcode: number): void {
     const onError = this.#options.onError ??
       ((err, op) => console.error(`denofuse: ${op} failed:`, err));
-    onError(e, opcodeName(opcode));
+    try {
+      onError(e, opcodeName(opcode));
+    } catch (thrown) {
+      this.#complain("the onError callback", thrown);
+    }
+  }
+
+  /** Report, once per `what`, something that threw where nothing can answer for it. */
+  #complain(what: string, e: unknown): void {
+    if (this.#complained.has(what)) return;
+    this.#complained.add(what);
+    console.error(`denofuse: ${what} threw (reported once):`, e);
   }
 }
 

@@ -159,7 +159,9 @@ export class DevTransport {
    */
   ring: RingIo | null = null;
   #ring: Ring | null = null;
-  #flush = coalesced(() => this.#pumpRing());
+  #flush = coalesced(() => this.#pumpRing(), (e) => this.#fail(e));
+  /** Why serving cannot go on (the ring failed outside the loop), once it cannot. */
+  #failure: unknown = null;
   /** Bumped when a ring operation is prepared or a reply sent: handlers moved. */
   #moved = 0;
   #direct = new DirectIo();
@@ -338,6 +340,13 @@ export class DevTransport {
       this.#closeYield();
       this.#slotWaiter?.();
     }
+    if (this.#failure) throw this.#failure;
+  }
+
+  /** The ring failed where no caller could catch it: end {@linkcode run} with the error. */
+  #fail(e: unknown): void {
+    this.#failure ??= e;
+    this.stop();
   }
 
   /** Stop reading (the connection itself is ended by unmounting). */

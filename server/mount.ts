@@ -216,12 +216,23 @@ export function unmountFuse(mountpoint: string): boolean {
 }
 
 /**
- * Abort the FUSE connection mounted at `mountpoint` (through
- * `/sys/fs/fuse/connections/N/abort`, mounting fusectl there if needed):
- * every request waiting on it fails with ENOTCONN, so no client hangs.
- * Only this mount's connection is touched. Returns false if none was found.
+ * Unmount like {@linkcode unmountFuse}, on Deno's blocking pool rather than
+ * the calling thread: unmounting can wait for the file system (writing back
+ * dirty pages), and a serving thread blocked in umount2 could not answer
+ * it. Resolves false if no FUSE file system was mounted there.
  */
-export function abortConnection(mountpoint: string): boolean {
+export async function unmountFuseOffThread(mountpoint: string): Promise<boolean> {
+  const path = cstr(mountpoint);
+  for (const flags of [0, MNT_DETACH]) {
+    if (await libc.umount2_wait(path, flags) === 0) return true;
+    // errno belongs to the pool thread: ask the mount table instead.
+    if (fuseConnectionAt(mountpoint) === null) return false;
+  }
+  throw new SystemError("umount2", Errno.EBUSY, mountpoint);
+}
+
+/** The FUSE connection number (fusectl's N) mounted at `mountpoint`, or null. */
+export function fuseConnectionAt(mountpoint: string): string | null {
   // mountinfo escapes space, tab, newline and backslash in paths as octal.
   const escaped = mountpoint.replace(
     /[ \t\n\\]/g,
@@ -232,7 +243,25 @@ export function abortConnection(mountpoint: string): boolean {
     const f = line.split(" ");
     if (f[4] === escaped && /^fuse/.test(line.split(" - ")[1] ?? "")) minor = f[2].split(":")[1];
   }
-  if (minor === null) return false;
+  return minor;
+}
+
+/**
+ * Abort the FUSE connection mounted at `mountpoint` (through
+ * `/sys/fs/fuse/connections/N/abort`, mounting fusectl there if needed):
+ * every request waiting on it fails with ENOTCONN, so no client hangs.
+ * Only this mount's connection is touched. Returns false if none was found.
+ */
+export function abortConnection(mountpoint: string): boolean {
+  const minor = fuseConnectionAt(mountpoint);
+  return minor !== null && abortFuseConnection(minor);
+}
+
+/**
+ * Abort FUSE connection number `minor` (see {@linkcode fuseConnectionAt}),
+ * also after its mount was detached from the tree. False if that failed.
+ */
+export function abortFuseConnection(minor: string): boolean {
   const conns = "/sys/fs/fuse/connections";
   // Mounted only for this, and unmounted again: nothing is left behind.
   const mounted = !readSmallFile("/proc/self/mounts").includes(` ${conns} fusectl `) &&

@@ -197,7 +197,9 @@ export function serveQueueThread(makeFileSystem?: FileSystemFactory): void {
           counters: new Float64Array(s.counters),
           debug: s.debug ? (line) => console.error(line) : undefined,
         });
-        release = () => transport.close();
+        release = async () => {
+          await transport.close();
+        };
         const refused = transport.register();
         if (refused) throw new Error(refused);
         scope.postMessage({

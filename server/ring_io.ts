@@ -36,6 +36,7 @@ import {
 import type { BackingIo, Caller } from "../ops/backing_io.ts";
 import { asCaller, asRoot } from "./direct_io.ts";
 import { preadPinned, pwritePinned } from "../ffi/libc.ts";
+import { Errno } from "../ffi/errno.ts";
 
 function address(buf: Uint8Array): bigint {
   return BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(buf as BufferSource)));
@@ -87,9 +88,21 @@ export class RingIo implements BackingIo {
       queueMicrotask(() => {
         state.queued = false;
         if (state.closed) return;
-        ring.submit();
-        ring.reap();
-        if (ring.inFlight > 0 && !state.reaping) reapLoop();
+        try {
+          ring.submit();
+          ring.reap();
+        } catch (e) {
+          // Nobody could catch this: fail what waits on the ring instead.
+          console.error("denofuse: backing ring failed:", (e as Error).message);
+          ring.failAll(Errno.EIO);
+          return;
+        }
+        if (ring.inFlight > 0 && !state.reaping) {
+          reapLoop().catch((e) => {
+            console.error("denofuse: backing ring failed:", (e as Error).message);
+            ring.failAll(Errno.EIO);
+          });
+        }
       });
     });
     io.#owned = state;

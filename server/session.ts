@@ -12,14 +12,16 @@ import { InitFlag } from "../ops/abi.ts";
 import { DEFAULT_MAX_WRITE, MAX_PAGES } from "../ops/init.ts";
 import { DevTransport, type TransportCounters } from "./dev_transport.ts";
 import {
-  abortConnection,
+  abortFuseConnection,
   checkMountpoint,
   closeFuseDevice,
+  fuseConnectionAt,
   type KernelMountOptions,
   MountError,
   mountFuse,
   openFuseDevice,
   unmountFuse,
+  unmountFuseOffThread,
 } from "./mount.ts";
 import { Ring } from "../ffi/ring.ts";
 import { libc } from "../ffi/libc.ts";
@@ -83,8 +85,12 @@ export interface MountOptions extends KernelMountOptions, DispatcherOptions {
    */
   backingIo?: "ring" | "direct";
   /**
-   * Unmount on SIGINT and SIGTERM (default true), so that Ctrl-C leaves no
-   * mount behind.
+   * Handle SIGINT, SIGTERM and SIGHUP (default true), as libfuse does: the
+   * first unmounts, so that Ctrl-C leaves no mount behind. A second one,
+   * while unmounting waits (a client keeps the mount busy, a method does not
+   * return), aborts the connection (clients get ENOTCONN at once), detaches
+   * the mount and ends the process with 128 + the signal's number if the
+   * session has not ended within {@linkcode SIGNAL_EXIT_GRACE_MS}.
    */
   handleSignals?: boolean;
   /** Requests the /dev/fuse transport keeps in flight at once (default 16). */
@@ -115,6 +121,9 @@ export interface SessionCounters {
    */
   devThreads?: TransportCounters[];
 }
+
+/** How long a second signal waits for the session to end before exiting the process. */
+export const SIGNAL_EXIT_GRACE_MS = 3000;
 
 /** A mounted, running file system. */
 export class Session {
@@ -194,7 +203,7 @@ export class Session {
   async unmount(): Promise<void> {
     if (!this.#unmounted) {
       this.#unmounted = true;
-      unmountFuse(this.mountpoint);
+      await unmountFuseOffThread(this.mountpoint);
     }
     await this.closed;
   }
@@ -293,15 +302,23 @@ export async function mount(
     throw e;
   }
 
+  // The connection's number, to abort it also once the mount is detached.
+  const connectionNumber = fuseConnectionAt(path);
   const signals: [Deno.Signal, () => void][] = [];
   if (options.handleSignals ?? true) {
-    for (const sig of ["SIGINT", "SIGTERM"] as const) {
+    let received = 0;
+    for (const [sig, number] of [["SIGINT", 2], ["SIGTERM", 15], ["SIGHUP", 1]] as const) {
       const handler = () => {
-        try {
-          unmountFuse(path);
-        } catch (e) {
-          console.error("denofuse: unmount failed:", e);
+        if (++received === 1) {
+          // Never on this thread: unmounting may wait for requests it serves.
+          unmountFuseOffThread(path).catch((e) => console.error("denofuse: unmount failed:", e));
+          return;
         }
+        console.error(`denofuse: ${path}: ${sig} again; aborting the connection`);
+        if (connectionNumber) abortFuseConnection(connectionNumber);
+        unmountFuseOffThread(path).catch(() => {});
+        const timer = setTimeout(() => Deno.exit(128 + number), SIGNAL_EXIT_GRACE_MS);
+        Deno.unrefTimer(timer);
       };
       Deno.addSignalListener(sig, handler);
       signals.push([sig, handler]);
@@ -331,7 +348,9 @@ export async function mount(
   const devRunning = dev.run();
   const closed = devRunning.catch((e) => {
     console.error(`denofuse: ${path}: transport failed:`, e);
+    // Requests in flight cannot be answered: fail them, then unmount.
     try {
+      if (connectionNumber) abortFuseConnection(connectionNumber);
       unmountFuse(path);
     } catch { /* already gone */ }
   }).finally(async () => {
@@ -358,7 +377,7 @@ export async function mount(
     fatal = reason;
     console.error(`denofuse: ${path}: ${reason}; aborting the connection`);
     try {
-      abortConnection(path);
+      if (connectionNumber) abortFuseConnection(connectionNumber);
       unmountFuse(path);
     } catch { /* already gone */ }
   };

@@ -475,8 +475,7 @@ export class UringQueues {
   async close(): Promise<void> {
     if (this.#local.length) {
       for (const { transport, memory } of this.#local) {
-        await transport.close();
-        memory.close();
+        if (await transport.close()) memory.close();
       }
       return;
     }

@@ -401,7 +401,12 @@ export class UringTransport {
   #stopped = false;
   /** Requests dispatched on this thread and not yet answered. */
   #pending = 0;
-  #flush = coalesced(() => this.#pump(BATCH_BUDGET));
+  #flush = coalesced(() => this.#pump(BATCH_BUDGET), (e) => {
+    this.#failure ??= e;
+    this.#stopped = true;
+  });
+  /** Why serving cannot go on (the ring failed outside the loop). */
+  #failure: unknown = null;
   /** Bumped whenever an SQE is prepared: the loop's sign that handlers moved. */
   #prepared = 0;
   #direct: boolean;
@@ -545,6 +550,20 @@ export class UringTransport {
   /** Serve until every entry has been ended by the kernel (unmount), or stopped. */
   async run(): Promise<void> {
     const [yieldNow, closeYield] = makeYield();
+    try {
+      await this.#serve(yieldNow);
+    } catch (e) {
+      this.#failure ??= e;
+    } finally {
+      closeYield();
+    }
+    // A ring that failed completes nothing more: end what waits on it.
+    if (this.#failure) this.#ring.failAll(Errno.ECANCELED);
+    this.#done();
+    if (this.#failure) throw this.#failure;
+  }
+
+  async #serve(yieldNow: () => Promise<void>): Promise<void> {
     const onThread = this.#o.idleWait === "thread";
     let busy = false;
     let lastYield = performance.now();
@@ -578,8 +597,6 @@ export class UringTransport {
         await this.#ring.wait(); // idle: wait on Deno's pool, loop free
       }
     }
-    closeYield();
-    this.#done();
   }
 
   /**
@@ -603,9 +620,24 @@ export class UringTransport {
     return this.#finished;
   }
 
-  /** Release the ring (after {@linkcode run}; pending commands are cancelled with it). */
-  close(): Promise<void> {
-    return this.#release();
+  /**
+   * Release the ring (after {@linkcode run}; pending commands are cancelled
+   * with it) once every request dispatched here has replied, or `graceMs`
+   * has passed. Resolves with whether the entry memory may be freed: false
+   * while a method still holds an entry and could write into it.
+   */
+  async close(graceMs = 2000): Promise<boolean> {
+    const deadline = Date.now() + graceMs;
+    while (this.#pending > 0 && Date.now() < deadline) {
+      try {
+        this.#pump(BATCH_BUDGET); // the loop has ended: their backing calls complete here
+      } catch {
+        break;
+      }
+      await new Promise((resolve) => setTimeout(resolve, 5));
+    }
+    await this.#release();
+    return this.#pending === 0;
   }
 
   async #release(): Promise<void> {
@@ -668,7 +700,15 @@ export class UringTransport {
 
   #handOver(entry: UringEntry): void {
     const to = this.#o.handOver!;
-    prepMsgRing(this.#ring.sqes, this.#ring.sqe(), to.ringFd, to.base + entry.id, to.userData);
+    let at: number;
+    try {
+      at = this.#ring.sqe();
+    } catch (e) {
+      this.#failure ??= e;
+      this.#stopped = true;
+      return;
+    }
+    prepMsgRing(this.#ring.sqes, at, to.ringFd, to.base + entry.id, to.userData);
     this.#flushSoon();
   }
 
@@ -850,7 +890,15 @@ export class UringTransport {
 
   /** Commit `entry`, whose reply is already in its buffers. */
   #commit(entry: UringEntry): void {
-    const at = prepCommit(this.#ring, this.#o.fuseFd, entry.header, entry.headerOffset, entry.qid);
+    let at: number;
+    try {
+      at = prepCommit(this.#ring, this.#o.fuseFd, entry.header, entry.headerOffset, entry.qid);
+    } catch (e) {
+      // The ring is wedged: end serving (the session aborts the connection).
+      this.#failure ??= e;
+      this.#stopped = true;
+      return;
+    }
     this.#ring.track(at, entry.id);
     this.#count(entry, QueueCounter.replies);
     this.#flushSoon();

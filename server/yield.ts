@@ -39,15 +39,21 @@ export async function settleHandlers(moved: () => number): Promise<boolean> {
 /**
  * A function that runs `fn` once at the end of the current task, however
  * often it is called before then (how prepared SQEs are submitted in one go).
+ * What `fn` throws goes to `onError`.
  */
-export function coalesced(fn: () => void): () => void {
+export function coalesced(fn: () => void, onError: (e: unknown) => void): () => void {
   let queued = false;
   return () => {
     if (queued) return;
     queued = true;
     queueMicrotask(() => {
       queued = false;
-      fn();
+      // A throw here would reach no caller and end the process.
+      try {
+        fn();
+      } catch (e) {
+        onError(e);
+      }
     });
   };
 }

@@ -182,3 +182,26 @@ Deno.test({
     }
   },
 });
+
+Deno.test(
+  { name: "ring: far more operations than the CQ holds, never reaped in between", ignore },
+  async () => {
+    // SQ 8, CQ 16: 2000 NOPs pile up completions the kernel must hold back
+    // (or refuse new SQEs for); sqe() waits them out instead of throwing, and
+    // every completion still reaches its handler exactly once.
+    const ring = new Ring({ entries: 8 });
+    try {
+      let done = 0;
+      const ops: Promise<number>[] = [];
+      for (let i = 0; i < 2000; i++) {
+        ops.push(ring.submitOp("nop", (at) => prepNop(ring.sqes, at)).then((v) => (done++, v)));
+      }
+      assert.deepEqual(await settle(ring, ...ops), new Array(2000).fill(0));
+      assert.equal(done, 2000);
+      assert.equal(ring.inFlight, 0);
+      assert.equal(ring.hasUnsubmitted, false);
+    } finally {
+      await ring.close();
+    }
+  },
+);
