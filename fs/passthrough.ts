@@ -36,7 +36,8 @@ import type {
   SetAttr,
   StatFs,
 } from "../ops/filesystem.ts";
-import { asCaller } from "../server/direct_io.ts";
+import { asCaller, off } from "../server/direct_io.ts";
+import { OpenHandles } from "./open_handles.ts";
 import { InodeFlag, type InodeKey, SharedInodeTable } from "./shared_inodes.ts";
 
 const STATX_BASIC_STATS = 0x7ff;
@@ -47,8 +48,6 @@ const UTIME_OMIT = (1 << 30) - 2;
 const XATTR_SIZE_MAX = 65536;
 const decoder = new TextDecoder();
 const EMPTY = cstr("");
-/** Directory handles are `n × DIR_FD_LIMIT + fd`, for fds below it. */
-const DIR_FD_LIMIT = 2 ** 21;
 
 /** One backing object the kernel knows: its held O_PATH fd. */
 interface Inode {
@@ -63,6 +62,8 @@ interface Inode {
 export interface PassthroughShared {
   /** The {@linkcode SharedInodeTable}'s memory. */
   inodes: SharedArrayBuffer;
+  /** The {@linkcode OpenHandles}' memory. */
+  handles: SharedArrayBuffer;
 }
 
 /** An open directory: a snapshot of its entries, served by index. */
@@ -136,6 +137,8 @@ function component(name: string): Uint8Array<ArrayBuffer> {
 /** The passthrough file system over the directory open at `rootFd`. */
 export class Passthrough implements FileSystem {
   #table: SharedInodeTable;
+  /** Handles given to the kernel: checked before any fd a request names is used. */
+  #handles: OpenHandles;
   /** This thread's open directories: a snapshot of entries per handle. */
   #dirs = new Map<number, DirHandle>();
 
@@ -147,8 +150,10 @@ export class Passthrough implements FileSystem {
   constructor(source: string, shared?: PassthroughShared) {
     if (shared) {
       this.#table = new SharedInodeTable(shared.inodes);
+      this.#handles = new OpenHandles(shared.handles);
       return;
     }
+    this.#handles = new OpenHandles();
     const fd = check(
       libc.open(cstr(source), O.PATH | O.DIRECTORY | O.CLOEXEC, 0),
       "open",
@@ -162,7 +167,7 @@ export class Passthrough implements FileSystem {
 
   /** What another thread's instance needs to serve the same mount. */
   get shared(): PassthroughShared {
-    return { inodes: this.#table.buffer };
+    return { inodes: this.#table.buffer, handles: this.#handles.buffer };
   }
 
   /** Number of backing objects held (for tests: FORGET must bring it down). */
@@ -224,13 +229,17 @@ export class Passthrough implements FileSystem {
     const buf = new Uint8Array(256);
     // The caller's AT_STATX_* sync flags pass through; the node itself is never followed.
     const how = NOFOLLOW_EMPTY | (flags & AT_STATX_SYNC_TYPE);
-    await ctx.io.statx(fh ?? this.#inode(nodeId).fd, EMPTY, how, mask | STATX_BASIC_STATS, buf);
+    const fd = fh === undefined ? this.#inode(nodeId).fd : this.#handles.file(fh);
+    await ctx.io.statx(fd, EMPTY, how, (mask | STATX_BASIC_STATS) >>> 0, buf);
     return buf;
   }
 
-  async setattr(ctx: RequestContext, nodeId: number, c: SetAttr): Promise<Attr> {
+  async setattr(ctx: RequestContext, nodeId: number, changes: SetAttr): Promise<Attr> {
     const inode = this.#inode(nodeId);
     const path = procPath(inode.fd);
+    const c = changes.fh === undefined
+      ? changes
+      : { ...changes, fh: this.#handles.file(changes.fh) };
     if (c.mode !== undefined) {
       if (c.fh !== undefined) check(libc.fchmod(c.fh, c.mode & 0o7777), "fchmod");
       else check(libc.fchmodat(AT.FDCWD, path, c.mode & 0o7777, 0), "fchmodat");
@@ -377,7 +386,7 @@ export class Passthrough implements FileSystem {
     const clean = (flags & ~(O.CREAT | O.EXCL | O.NOCTTY | O.NOFOLLOW)) | O.CLOEXEC;
     const fd = await ctx.io.openat(AT.FDCWD, procPath(inode.fd), clean, 0);
     if (ctx.killSuidgid && (flags & O.TRUNC)) killSuidgidOrClose(fd, ctx.gid);
-    return { fh: fd, backingFd: fd, parallelDirectWrites: true };
+    return { fh: this.#issue(fd), backingFd: fd, parallelDirectWrites: true };
   }
 
   async create(
@@ -391,13 +400,20 @@ export class Passthrough implements FileSystem {
     const all = flags | O.CREAT | O.NOFOLLOW | O.CLOEXEC;
     const fd = await ctx.io.openat(dir.fd, component(name), all, mode, ctx);
     if (ctx.killSuidgid && (flags & O.TRUNC)) killSuidgidOrClose(fd, ctx.gid);
+    let entry: Entry;
     try {
-      return {
-        entry: await this.#lookup(ctx.io, parent, name),
-        fh: fd,
-        backingFd: fd,
-        parallelDirectWrites: true,
-      };
+      entry = await this.#lookup(ctx.io, parent, name);
+    } catch (e) {
+      close(fd);
+      throw e;
+    }
+    return { entry, fh: this.#issue(fd), backingFd: fd, parallelDirectWrites: true };
+  }
+
+  /** Make `fd` a live file handle (closing it if it cannot be one). */
+  #issue(fd: number): number {
+    try {
+      return this.#handles.addFile(fd);
     } catch (e) {
       close(fd);
       throw e;
@@ -407,24 +423,24 @@ export class Passthrough implements FileSystem {
   // Handles carry backingFd, so the session serves their reads and writes;
   // these answer for any handle the session's table could not take.
   read(_ctx: RequestContext, _nodeId: number, fh: number, offset: number, size: number) {
-    return { fd: fh, offset, length: size };
+    return { fd: this.#handles.file(fh), offset, length: size };
   }
 
   write(_ctx: RequestContext, _nodeId: number, fh: number, offset: number) {
-    return { fd: fh, offset };
+    return { fd: this.#handles.file(fh), offset };
   }
 
   flush(ctx: RequestContext, _nodeId: number, fh: number): Promise<void> {
     // close() of a duplicate reports delayed write errors (NFS) as close(2) would.
-    return ctx.io.close(check(libc.dup(fh), "dup"));
+    return ctx.io.close(check(libc.dup(this.#handles.file(fh)), "dup"));
   }
 
   release(ctx: RequestContext, _nodeId: number, fh: number): Promise<void> {
-    return ctx.io.close(fh);
+    return ctx.io.close(this.#handles.releaseFile(fh));
   }
 
   fsync(ctx: RequestContext, _nodeId: number, fh: number, datasync: boolean): Promise<void> {
-    return ctx.io.fsync(fh, datasync);
+    return ctx.io.fsync(this.#handles.file(fh), datasync);
   }
 
   async opendir(ctx: RequestContext, nodeId: number): Promise<OpenReply> {
@@ -434,20 +450,22 @@ export class Passthrough implements FileSystem {
       O.RDONLY | O.DIRECTORY | O.CLOEXEC,
       0,
     );
-    if (fd >= DIR_FD_LIMIT) {
-      close(fd);
-      throw new FuseError(Errno.EMFILE);
-    }
     // The handle names the fd, and is never reused: another queue thread
     // may serve the next readdir, and keeps a snapshot of its own.
-    return { fh: this.#table.unique() * DIR_FD_LIMIT + fd };
+    try {
+      return { fh: this.#handles.addDir(fd, this.#table.unique()) };
+    } catch (e) {
+      close(fd);
+      throw e;
+    }
   }
 
   /** The directory's entries, read once per pass from offset 0 (getdents64). */
   #entries(fh: number, offset: number): { name: string; ino: number; type: number }[] {
+    const fd = this.#handles.dir(fh); // live, whichever thread opened it
     let dir = this.#dirs.get(fh);
     if (!dir) {
-      dir = { fd: fh % DIR_FD_LIMIT, entries: null };
+      dir = { fd, entries: null };
       this.#dirs.set(fh, dir);
       // Snapshots of handles released through another thread are never
       // used again: keep only the most recent.
@@ -521,12 +539,12 @@ export class Passthrough implements FileSystem {
   }
 
   releasedir(_ctx: RequestContext, _nodeId: number, fh: number): void {
-    close(fh % DIR_FD_LIMIT);
     this.#dirs.delete(fh);
+    close(this.#handles.releaseDir(fh));
   }
 
   fsyncdir(ctx: RequestContext, _nodeId: number, fh: number, datasync: boolean): Promise<void> {
-    return ctx.io.fsync(fh % DIR_FD_LIMIT, datasync);
+    return ctx.io.fsync(this.#handles.dir(fh), datasync);
   }
 
   /**
@@ -577,7 +595,7 @@ export class Passthrough implements FileSystem {
   ): void {
     const v = new Uint8Array(value);
     check(
-      libc.setxattr(this.#xattrPath(nodeId), cstr(name), v, BigInt(v.length), flags),
+      libc.setxattr(this.#xattrPath(nodeId), cstr(name), v, BigInt(v.length), flags | 0),
       "setxattr",
     );
   }
@@ -612,11 +630,11 @@ export class Passthrough implements FileSystem {
     length: number,
     mode: number,
   ): Promise<void> {
-    return ctx.io.fallocate(fh, mode, offset, length);
+    return ctx.io.fallocate(this.#handles.file(fh), mode, offset, length);
   }
 
   lseek(_ctx: RequestContext, _nodeId: number, fh: number, offset: number, whence: number): number {
-    return check64(libc.lseek(fh, BigInt(offset), whence), "lseek");
+    return check64(libc.lseek(this.#handles.file(fh), off(offset), whence | 0), "lseek");
   }
 
   copyFileRange(
@@ -630,13 +648,17 @@ export class Passthrough implements FileSystem {
     length: number,
     flags: number,
   ): number {
+    if (flags !== flags >>> 0) throw new FuseError(Errno.EINVAL);
     const a = new BigInt64Array([BigInt(offIn)]);
     const b = new BigInt64Array([BigInt(offOut)]);
+    // A direct call on the serving thread: copy at most COPY_CHUNK per
+    // request; copy_file_range(2) callers loop over short copies.
+    length = Math.min(length, COPY_CHUNK);
     return check64(
       libc.copy_file_range(
-        fhIn,
+        this.#handles.file(fhIn),
         new Uint8Array(a.buffer),
-        fhOut,
+        this.#handles.file(fhOut),
         new Uint8Array(b.buffer),
         BigInt(length),
         flags,
@@ -661,6 +683,9 @@ function killSuidgidOrClose(fd: number, callerGid: number): void {
     throw e;
   }
 }
+
+/** The most one COPY_FILE_RANGE copies (the serving thread waits for it). */
+export const COPY_CHUNK = 4 << 20;
 
 /** `statfs` f_type of tmpfs and of ramfs. */
 const TMPFS_MAGIC = 0x01021994;

@@ -762,6 +762,8 @@ export class Dispatcher {
   }
 
   #init(ex: Exchange, unique: number): void {
+    // The kernel sends one INIT per connection; another is not to be obeyed.
+    if (this.#conn !== null) return this.#reply(ex, unique, -Errno.EPROTO, 0);
     const kernel = decodeInitIn(ex.arg, ex.argOffset, ex.argLength);
     const fs = this.fs;
     const result = negotiate(kernel, {

@@ -160,6 +160,8 @@ export class DevTransport {
   ring: RingIo | null = null;
   #ring: Ring | null = null;
   #flush = coalesced(() => this.#pumpRing(), (e) => this.#fail(e));
+  /** Requests dropped for a header that lies about their length. */
+  #malformed = 0;
   /** Why serving cannot go on (the ring failed outside the loop), once it cannot. */
   #failure: unknown = null;
   /** Bumped when a ring operation is prepared or a reply sent: handlers moved. */
@@ -391,7 +393,9 @@ export class DevTransport {
     const o = slot.headerOffset;
     if (n < InHeader.SIZE || v.getUint32(o + InHeader.len, true) !== n) {
       // Without a whole header there is no unique id to answer.
-      console.error(`denofuse: dropped a malformed request of ${n} bytes`);
+      if (this.#malformed++ === 0) {
+        console.error(`denofuse: dropped a malformed request of ${n} bytes (reported once)`);
+      }
       this.release(slot);
       return;
     }

@@ -9,6 +9,15 @@ import { check } from "../ffi/libc.ts";
 import { libc } from "../ffi/libc.ts";
 import type { BackingIo, Caller } from "../ops/backing_io.ts";
 
+/**
+ * An offset or length as the kernel's signed 64-bit `loff_t`: what arrives
+ * as an unsigned 64-bit field keeps its bits (a huge value turns negative
+ * and the call answers EINVAL) rather than failing the FFI conversion.
+ */
+export function off(n: number): bigint {
+  return BigInt.asIntN(64, BigInt(n));
+}
+
 /** Whether this server runs as root (only root can act as another user). */
 export const asRoot: boolean = libc.geteuid() === 0;
 
@@ -89,13 +98,11 @@ export class DirectIo implements BackingIo {
   }
 
   fallocate(fd: number, mode: number, offset: number, length: number): Promise<void> {
-    return settle(() =>
-      check(libc.fallocate(fd, mode, BigInt(offset), BigInt(length)), "fallocate")
-    );
+    return settle(() => check(libc.fallocate(fd, mode | 0, off(offset), off(length)), "fallocate"));
   }
 
   ftruncate(fd: number, length: number): Promise<void> {
-    return settle(() => check(libc.ftruncate(fd, BigInt(length)), "ftruncate"));
+    return settle(() => check(libc.ftruncate(fd, off(length)), "ftruncate"));
   }
 
   pread(fd: number, buf: Uint8Array, offset: number): Promise<number> {
@@ -105,7 +112,7 @@ export class DirectIo implements BackingIo {
           fd,
           Deno.UnsafePointer.of(buf as BufferSource),
           BigInt(buf.length),
-          BigInt(offset),
+          off(offset),
         ),
         "pread",
       )
@@ -119,7 +126,7 @@ export class DirectIo implements BackingIo {
           fd,
           Deno.UnsafePointer.of(buf as BufferSource),
           BigInt(buf.length),
-          BigInt(offset),
+          off(offset),
         ),
         "pwrite",
       )

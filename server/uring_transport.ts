@@ -242,6 +242,19 @@ function viewAt(address: bigint, length: number): ArrayBuffer {
   return Deno.UnsafePointerView.getArrayBuffer(Deno.UnsafePointer.create(address)!, length);
 }
 
+/**
+ * Set the lengths of an io_uring request from what the kernel wrote: the
+ * argument is what `argSize` says the opcode needs (the op_in area always
+ * holds it), the data is `payload_sz` bytes. Returns 0, or EINVAL when
+ * `payload_sz` claims more than the `capacity` bytes of payload memory.
+ */
+export function fitUringRequest(ex: SlotExchange, argSize: number, capacity: number): number {
+  ex.argLength = Math.min(argSize, UringReqHeader.ring_ent_in_out - UringReqHeader.op_in);
+  const size = uringPayloadSize(ex.header, ex.headerOffset);
+  ex.dataLength = size > capacity ? 0 : size;
+  return size > capacity ? Errno.EINVAL : 0;
+}
+
 /** Opcodes whose reply data the kernel passes as the client's pages. */
 const PAGES_OUT = new Set<number>([
   Opcode.READ,
@@ -672,8 +685,8 @@ export class UringTransport {
     const dispatcher = this.#o.dispatcher;
     if (dispatcher) {
       this.#pending++;
-      entry.argLength = Math.min(dispatcher.argSize(opcode), UringReqHeader.op_in);
-      entry.dataLength = uringPayloadSize(h, o);
+      const refused = fitUringRequest(entry, dispatcher.argSize(opcode), this.slotSize);
+      if (refused) return this.reply(entry, -refused, 0);
       if (entry.pages === "in") {
         // The FileSystem reads write data with the CPU: stage it first.
         this.#stageIn(entry).then(

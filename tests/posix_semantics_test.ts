@@ -1,6 +1,8 @@
 // POSIX semantics through the passthrough, on each transport, compared with
 // the same operations on the backing tmpfs (or on the original tree).
 import assert from "node:assert/strict";
+import { check64, close, libc, O, open } from "../ffi/libc.ts";
+import { COPY_CHUNK } from "../fs/passthrough.ts";
 import { run, sh, transportTest, withPassthrough } from "./helpers.ts";
 
 // l*xattr act on a symlink itself; Deno has no API for them.
@@ -60,5 +62,29 @@ transportTest(
       assert.equal(lx.lgetxattr(z(`${src}/link`), z("trusted.t"), buf, 16n), 1n);
       assert.equal(lx.lgetxattr(z(`${mnt}/link`), z("trusted.t"), buf, 16n), 1n);
       assert.equal(lx.lgetxattr(z(`${mnt}/target`), z("trusted.t"), buf, 16n), -1n);
+    }),
+);
+
+transportTest(
+  "posix: copy_file_range copies at most 4 MiB per call, and cp of a larger file loops to the end",
+  (transport) =>
+    withPassthrough(transport, async (mnt, src) => {
+      const big = new Uint8Array(10 * 1024 * 1024 + 123).map((_, i) => (i * 7919) >>> 5);
+      await Deno.writeFile(`${src}/big`, big);
+      const from = open(`${mnt}/big`, O.RDONLY);
+      const to = open(`${mnt}/copy`, O.WRONLY | O.CREAT, 0o644);
+      try {
+        const n = check64(
+          libc.copy_file_range(from, null, to, null, BigInt(big.length), 0),
+          "copy_file_range",
+        );
+        assert.equal(n, COPY_CHUNK); // short: the serving thread is not held for all of it
+      } finally {
+        close(from);
+        close(to);
+      }
+      // cp loops over short copies as copy_file_range(2) allows.
+      assert.equal((await run("cp", `${mnt}/big`, `${mnt}/copy`)).code, 0);
+      assert.equal(await sh(`cmp ${src}/big ${src}/copy && echo same`), "same\n");
     }),
 );
