@@ -108,6 +108,9 @@ const symbols = {
   removexattr: { parameters: ["buffer", "buffer"], result: "i32" },
   flock: { parameters: ["i32", "i32"], result: "i32" },
   fcntl: { parameters: ["i32", "i32", "buffer"], result: "i32" },
+  prlimit64: { parameters: ["i32", "i32", "buffer", "buffer"], result: "i32" },
+  /** fcntl with an integer argument (F_GETFL, F_SETFL). */
+  fcntl_int: { name: "fcntl", parameters: ["i32", "i32", "i64"], result: "i32" },
   ioctl: { parameters: ["i32", "u64", "buffer"], result: "i32" },
   syscall: {
     parameters: ["i64", "i64", "i64", "i64", "i64", "i64"],

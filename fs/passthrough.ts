@@ -52,7 +52,8 @@ const EMPTY = cstr("");
 /** One backing object the kernel knows: its held O_PATH fd. */
 interface Inode {
   fd: number;
-  isSymlink: boolean;
+  /** {@linkcode InodeFlag}s. */
+  flags: number;
 }
 
 /**
@@ -178,7 +179,7 @@ export class Passthrough implements FileSystem {
   #inode(nodeId: number): Inode {
     const fd = this.#table.fd(nodeId);
     if (fd < 0) throw new FuseError(Errno.ESTALE);
-    return { fd, isSymlink: (this.#table.flags(nodeId) & InodeFlag.SYMLINK) !== 0 };
+    return { fd, flags: this.#table.flags(nodeId) };
   }
 
   /** Look `name` up in `parent` and count one lookup of the result. */
@@ -199,7 +200,12 @@ export class Passthrough implements FileSystem {
     }
     const attr = attrFromStatx(stx);
     // One node per backing object, whichever thread looked it up first.
-    const flags = (attr.mode & S.IFMT) === S.IFLNK ? InodeFlag.SYMLINK : 0;
+    const type = attr.mode & S.IFMT;
+    const flags = type === S.IFLNK
+      ? InodeFlag.SYMLINK
+      : type === S.IFREG || type === S.IFDIR
+      ? 0
+      : InodeFlag.SPECIAL;
     const found = this.#table.lookup(inodeKey(stx), fd, flags);
     if (!found?.added) close(fd);
     if (!found) throw new FuseError(Errno.ENFILE); // the inode table is full
@@ -381,6 +387,9 @@ export class Passthrough implements FileSystem {
 
   async open(ctx: RequestContext, nodeId: number, flags: number): Promise<OpenReply> {
     const inode = this.#inode(nodeId);
+    // The kernel opens FIFOs and devices itself and never sends OPEN for
+    // them: one that arrives would block the serving thread, or reach a device.
+    if (inode.flags & InodeFlag.SPECIAL) throw new FuseError(Errno.EINVAL);
     // O_NOFOLLOW would refuse the /proc magic link itself; the kernel never
     // opens a symlink node (it follows client-side), so this stays safe.
     const clean = (flags & ~(O.CREAT | O.EXCL | O.NOCTTY | O.NOFOLLOW)) | O.CLOEXEC;
@@ -397,8 +406,11 @@ export class Passthrough implements FileSystem {
     flags: number,
   ): Promise<CreateReply> {
     const dir = this.#inode(parent);
-    const all = flags | O.CREAT | O.NOFOLLOW | O.CLOEXEC;
+    // O_NONBLOCK: a FIFO made behind the kernel's back under this name must
+    // not block the serving thread; regular files get their flags back below.
+    const all = flags | O.CREAT | O.NOFOLLOW | O.CLOEXEC | O.NONBLOCK;
     const fd = await ctx.io.openat(dir.fd, component(name), all, mode, ctx);
+    if (!(flags & O.NONBLOCK)) libc.fcntl_int(fd, F_SETFL, BigInt(flags & ~O.NONBLOCK));
     if (ctx.killSuidgid && (flags & O.TRUNC)) killSuidgidOrClose(fd, ctx.gid);
     let entry: Entry;
     try {
@@ -528,11 +540,16 @@ export class Passthrough implements FileSystem {
       try {
         entry = await this.#lookup(ctx.io, nodeId, e.name);
       } catch (err) {
-        if (err instanceof SystemError && err.errno === Errno.ENOENT) continue; // removed since
-        throw err;
+        const errno = (err as SystemError | FuseError).errno;
+        if (errno === Errno.ENOENT) continue; // removed since
+        if (errno !== Errno.EMFILE && errno !== Errno.ENFILE) throw err;
+        // Out of fds: the name without attributes (node id 0, a plain
+        // entry to the kernel); its own LOOKUP will get the error.
+        entry = { nodeId: 0, attr: { ino: e.ino, mode: e.type } };
       }
       if (!list.add(e.name, entry, i + 1)) {
-        this.forget(entry.nodeId, 1); // not sent: the kernel will not count it
+        // Not sent: the kernel will not count it.
+        if (entry.nodeId !== 0) this.forget(entry.nodeId, 1);
         break;
       }
     }
@@ -683,6 +700,8 @@ function killSuidgidOrClose(fd: number, callerGid: number): void {
     throw e;
   }
 }
+
+const F_SETFL = 4;
 
 /** The most one COPY_FILE_RANGE copies (the serving thread waits for it). */
 export const COPY_CHUNK = 4 << 20;

@@ -33,7 +33,11 @@ const HEADER_WORDS = 8;
 const EMPTY = 0, TOMBSTONE = -1;
 
 /** Flags kept with a node. */
-export const InodeFlag = { SYMLINK: 1 } as const;
+export const InodeFlag = {
+  SYMLINK: 1,
+  /** A FIFO, socket or device: opening it could block or reach hardware. */
+  SPECIAL: 2,
+} as const;
 
 /** A backing object's identity: device numbers and inode number. */
 export interface InodeKey {

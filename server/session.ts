@@ -5,6 +5,7 @@
  * @module
  */
 
+import { fdLimit, raiseFdLimit } from "./fd_limit.ts";
 import { Dispatcher, type DispatcherOptions } from "../ops/dispatch.ts";
 import type { Connection } from "../ops/dispatch.ts";
 import type { FileSystem } from "../ops/filesystem.ts";
@@ -93,6 +94,13 @@ export interface MountOptions extends KernelMountOptions, DispatcherOptions {
    * session has not ended within {@linkcode SIGNAL_EXIT_GRACE_MS}.
    */
   handleSignals?: boolean;
+  /**
+   * Raise RLIMIT_NOFILE before serving (default true), as passthrough_hp
+   * does: the soft limit to the hard one, and both to `fs/nr_open` when the
+   * process may (CAP_SYS_RESOURCE). A file system holding an fd per inode
+   * needs it for large trees.
+   */
+  raiseFdLimit?: boolean;
   /** Requests the /dev/fuse transport keeps in flight at once (default 16). */
   maxInFlight?: number;
   /** Milliseconds to wait for INIT after mounting (default 10000). */
@@ -273,6 +281,7 @@ export async function mount(
     );
   }
   const path = checkMountpoint(mountpoint);
+  const fds = (options.raiseFdLimit ?? true) ? raiseFdLimit() : fdLimit();
   let fallbackReason: string | null = choice === "dev" ? "the dev transport was asked for" : null;
   if (choice !== "dev") {
     const why = uringUnavailable();
@@ -452,6 +461,7 @@ export async function mount(
         `transport: ${uring ? "io_uring" : "dev"}${fallbackReason ? ` (${fallbackReason})` : ""}`,
       );
       debug(`dev: ${options.maxInFlight ?? 16} slots, ${dev.memory} bytes pinned`);
+      debug(`open files: up to ${fds.soft} (hard limit ${fds.hard})`);
       if (devThreads) {
         debug(`dev: ${devThreads.threads} more threads, each reading a clone of /dev/fuse`);
       }

@@ -184,14 +184,16 @@ export function transportTest(
 
 /**
  * Start a server as a user would (`deno run --allow-ffi ARGS...`, from the
- * repository root); resolves with the process and what it printed once it
+ * repository root; under `wrapper`, a command such as `prlimit ...`, if given); resolves with the process and what it printed once it
  * says it is mounted.
  */
 export async function startServer(
   args: string[],
+  wrapper: string[] = [],
 ): Promise<{ child: Deno.ChildProcess; out: string }> {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "--allow-ffi", ...args],
+  const deno = [Deno.execPath(), "run", "--allow-ffi", ...args];
+  const child = new Deno.Command(wrapper[0] ?? deno[0], {
+    args: [...wrapper.slice(1), ...(wrapper.length ? deno : deno.slice(1))],
     cwd: new URL("..", import.meta.url).pathname,
     stdout: "piped",
     stderr: "piped",
