@@ -24,6 +24,7 @@ export type {
   Entry,
   FdSink,
   FdSource,
+  FileLock,
   FileSystem,
   MaybePromise,
   OpenReply,
@@ -34,6 +35,8 @@ export type {
   StatFs,
   WriteReply,
 } from "./ops/filesystem.ts";
+export { LOCK_TO_EOF, LockType } from "./ops/filesystem.ts";
+export { InterruptBoard } from "./ops/interrupts.ts";
 export type { BackingIo, Caller } from "./ops/backing_io.ts";
 export { DirectoryList, DirectoryPlusList } from "./ops/directory.ts";
 export { FuseError } from "./ops/error.ts";

@@ -23,19 +23,21 @@
  */
 
 import { Errno, SystemError } from "../ffi/errno.ts";
-import { AT, check, check64, clearSuidSgid, close, cstr, libc, O, S } from "../ffi/libc.ts";
+import { AT, check, check64, clearSuidSgid, close, cstr, errno, libc, O, S } from "../ffi/libc.ts";
 import type { BackingIo } from "../ops/backing_io.ts";
 import { FuseError } from "../ops/error.ts";
 import type {
   Attr,
   CreateReply,
   Entry,
+  FileLock,
   FileSystem,
   OpenReply,
   RequestContext,
   SetAttr,
   StatFs,
 } from "../ops/filesystem.ts";
+import { LOCK_TO_EOF, LockType } from "../ops/filesystem.ts";
 import { asCaller, off } from "../server/direct_io.ts";
 import { OpenHandles } from "./open_handles.ts";
 import { InodeFlag, type InodeKey, SharedInodeTable } from "./shared_inodes.ts";
@@ -443,8 +445,56 @@ export class Passthrough implements FileSystem {
   }
 
   flush(ctx: RequestContext, _nodeId: number, fh: number): Promise<void> {
+    const fd = this.#handles.file(fh);
     // close() of a duplicate reports delayed write errors (NFS) as close(2) would.
-    return ctx.io.close(check(libc.dup(this.#handles.file(fh)), "dup"));
+    return ctx.io.close(check(libc.dup(fd), "dup"));
+  }
+
+  /**
+   * POSIX locks are open file description (OFD) locks on the handle's
+   * backing fd, so they conflict with processes using the source directly.
+   * They follow OFD rules rather than a process's: two opens of a file
+   * conflict even in one process, and a lock lasts until the last close of
+   * its open file (RELEASE), not the first close(2) by its process.
+   */
+  getlk(_ctx: RequestContext, _nodeId: number, fh: number, _owner: bigint, lock: FileLock) {
+    const f = flockStruct(lock.type, lock.start, lock.end);
+    check(libc.fcntl(this.#handles.file(fh), F_OFD_GETLK, f), "fcntl F_OFD_GETLK");
+    const v = new DataView(f.buffer);
+    const type = v.getInt16(0, true);
+    if (type === LockType.F_UNLCK) return { ...lock, type };
+    const start = Number(v.getBigInt64(8, true));
+    const len = Number(v.getBigInt64(16, true));
+    // A process's lock names its pid; an OFD lock has none (l_pid -1).
+    const pid = Math.max(v.getInt32(24, true), 0);
+    return { type, start, end: len === 0 ? LOCK_TO_EOF : start + len - 1, pid };
+  }
+
+  setlk(
+    ctx: RequestContext,
+    _nodeId: number,
+    fh: number,
+    _owner: bigint,
+    lock: FileLock,
+    wait: boolean,
+  ): Promise<void> {
+    const fd = this.#handles.file(fh);
+    const f = flockStruct(lock.type, lock.start, lock.end);
+    return untilFree(ctx, wait, () => libc.fcntl(fd, F_OFD_SETLK, f), "fcntl F_OFD_SETLK");
+  }
+
+  /** flock(2) on the handle's backing fd: the same open file description semantics. */
+  flock(
+    ctx: RequestContext,
+    _nodeId: number,
+    fh: number,
+    _owner: bigint,
+    type: number,
+    wait: boolean,
+  ): Promise<void> {
+    const fd = this.#handles.file(fh);
+    const op = type === LockType.F_UNLCK ? LOCK_UN : type === LockType.F_RDLCK ? LOCK_SH : LOCK_EX;
+    return untilFree(ctx, wait, () => libc.flock(fd, op | LOCK_NB), "flock");
   }
 
   release(ctx: RequestContext, _nodeId: number, fh: number): Promise<void> {
@@ -702,6 +752,51 @@ function killSuidgidOrClose(fd: number, callerGid: number): void {
 }
 
 const F_SETFL = 4;
+const F_OFD_GETLK = 36;
+const F_OFD_SETLK = 37;
+const LOCK_SH = 1, LOCK_EX = 2, LOCK_NB = 4, LOCK_UN = 8;
+
+/** A `struct flock` (x86-64 layout) for `type` over bytes `start..end` (inclusive). */
+function flockStruct(type: number, start: number, end: number): Uint8Array<ArrayBuffer> {
+  const f = new Uint8Array(32);
+  const v = new DataView(f.buffer);
+  v.setInt16(0, type, true); // l_whence 0: SEEK_SET; l_pid 0, as OFD locks require
+  v.setBigInt64(8, BigInt(start), true);
+  v.setBigInt64(16, end >= LOCK_TO_EOF ? 0n : BigInt(end - start + 1), true);
+  return f;
+}
+
+/**
+ * Try `attempt` (a non-blocking lock call) until it succeeds; when the lock
+ * is held elsewhere, fail with EAGAIN, or with `wait` try again (backing off
+ * to every 50 ms) until the request is interrupted (EINTR). The serving
+ * thread never blocks in the kernel for a lock.
+ */
+async function untilFree(
+  ctx: RequestContext,
+  wait: boolean,
+  attempt: () => number,
+  call: string,
+): Promise<void> {
+  for (let delay = 1;; delay = Math.min(delay * 2, 50)) {
+    if (attempt() === 0) return;
+    const e = errno();
+    if (e !== Errno.EAGAIN && e !== Errno.EACCES) throw new SystemError(call, e);
+    if (!wait) throw new SystemError(call, Errno.EAGAIN);
+    const signal = ctx.signal;
+    signal.throwIfAborted();
+    await new Promise<void>((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        signal.removeEventListener("abort", done);
+        resolve();
+      };
+      const timer = setTimeout(done, delay);
+      signal.addEventListener("abort", done);
+    });
+    signal.throwIfAborted();
+  }
+}
 
 /** The most one COPY_FILE_RANGE copies (the serving thread waits for it). */
 export const COPY_CHUNK = 4 << 20;

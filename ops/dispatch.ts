@@ -20,12 +20,14 @@ import {
   CreateIn,
   FallocateIn,
   FATTR,
+  FileLock as FileLockLayout,
   FlushIn,
   ForgetIn,
   ForgetOne,
   FsyncIn,
   FUSE_FSYNC_FDATASYNC,
   FUSE_GETATTR_FH,
+  FUSE_LK_FLOCK,
   FUSE_OPEN_KILL_SUIDGID,
   FUSE_WRITE_KILL_SUIDGID,
   GetattrIn,
@@ -34,7 +36,10 @@ import {
   InHeader,
   InitFlag,
   initFlagNames,
+  InterruptIn,
   LinkIn,
+  LkIn,
+  LkOut,
   LseekIn,
   LseekOut,
   MkdirIn,
@@ -70,6 +75,7 @@ import type {
   Attr,
   ConnectionInfo,
   Entry,
+  FileLock,
   FileSystem,
   MaybePromise,
   OpenReply,
@@ -78,7 +84,9 @@ import type {
   SetAttr,
   WriteReply,
 } from "./filesystem.ts";
+import { LOCK_TO_EOF } from "./filesystem.ts";
 import { decodeInitIn, type InitOptions, negotiate } from "./init.ts";
+import { INTERRUPT_POLL_MS, InterruptBoard } from "./interrupts.ts";
 
 /** Options of the dispatcher: INIT wishes, cache timeouts and logging. */
 export interface DispatcherOptions extends InitOptions {
@@ -92,6 +100,8 @@ export interface DispatcherOptions extends InitOptions {
   onError?: (error: unknown, opcode: string) => void;
   /** The handle → fd table to use (shared with other threads' dispatchers); default: a new one. */
   backingFds?: BackingFdTable;
+  /** Where interrupts are posted (shared with other threads' dispatchers); default: a new one. */
+  interrupts?: InterruptBoard;
 }
 
 /** The state agreed at INIT. */
@@ -177,6 +187,11 @@ export class Dispatcher {
   readonly fs: FileSystem;
   /** Handles whose data is an fd (`OpenReply.backingFd`), shared with the queue threads. */
   readonly backingFds: BackingFdTable;
+  /** Interrupted requests, posted by whichever dispatcher reads INTERRUPT. */
+  readonly interrupts: InterruptBoard;
+  /** Requests in progress whose method asked for `ctx.signal`. */
+  #signals = new Map<number, AbortController>();
+  #pollTimer: ReturnType<typeof setInterval> | undefined;
   #options: DispatcherOptions;
   #entryTimeout: number;
   #attrTimeout: number;
@@ -194,6 +209,7 @@ export class Dispatcher {
     this.fs = fs;
     this.#options = options;
     this.backingFds = options.backingFds ?? new BackingFdTable();
+    this.interrupts = options.interrupts ?? new InterruptBoard();
     this.#entryTimeout = options.entryTimeout ?? 1;
     this.#attrTimeout = options.attrTimeout ?? 1;
     const debug = options.debug;
@@ -253,6 +269,7 @@ export class Dispatcher {
       this.#reply(ex, unique, -Errno.EIO, 0);
       return;
     }
+    const signalOf = (u: number) => this.#signalOf(u);
     const ctx: RequestContext = {
       unique,
       uid: h.getUint32(o + InHeader.uid, true),
@@ -260,6 +277,9 @@ export class Dispatcher {
       pid: h.getUint32(o + InHeader.pid, true),
       io: ex.io,
       killSuidgid: this.#killSuidgid(ex.arg, ex.argOffset, opcode),
+      get signal() {
+        return signalOf(unique);
+      },
     };
     try {
       this.#route(ex, opcode, unique, nodeId, ctx);
@@ -306,6 +326,13 @@ export class Dispatcher {
     switch (op) {
       case Opcode.INIT:
         return this.#init(ex, unique);
+      case Opcode.INTERRUPT: {
+        // No reply: the interrupted request answers (EINTR if it gives up).
+        const target = getU64(a, ao + InterruptIn.unique);
+        this.interrupts.post(target);
+        this.#signals.get(target)?.abort(new FuseError(Errno.EINTR));
+        return ex.noReply();
+      }
       case Opcode.DESTROY:
         return this.#call(ex, op, unique, () => fs.destroy?.(), none);
       case Opcode.LOOKUP: {
@@ -607,6 +634,41 @@ export class Dispatcher {
           (pos) => (setU64(out, oo + LseekOut.offset, pos), LseekOut.SIZE),
         );
       }
+      case Opcode.GETLK: {
+        if (!fs.getlk) break;
+        const fh = getU64(a, ao + LkIn.fh);
+        const owner = a.getBigUint64(ao + LkIn.owner, true);
+        const lock = decodeLock(a, ao + LkIn.lk);
+        return this.#call(ex, op, unique, () => fs.getlk!(ctx, nodeId, fh, owner, lock), (l) => {
+          encodeLock(out, oo + LkOut.lk, l);
+          return LkOut.SIZE;
+        });
+      }
+      case Opcode.SETLK:
+      case Opcode.SETLKW: {
+        const fh = getU64(a, ao + LkIn.fh);
+        const owner = a.getBigUint64(ao + LkIn.owner, true);
+        const lock = decodeLock(a, ao + LkIn.lk);
+        const wait = op === Opcode.SETLKW;
+        if (a.getUint32(ao + LkIn.lk_flags, true) & FUSE_LK_FLOCK) {
+          if (!fs.flock) break;
+          return this.#call(
+            ex,
+            op,
+            unique,
+            () => fs.flock!(ctx, nodeId, fh, owner, lock.type, wait),
+            none,
+          );
+        }
+        if (!fs.setlk) break;
+        return this.#call(
+          ex,
+          op,
+          unique,
+          () => fs.setlk!(ctx, nodeId, fh, owner, lock, wait),
+          none,
+        );
+      }
       case Opcode.COPY_FILE_RANGE:
       case Opcode.COPY_FILE_RANGE_64: {
         if (!fs.copyFileRange) break;
@@ -769,6 +831,10 @@ export class Dispatcher {
     const result = negotiate(kernel, {
       ...this.#options,
       readdirplus: this.#options.readdirplus ?? typeof fs.readdirplus === "function",
+      // Locks the file system keeps; without them the kernel keeps them, per mount.
+      posixLocks: this.#options.posixLocks ??
+        (typeof fs.getlk === "function" && typeof fs.setlk === "function"),
+      flockLocks: this.#options.flockLocks ?? typeof fs.flock === "function",
     });
     if (result.kind === "refuse") {
       this.#reply(ex, unique, -Errno.EPROTO, 0);
@@ -843,8 +909,35 @@ export class Dispatcher {
     return [name, nul + 1 - ex.dataOffset];
   }
 
+  /** The AbortSignal of request `unique`, made on first use (see `RequestContext.signal`). */
+  #signalOf(unique: number): AbortSignal {
+    let controller = this.#signals.get(unique);
+    if (controller) return controller.signal;
+    controller = new AbortController();
+    this.#signals.set(unique, controller);
+    if (this.interrupts.has(unique)) controller.abort(new FuseError(Errno.EINTR));
+    // Interrupts read by another thread's dispatcher reach this one by looking.
+    if (this.#pollTimer === undefined) {
+      this.#pollTimer = setInterval(() => {
+        for (const [u, c] of this.#signals) {
+          if (!c.signal.aborted && this.interrupts.has(u)) c.abort(new FuseError(Errno.EINTR));
+        }
+      }, INTERRUPT_POLL_MS);
+      Deno.unrefTimer(this.#pollTimer);
+    }
+    return controller.signal;
+  }
+
+  /** Request `unique` is answered: its signal is no longer watched. */
+  #settled(unique: number): void {
+    if (!this.#signals.delete(unique) || this.#signals.size > 0) return;
+    clearInterval(this.#pollTimer);
+    this.#pollTimer = undefined;
+  }
+
   /** Send a reply (`length` -1: the reply was already sent by the transport). */
   #reply(ex: Exchange, unique: number, error: number, length: number): void {
+    if (this.#signals.size > 0) this.#settled(unique);
     if (length < 0) return;
     if (this.#debug) {
       this.#debug(
@@ -892,6 +985,28 @@ export class Dispatcher {
     this.#complained.add(what);
     console.error(`denofuse: ${what} threw (reported once):`, e);
   }
+}
+
+/** Decode a `struct fuse_file_lock` at `o`. */
+function decodeLock(a: DataView, o: number): FileLock {
+  return {
+    start: getU64(a, o + FileLockLayout.start),
+    end: getU64(a, o + FileLockLayout.end),
+    type: a.getUint32(o + FileLockLayout.type, true),
+    pid: a.getUint32(o + FileLockLayout.pid, true),
+  };
+}
+
+/** Encode a `struct fuse_file_lock` at `o`. */
+function encodeLock(v: DataView, o: number, l: FileLock): void {
+  setU64(v, o + FileLockLayout.start, l.start);
+  if (l.end >= LOCK_TO_EOF) {
+    // OFFSET_MAX exactly: 2^63 - 1 is not a double, and the kernel refuses more.
+    v.setUint32(o + FileLockLayout.end, 0xffffffff, true);
+    v.setUint32(o + FileLockLayout.end + 4, 0x7fffffff, true);
+  } else setU64(v, o + FileLockLayout.end, l.end);
+  v.setUint32(o + FileLockLayout.type, l.type, true);
+  v.setUint32(o + FileLockLayout.pid, l.pid, true);
 }
 
 /** Decode `fuse_setattr_in` into a {@linkcode SetAttr}. */

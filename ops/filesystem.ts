@@ -44,6 +44,35 @@ export interface RequestContext {
    * or write. Sent only when the session negotiated `handleKillpriv`.
    */
   readonly killSuidgid: boolean;
+  /**
+   * Aborted when the kernel interrupts this request (the caller got a
+   * signal; FUSE's INTERRUPT). A method that waits on something slow
+   * should watch it and give up: throwing `signal.reason` (a FuseError of
+   * EINTR) ends the request with EINTR. Made on first use.
+   */
+  readonly signal: AbortSignal;
+}
+
+/** Lock types of {@linkcode FileLock} (`fcntl.h`). */
+export const LockType = { F_RDLCK: 0, F_WRLCK: 1, F_UNLCK: 2 } as const;
+
+/**
+ * The end of a lock that reaches the end of the file: the kernel's
+ * `OFFSET_MAX` (2^63 - 1) as a number (which rounds it to 2^63); any end
+ * at or past it means "to the end of the file".
+ */
+export const LOCK_TO_EOF = 2 ** 63;
+
+/** A byte-range lock, as FUSE carries it (`struct fuse_file_lock`). */
+export interface FileLock {
+  /** First byte. */
+  start: number;
+  /** Last byte, inclusive ({@linkcode LOCK_TO_EOF}: to the end of the file). */
+  end: number;
+  /** {@linkcode LockType}. */
+  type: number;
+  /** The holder's pid (GETLK's answer; 0 when unknown). */
+  pid: number;
 }
 
 /**
@@ -338,6 +367,46 @@ export interface FileSystem {
   release?(ctx: RequestContext, nodeId: number, fh: number, flags: number): MaybePromise<void>;
   /** Sync file data (and metadata unless `datasync`). */
   fsync?(ctx: RequestContext, nodeId: number, fh: number, datasync: boolean): MaybePromise<void>;
+  /**
+   * The first lock that would conflict with `lock` (`owner` is the caller's
+   * lock owner), or `lock` with type `F_UNLCK` if none would. Together with
+   * {@linkcode setlk} it makes the session negotiate POSIX locks, which the
+   * kernel otherwise keeps itself, per mount.
+   */
+  getlk?(
+    ctx: RequestContext,
+    nodeId: number,
+    fh: number,
+    owner: bigint,
+    lock: FileLock,
+  ): MaybePromise<FileLock>;
+  /**
+   * Take or release (`F_UNLCK`) a POSIX byte-range lock for `owner`. With
+   * `wait` (F_SETLKW), wait for a conflicting lock to go, and give up with
+   * EINTR when `ctx.signal` aborts (the caller was interrupted); without
+   * it, fail with EAGAIN.
+   */
+  setlk?(
+    ctx: RequestContext,
+    nodeId: number,
+    fh: number,
+    owner: bigint,
+    lock: FileLock,
+    wait: boolean,
+  ): MaybePromise<void>;
+  /**
+   * flock(2) on the open file: `type` is F_RDLCK (shared), F_WRLCK
+   * (exclusive) or F_UNLCK; `wait` as for {@linkcode setlk}. Its presence
+   * makes the session negotiate BSD locks.
+   */
+  flock?(
+    ctx: RequestContext,
+    nodeId: number,
+    fh: number,
+    owner: bigint,
+    type: number,
+    wait: boolean,
+  ): MaybePromise<void>;
   /** Open a directory. */
   opendir?(ctx: RequestContext, nodeId: number, flags: number): MaybePromise<OpenReply>;
   /**

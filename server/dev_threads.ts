@@ -115,6 +115,7 @@ export class DevThreads {
           slots: this.#o.slots,
           slotSize: this.#o.slotSize,
           backingFds: dispatcher.backingFds.buffer,
+          interrupts: dispatcher.interrupts.buffer,
           counters: this.#counters,
           backingIo: this.#o.backingIo,
           debug: this.#o.debug,

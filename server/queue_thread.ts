@@ -13,6 +13,7 @@
  * @module
  */
 
+import { InterruptBoard } from "../ops/interrupts.ts";
 import { pinThread } from "../ffi/libc.ts";
 import { prepMsgRing, Ring } from "../ffi/ring.ts";
 import { DevTransport } from "./dev_transport.ts";
@@ -33,6 +34,8 @@ interface ThreadSetup {
   fuseFd: number;
   /** The session's handle → fd table. */
   backingFds: SharedArrayBuffer;
+  /** The session's {@linkcode InterruptBoard}. */
+  interrupts: SharedArrayBuffer;
   /** Counters, shared with the session's thread. */
   counters: SharedArrayBuffer;
   /** Backing calls as ring operations or direct calls. */
@@ -137,6 +140,7 @@ async function localDispatcher(
     attrTimeout: s.attrTimeout,
     debug: s.debug ? (line) => console.error(line) : undefined,
     backingFds,
+    interrupts: new InterruptBoard(s.interrupts),
   });
   await dispatcher.adopt(s.connection);
   return dispatcher;

@@ -399,6 +399,7 @@ export class UringQueues {
       mode,
       memory: memory.addresses,
       backingFds: this.#dispatcher.backingFds.buffer,
+      interrupts: this.#dispatcher.interrupts.buffer,
       counters: this.#counters,
       backingIo: this.#o.backingIo,
       handOver: { ringFd: this.#ring!.fd, userData: this.#handOverUserData, base },

@@ -4,6 +4,7 @@
 import assert from "node:assert/strict";
 import { GetattrIn, InitIn, Opcode } from "../ops/abi.ts";
 import { Dispatcher } from "../ops/dispatch.ts";
+import { InterruptBoard } from "../ops/interrupts.ts";
 import { Errno, S } from "../mod.ts";
 import type { FileSystem } from "../mod.ts";
 import { arg, FakeExchange, init, request, roundTrip } from "./fake_exchange.ts";
@@ -133,4 +134,39 @@ Deno.test("guard: an INIT shorter than fuse_init_in is refused with EINVAL", asy
   assert.equal(ex.replies[0].error, -Errno.EINVAL);
   await assert.rejects(d.initialized, /shorter than fuse_init_in/);
   assert.equal(d.connection, null);
+});
+
+Deno.test("interrupt: INTERRUPT aborts the request's signal, here or in another dispatcher", async () => {
+  const board = new InterruptBoard();
+  const waits: FileSystem = {
+    getattr: (ctx) =>
+      new Promise((_, reject) => {
+        ctx.signal.throwIfAborted(); // interrupted before it asked
+        ctx.signal.addEventListener("abort", () => reject(ctx.signal.reason));
+      }),
+  };
+  const here = new Dispatcher(waits, { interrupts: board });
+  const there = new Dispatcher(waits, { interrupts: new InterruptBoard(board.buffer) });
+  await init(here);
+  await init(there);
+  // The dispatchers' poll timer does not hold a process open (a transport
+  // does); this test has no transport, so hold it open while it runs.
+  const alive = setInterval(() => {}, 1000);
+  const interrupt = (target: number) =>
+    request(Opcode.INTERRUPT, 0, arg(8, (v) => v.setBigUint64(0, BigInt(target), true)));
+  for (const [served, told] of [[here, here], [there, here]] as const) {
+    const slow = request(Opcode.GETATTR, 1, arg(GetattrIn.SIZE));
+    const pending = roundTrip(served, slow);
+    await new Promise((r) => setTimeout(r, 5));
+    const ex = new FakeExchange(interrupt(slow.unique).bytes, 8);
+    told.dispatch(ex);
+    assert.equal(ex.released, true); // INTERRUPT itself gets no reply
+    assert.deepEqual(ex.replies, []);
+    assert.equal((await pending).replies[0].error, -Errno.EINTR);
+  }
+  // An interrupt that arrives before the method asks for its signal still counts.
+  const early = request(Opcode.GETATTR, 1, arg(GetattrIn.SIZE));
+  here.dispatch(new FakeExchange(interrupt(early.unique).bytes, 8));
+  assert.equal((await roundTrip(there, early)).replies[0].error, -Errno.EINTR);
+  clearInterval(alive);
 });

@@ -25,6 +25,7 @@ import { DevTransport } from "../server/dev_transport.ts";
 import { DirectIo, off } from "../server/direct_io.ts";
 import { SlotExchange } from "../server/slot_exchange.ts";
 import { fitUringRequest } from "../server/uring_transport.ts";
+import { FakeExchange } from "./fake_exchange.ts";
 import { run } from "./helpers.ts";
 
 const SEED = Number(Deno.env.get("FUZZ_SEED") ?? 20261123);
@@ -297,11 +298,22 @@ Deno.test({
           drain(); // the socket is full: let the transport catch up
         }
       };
+      const sent = new Map<number, Case>();
       const wait = async (unique: number) => {
-        const deadline = Date.now() + 10_000;
+        const start = Date.now();
+        let interrupted = false;
         while (!replies.has(unique)) {
           drain();
-          if (Date.now() > deadline) throw new Error(`no reply to request ${unique}`);
+          // A request that waits (SETLKW on a lock another handle holds) is
+          // interrupted, as the kernel does when its caller gets a signal.
+          if (!interrupted && Date.now() - start > PATIENCE_MS) {
+            send(interruptBytes(unique));
+            interrupted = true;
+          }
+          if (Date.now() - start > 10_000) {
+            const c = sent.get(unique);
+            throw new Error(`no reply to request ${unique} (${c ? opcodeName(c.opcode) : "?"})`);
+          }
           await new Promise((r) => setTimeout(r, 1));
         }
         return replies.get(unique)!;
@@ -315,6 +327,7 @@ Deno.test({
         for (let i = 0; i < COUNT; i++) {
           const c = gen.next();
           cases.push(c);
+          sent.set(c.unique, c);
           send(c.bytes);
           // Keep a few in flight, and learn from replies as they come.
           if (i % 8 === 7) {
@@ -335,7 +348,10 @@ Deno.test({
         await new Promise((r) => setTimeout(r, 50));
         drain();
         for (const c of cases.filter((c) => !expectsReply(c))) {
-          assert.ok(!replies.has(c.unique), `a reply to ${c.opcode} that needs none`);
+          // A malformed INTERRUPT may be refused (EINVAL); a well-formed one never is.
+          const r = replies.get(c.unique);
+          if (c.opcode === Opcode.INTERRUPT && r) assert.ok(r.error < 0);
+          else assert.ok(!r, `a reply to ${c.opcode} that needs none`);
         }
         const answered = cases.filter(expectsReply).length;
         const succeeded = new Set(
@@ -366,9 +382,24 @@ Deno.test({
     })
   ));
 
-/** FORGET, BATCH_FORGET and requests whose header lies get no reply over /dev/fuse. */
+/** FORGET, BATCH_FORGET, INTERRUPT and requests whose header lies get no reply over /dev/fuse. */
 function expectsReply(c: Case): boolean {
-  return c.honest && c.opcode !== Opcode.FORGET && c.opcode !== Opcode.BATCH_FORGET;
+  return c.honest && !NO_REPLY.has(c.opcode);
+}
+const NO_REPLY = new Set<number>([Opcode.FORGET, Opcode.BATCH_FORGET, Opcode.INTERRUPT]);
+
+/** How long a request may wait before the test interrupts it. */
+const PATIENCE_MS = 500;
+
+/** An INTERRUPT of request `target`. */
+function interruptBytes(target: number): Uint8Array {
+  const bytes = new Uint8Array(InHeader.SIZE + 8);
+  const v = new DataView(bytes.buffer);
+  v.setUint32(InHeader.len, bytes.length, true);
+  v.setUint32(InHeader.opcode, Opcode.INTERRUPT, true);
+  v.setBigUint64(InHeader.unique, BigInt(target) | (1n << 63n), true); // FUSE_INT_REQ_BIT
+  v.setBigUint64(InHeader.SIZE, BigInt(target), true);
+  return bytes;
 }
 
 function initBytes(): { bytes: Uint8Array; unique: number } {
@@ -438,6 +469,11 @@ Deno.test({
         if (refused) entry.reply(0, -refused, 0);
         else d.dispatch(entry);
         let timer: ReturnType<typeof setTimeout> | undefined;
+        const patience = setTimeout(() => {
+          // INTERRUPT always comes over /dev/fuse: the one-buffer layout.
+          const interrupt = interruptBytes(c.unique);
+          d.dispatch(new FakeExchange(interrupt, d.argSize(Opcode.INTERRUPT)));
+        }, PATIENCE_MS);
         await Promise.race([
           entry.done,
           new Promise((_, reject) =>
@@ -445,6 +481,7 @@ Deno.test({
           ),
         ]);
         clearTimeout(timer);
+        clearTimeout(patience);
         await null;
         assert.equal(
           entry.replies.length,

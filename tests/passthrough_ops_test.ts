@@ -292,7 +292,7 @@ transportTest(
 );
 
 transportTest(
-  "passthrough: flock and POSIX locks conflict between processes (kept by the kernel)",
+  "passthrough: flock and POSIX locks conflict between processes",
   (transport) =>
     withPassthrough(transport, async (mnt) => {
       await Deno.writeTextFile(`${mnt}/lock`, "");

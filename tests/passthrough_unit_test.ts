@@ -13,6 +13,7 @@ const ctx = (uid = 0, gid = 0): RequestContext => ({
   gid,
   pid: 1,
   killSuidgid: false,
+  signal: new AbortController().signal,
   io: new DirectIo(),
 });
 
