@@ -54,6 +54,7 @@ export {
   type TransportChoice,
 } from "./server/session.ts";
 export { type KernelMountOptions, MountError } from "./server/mount.ts";
+export { Notifier } from "./server/notifier.ts";
 export { formatProbe, probe, type ProbeLine } from "./server/probe.ts";
 export type { TransportCounters } from "./server/dev_transport.ts";
 export type { UringCounters, UringMode } from "./server/uring_transport.ts";

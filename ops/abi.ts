@@ -376,6 +376,34 @@ export const AccessIn = { SIZE: 8, mask: 0 } as const;
 /** `struct fuse_interrupt_in`. */
 export const InterruptIn = { SIZE: 8, unique: 0 } as const;
 
+/** Notification codes: the `error` field of an out header whose `unique` is 0. */
+export const NotifyCode = {
+  POLL: 1,
+  INVAL_INODE: 2,
+  INVAL_ENTRY: 3,
+  STORE: 4,
+  RETRIEVE: 5,
+  DELETE: 6,
+} as const;
+/** `struct fuse_notify_inval_inode_out`. */
+export const NotifyInvalInodeOut = { SIZE: 24, ino: 0, off: 8, len: 16 } as const;
+/** `struct fuse_notify_inval_entry_out`; the name and a NUL follow. */
+export const NotifyInvalEntryOut = { SIZE: 16, parent: 0, namelen: 8, flags: 12 } as const;
+/** `struct fuse_notify_delete_out`; the name and a NUL follow. */
+export const NotifyDeleteOut = { SIZE: 24, parent: 0, child: 8, namelen: 16 } as const;
+/** `struct fuse_notify_store_out`; the data follows. */
+export const NotifyStoreOut = { SIZE: 24, nodeid: 0, offset: 8, size: 16 } as const;
+/** `struct fuse_notify_retrieve_out`. */
+export const NotifyRetrieveOut = {
+  SIZE: 32,
+  notify_unique: 0,
+  nodeid: 8,
+  offset: 16,
+  size: 24,
+} as const;
+/** `struct fuse_notify_retrieve_in`: NOTIFY_REPLY's argument; the data follows. */
+export const NotifyRetrieveIn = { SIZE: 40, offset: 8, size: 16 } as const;
+
 /** `struct fuse_file_lock`. */
 export const FileLock = { SIZE: 24, start: 0, end: 8, type: 16, pid: 20 } as const;
 /** `struct fuse_lk_in` (GETLK, SETLK, SETLKW). */

@@ -44,6 +44,7 @@ import {
   LseekOut,
   MkdirIn,
   MknodIn,
+  NotifyRetrieveIn,
   Opcode,
   opcodeName,
   OpenIn,
@@ -161,6 +162,7 @@ const ARG_SIZE: Record<number, number> = {
   [Opcode.SYNCFS]: 8,
   [Opcode.TMPFILE]: CreateIn.SIZE,
   [Opcode.STATX]: 24,
+  [Opcode.NOTIFY_REPLY]: NotifyRetrieveIn.SIZE,
 };
 
 const decoder = new TextDecoder("utf-8", { fatal: true });
@@ -192,6 +194,9 @@ export class Dispatcher {
   /** Requests in progress whose method asked for `ctx.signal`. */
   #signals = new Map<number, AbortController>();
   #pollTimer: ReturnType<typeof setInterval> | undefined;
+  /** Notify retrieves waiting for the kernel's NOTIFY_REPLY, by notify unique. */
+  #retrieves = new Map<number, (data: Uint8Array) => void>();
+  #nextRetrieve = 1;
   #options: DispatcherOptions;
   #entryTimeout: number;
   #attrTimeout: number;
@@ -326,6 +331,15 @@ export class Dispatcher {
     switch (op) {
       case Opcode.INIT:
         return this.#init(ex, unique);
+      case Opcode.NOTIFY_REPLY: {
+        // The kernel's answer to a retrieve notification (see Notifier): no reply.
+        const deliver = this.#retrieves.get(unique);
+        if (deliver) {
+          const size = Math.min(a.getUint32(ao + NotifyRetrieveIn.size, true), ex.dataLength);
+          deliver(ex.data.slice(ex.dataOffset, ex.dataOffset + size));
+        }
+        return ex.noReply();
+      }
       case Opcode.INTERRUPT: {
         // No reply: the interrupted request answers (EINTR if it gives up).
         const target = getU64(a, ao + InterruptIn.unique);
@@ -907,6 +921,31 @@ export class Dispatcher {
       fail(Errno.EILSEQ);
     }
     return [name, nul + 1 - ex.dataOffset];
+  }
+
+  /**
+   * @internal A notify unique for a retrieve, and the promise of the data
+   * the kernel's NOTIFY_REPLY carries (rejected after `timeoutMs`).
+   */
+  expectNotifyReply(timeoutMs: number): [number, Promise<Uint8Array>] {
+    const unique = this.#nextRetrieve++;
+    const reply = new Promise<Uint8Array>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.#retrieves.delete(unique);
+        reject(new FuseError(Errno.ETIMEDOUT));
+      }, timeoutMs);
+      this.#retrieves.set(unique, (data) => {
+        clearTimeout(timer);
+        this.#retrieves.delete(unique);
+        resolve(data);
+      });
+    });
+    return [unique, reply];
+  }
+
+  /** @internal A retrieve that was never sent: forget it. */
+  cancelNotifyReply(unique: number): void {
+    this.#retrieves.get(unique)?.(new Uint8Array(0));
   }
 
   /** The AbortSignal of request `unique`, made on first use (see `RequestContext.signal`). */

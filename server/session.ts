@@ -6,6 +6,7 @@
  */
 
 import { fdLimit, raiseFdLimit } from "./fd_limit.ts";
+import { Notifier } from "./notifier.ts";
 import { Dispatcher, type DispatcherOptions } from "../ops/dispatch.ts";
 import type { Connection } from "../ops/dispatch.ts";
 import type { FileSystem } from "../ops/filesystem.ts";
@@ -147,6 +148,11 @@ export class Session {
   readonly connection: Connection;
   /** Settles when the session has ended and its resources are released. */
   readonly closed: Promise<void>;
+  /**
+   * Notifications to the kernel: invalidate cached attributes, data and
+   * names, store or retrieve cached pages (see {@linkcode Notifier}).
+   */
+  readonly notify: Notifier;
   #dev: DevTransport;
   #uring: UringQueues | null;
   #devThreads: DevThreads | null;
@@ -161,7 +167,9 @@ export class Session {
     devThreads: DevThreads | null,
     fallbackReason: string | null,
     closed: Promise<void>,
+    notify: Notifier,
   ) {
+    this.notify = notify;
     this.#devThreads = devThreads;
     this.mountpoint = mountpoint;
     this.connection = connection;
@@ -294,6 +302,7 @@ export async function mount(
   const maxRead = options.maxRead ?? DEFAULT_MAX_WRITE;
   const dispatcher = new Dispatcher(fs, { ...options, ioUring: wantUring });
   const fd = openFuseDevice();
+  const notifier = new Notifier(fd, dispatcher);
   let dev: DevTransport;
   try {
     // A page for headers, then the largest write or reply, page-aligned.
@@ -375,6 +384,7 @@ export async function mount(
     await dev.close();
     await (uring as UringQueues | null)?.close();
     await (devRing as Ring | null)?.close();
+    notifier.close();
     closeFuseDevice(fd);
   }).then(() => {
     if (fatal) throw new Error(fatal);
@@ -482,7 +492,7 @@ export async function mount(
         }
       }
     }
-    return new Session(path, connection, dev, uring, devThreads, fallbackReason, closed);
+    return new Session(path, connection, dev, uring, devThreads, fallbackReason, closed, notifier);
   } catch (e) {
     dev.stop();
     try {

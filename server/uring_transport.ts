@@ -243,16 +243,34 @@ function viewAt(address: bigint, length: number): ArrayBuffer {
 }
 
 /**
- * Set the lengths of an io_uring request from what the kernel wrote: the
- * argument is what `argSize` says the opcode needs (the op_in area always
- * holds it), the data is `payload_sz` bytes. Returns 0, or EINVAL when
+ * Set where an io_uring request's argument and data are, from what the
+ * kernel wrote: the argument is what `argSize` says the opcode needs, in
+ * the op_in area, and the data is `payload_sz` bytes of payload. NOTIFY_REPLY
+ * is the exception: the kernel sends its first argument empty, so its
+ * `fuse_notify_retrieve_in` leads the payload. Returns 0, or EINVAL when
  * `payload_sz` claims more than the `capacity` bytes of payload memory.
  */
-export function fitUringRequest(ex: SlotExchange, argSize: number, capacity: number): number {
-  ex.argLength = Math.min(argSize, UringReqHeader.ring_ent_in_out - UringReqHeader.op_in);
+export function fitUringRequest(
+  ex: SlotExchange,
+  opcode: number,
+  argSize: number,
+  capacity: number,
+): number {
   const size = uringPayloadSize(ex.header, ex.headerOffset);
+  ex.arg = ex.header;
+  ex.argOffset = ex.headerOffset + UringReqHeader.op_in;
+  ex.argLength = Math.min(argSize, UringReqHeader.ring_ent_in_out - UringReqHeader.op_in);
   ex.dataLength = size > capacity ? 0 : size;
-  return size > capacity ? Errno.EINVAL : 0;
+  if (size > capacity) return Errno.EINVAL;
+  if (opcode === Opcode.NOTIFY_REPLY) {
+    const d = ex.data;
+    ex.arg = new DataView(d.buffer, d.byteOffset, d.byteLength);
+    ex.argOffset = ex.dataOffset;
+    ex.argLength = Math.min(argSize, size);
+    ex.dataOffset += ex.argLength;
+    ex.dataLength -= ex.argLength;
+  }
+  return 0;
 }
 
 /** Opcodes whose reply data the kernel passes as the client's pages. */
@@ -679,13 +697,15 @@ export class UringTransport {
     const o = entry.headerOffset;
     const opcode = h.getUint32(o + InHeader.opcode, true);
     if (this.#buffers) this.#place(entry, opcode, flags);
+    // Mainline: the payload is the entry's own slot (a NOTIFY_REPLY moved its start).
+    else entry.setData(this.#ownBytes, entry.ownOffset);
     if ((opcode === Opcode.READ || opcode === Opcode.WRITE) && this.#fromBackingFd(entry, opcode)) {
       return;
     }
     const dispatcher = this.#o.dispatcher;
     if (dispatcher) {
       this.#pending++;
-      const refused = fitUringRequest(entry, dispatcher.argSize(opcode), this.slotSize);
+      const refused = fitUringRequest(entry, opcode, dispatcher.argSize(opcode), this.slotSize);
       if (refused) return this.reply(entry, -refused, 0);
       if (entry.pages === "in") {
         // The FileSystem reads write data with the CPU: stage it first.

@@ -39,6 +39,12 @@ const structs: Record<string, string> = {
   GetxattrOut: "fuse_getxattr_out",
   AccessIn: "fuse_access_in",
   InterruptIn: "fuse_interrupt_in",
+  NotifyInvalInodeOut: "fuse_notify_inval_inode_out",
+  NotifyInvalEntryOut: "fuse_notify_inval_entry_out",
+  NotifyDeleteOut: "fuse_notify_delete_out",
+  NotifyStoreOut: "fuse_notify_store_out",
+  NotifyRetrieveOut: "fuse_notify_retrieve_out",
+  NotifyRetrieveIn: "fuse_notify_retrieve_in",
   FileLock: "fuse_file_lock",
   LkIn: "fuse_lk_in",
   LkOut: "fuse_lk_out",
@@ -90,6 +96,12 @@ const uapiSizes: Record<string, number> = {
   GetxattrOut: 8,
   AccessIn: 8,
   InterruptIn: 8,
+  NotifyInvalInodeOut: 24,
+  NotifyInvalEntryOut: 16,
+  NotifyDeleteOut: 24,
+  NotifyStoreOut: 24,
+  NotifyRetrieveOut: 32,
+  NotifyRetrieveIn: 40,
   FileLock: 24,
   LkIn: 48,
   LkOut: 24,
@@ -309,6 +321,17 @@ Deno.test({
       assert.deepEqual(out.trim().split("\n"), values.map(([n, , v]) => `${n} ${v}`));
     } finally {
       await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name: "abi: notification codes match enum fuse_notify_code in <linux/fuse.h>",
+  ignore: !headerText && Deno.env.get("CI") !== "true",
+  fn() {
+    for (const [name, value] of Object.entries(abi.NotifyCode)) {
+      const m = new RegExp(`FUSE_NOTIFY_${name}\\s*=\\s*(\\d+)`).exec(headerText);
+      assert.equal(Number(m?.[1]), value, name);
     }
   },
 });
