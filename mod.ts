@@ -51,6 +51,7 @@ export {
   type MountOptions,
   Session,
   type SessionCounters,
+  SIGNAL_EXIT_GRACE_MS,
   type TransportChoice,
 } from "./server/session.ts";
 export { type KernelMountOptions, MountError } from "./server/mount.ts";

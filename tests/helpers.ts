@@ -218,7 +218,7 @@ export async function reap(child: Deno.ChildProcess): Promise<Deno.CommandStatus
 }
 
 /**
- * Run `fn` against examples/passthrough.ts serving a fresh source, started as
+ * Run `fn` against examples/passthrough.ts serving a fresh source (or `source`), started as
  * a user would start it, in its own process. The server must not share a
  * thread with clients of its own mount: Deno runs some file calls (a small
  * FsFile.write) on the calling thread, which would then wait on itself.
@@ -227,9 +227,10 @@ export async function withPassthrough(
   transport: "dev" | "io_uring",
   fn: (mnt: string, src: string, pid: number) => Promise<void>,
   extraArgs: string[] = [],
+  source?: string,
 ): Promise<void> {
   const [mnt, cleanup] = await tempMountpoint();
-  const src = await Deno.makeTempDir({ prefix: "denofuse-src-" });
+  const src = source ?? await Deno.makeTempDir({ prefix: "denofuse-src-" });
   const { child: server, out } = await startServer([
     "examples/passthrough.ts",
     src,
@@ -250,6 +251,6 @@ export async function withPassthrough(
     } catch { /* already gone */ }
     await reap(server);
     await cleanup();
-    await Deno.remove(src, { recursive: true });
+    if (!source) await Deno.remove(src, { recursive: true });
   }
 }
