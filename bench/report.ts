@@ -380,3 +380,30 @@ export function svgChart(summary: Summary, title: string, jobs: Job[] = JOBS): s
   out.push("</svg>");
   return out.join("\n");
 }
+
+/** What a soak's RSS samples say (see bench/soak.ts). */
+export interface RssVerdict {
+  /** Peak RSS in the first minute, KiB. */
+  firstKiB: number;
+  /** Peak RSS in the last minute, KiB. */
+  lastKiB: number;
+  /** Peak RSS overall, KiB. */
+  peakKiB: number;
+  /** The last minute's peak is within 25 % + 32 MiB of the first minute's. */
+  bounded: boolean;
+}
+
+/** Judge RSS samples (seconds since start, KiB) of a soak: bounded, or growing. */
+export function rssVerdict(samples: { t: number; rssKiB: number }[]): RssVerdict {
+  const end = Math.max(...samples.map((s) => s.t));
+  const peak = (from: number, to: number) =>
+    Math.max(0, ...samples.filter((s) => s.t >= from && s.t <= to).map((s) => s.rssKiB));
+  const firstKiB = peak(0, 60);
+  const lastKiB = peak(Math.max(0, end - 60), end);
+  return {
+    firstKiB,
+    lastKiB,
+    peakKiB: peak(0, end),
+    bounded: lastKiB <= firstKiB * 1.25 + 32 * 1024,
+  };
+}

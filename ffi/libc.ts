@@ -109,6 +109,11 @@ const symbols = {
   flock: { parameters: ["i32", "i32"], result: "i32" },
   fcntl: { parameters: ["i32", "i32", "buffer"], result: "i32" },
   prlimit64: { parameters: ["i32", "i32", "buffer", "buffer"], result: "i32" },
+  name_to_handle_at: {
+    parameters: ["i32", "buffer", "buffer", "buffer", "i32"],
+    result: "i32",
+  },
+  open_by_handle_at: { parameters: ["i32", "buffer", "i32"], result: "i32" },
   /** fcntl with an integer argument (F_GETFL, F_SETFL). */
   fcntl_int: { name: "fcntl", parameters: ["i32", "i32", "i64"], result: "i32" },
   ioctl: { parameters: ["i32", "u64", "buffer"], result: "i32" },

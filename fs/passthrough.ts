@@ -39,8 +39,10 @@ import type {
 } from "../ops/filesystem.ts";
 import { LOCK_TO_EOF, LockType } from "../ops/filesystem.ts";
 import { asCaller, off } from "../server/direct_io.ts";
+import { fileHandleOf, InodeFileHandles } from "./inode_file_handles.ts";
 import { OpenHandles } from "./open_handles.ts";
-import { InodeFlag, type InodeKey, SharedInodeTable } from "./shared_inodes.ts";
+import { InodeFlag, type InodeKey, NO_FD, SharedInodeTable } from "./shared_inodes.ts";
+import { fdLimit } from "../server/fd_limit.ts";
 
 const STATX_BASIC_STATS = 0x7ff;
 const AT_STATX_SYNC_TYPE = 0x6000;
@@ -56,6 +58,8 @@ interface Inode {
   fd: number;
   /** {@linkcode InodeFlag}s. */
   flags: number;
+  /** `fd` was reopened from the node's file handle for this call: close it after. */
+  temporary: boolean;
 }
 
 /**
@@ -67,6 +71,12 @@ export interface PassthroughShared {
   inodes: SharedArrayBuffer;
   /** The {@linkcode OpenHandles}' memory. */
   handles: SharedArrayBuffer;
+  /** The {@linkcode InodeFileHandles}' memory. */
+  fileHandles: SharedArrayBuffer;
+  /** The source's mount id (name_to_handle_at), or -1 where file handles cannot be used. */
+  mountId: number;
+  /** The source opened for reading (open_by_handle_at refuses O_PATH fds), or -1. */
+  mountFd: number;
 }
 
 /** An open directory: a snapshot of its entries, served by index. */
@@ -144,6 +154,12 @@ export class Passthrough implements FileSystem {
   #handles: OpenHandles;
   /** This thread's open directories: a snapshot of entries per handle. */
   #dirs = new Map<number, DirHandle>();
+  /** File handles of the nodes that hold no fd (past the fd budget). */
+  #fileHandles: InodeFileHandles;
+  #mountId: number;
+  #mountFd: number;
+  #fdBudget = 0;
+  #budgetCheckedAt = -Infinity;
 
   /**
    * Serve the directory `source` (its fd is held for the mount's life), or,
@@ -154,9 +170,13 @@ export class Passthrough implements FileSystem {
     if (shared) {
       this.#table = new SharedInodeTable(shared.inodes);
       this.#handles = new OpenHandles(shared.handles);
+      this.#fileHandles = new InodeFileHandles(shared.fileHandles);
+      this.#mountId = shared.mountId;
+      this.#mountFd = shared.mountFd;
       return;
     }
     this.#handles = new OpenHandles();
+    this.#fileHandles = new InodeFileHandles();
     const fd = check(
       libc.open(cstr(source), O.PATH | O.DIRECTORY | O.CLOEXEC, 0),
       "open",
@@ -166,11 +186,24 @@ export class Passthrough implements FileSystem {
     check(libc.statx(fd, EMPTY, NOFOLLOW_EMPTY, STATX_BASIC_STATS, buf), "statx");
     this.#table = new SharedInodeTable();
     this.#table.setRoot(fd, inodeKey(new DataView(buf.buffer)));
+    // A FUSE source may encode handles it cannot decode once its inode is
+    // evicted (without EXPORT_SUPPORT): keep fds there.
+    this.#mountId = fsType(fd) === FUSE_SUPER_MAGIC ? -1 : fileHandleOf(fd)?.mountId ?? -1;
+    this.#mountFd = this.#mountId < 0
+      ? -1
+      : libc.openat(fd, cstr("."), O.RDONLY | O.DIRECTORY | O.CLOEXEC, 0);
+    if (this.#mountFd < 0) this.#mountId = -1;
   }
 
   /** What another thread's instance needs to serve the same mount. */
   get shared(): PassthroughShared {
-    return { inodes: this.#table.buffer, handles: this.#handles.buffer };
+    return {
+      inodes: this.#table.buffer,
+      handles: this.#handles.buffer,
+      fileHandles: this.#fileHandles.buffer,
+      mountId: this.#mountId,
+      mountFd: this.#mountFd,
+    };
   }
 
   /** Number of backing objects held (for tests: FORGET must bring it down). */
@@ -178,15 +211,67 @@ export class Passthrough implements FileSystem {
     return this.#table.size;
   }
 
+  /** Nodes that hold no fd, only a file handle (past the fd budget). */
+  get handleOnlyInodes(): number {
+    return this.#fileHandles.count;
+  }
+
+  /**
+   * The node's fd: the one it holds, or, for a node kept as a file handle,
+   * one reopened for this call (`temporary`: see {@linkcode #use}).
+   */
   #inode(nodeId: number): Inode {
     const fd = this.#table.fd(nodeId);
-    if (fd < 0) throw new FuseError(Errno.ESTALE);
-    return { fd, flags: this.#table.flags(nodeId) };
+    const flags = this.#table.flags(nodeId);
+    if (fd >= 0) return { fd, flags, temporary: false };
+    if (fd !== NO_FD) throw new FuseError(Errno.ESTALE);
+    const handle = this.#fileHandles.load(this.#table.slotOf(nodeId));
+    const reopened = check(
+      libc.open_by_handle_at(this.#mountFd, handle, O.PATH | O.CLOEXEC),
+      "open_by_handle_at",
+    );
+    return { fd: reopened, flags, temporary: true };
+  }
+
+  /**
+   * Run `fn` with the node's fd, closing a reopened one once `fn` (and the
+   * Promise it returns) is done: no backing call uses it after that.
+   */
+  #use<T>(nodeId: number, fn: (inode: Inode) => T): T {
+    const inode = this.#inode(nodeId);
+    if (!inode.temporary) return fn(inode);
+    let result: T;
+    try {
+      result = fn(inode);
+    } catch (e) {
+      close(inode.fd);
+      throw e;
+    }
+    if (result instanceof Promise) return result.finally(() => close(inode.fd)) as T;
+    close(inode.fd);
+    return result;
+  }
+
+  /**
+   * How many nodes may hold an fd: half the open-file limit, the rest left
+   * for open files, directories and the transports. Read again now and
+   * then: the session raises the limit after the passthrough is made.
+   */
+  #budget(): number {
+    const now = performance.now();
+    if (now - this.#budgetCheckedAt > 1000) {
+      this.#budgetCheckedAt = now;
+      this.#fdBudget = Math.max(64, Math.floor(fdLimit().soft / 2));
+    }
+    return this.#fdBudget;
   }
 
   /** Look `name` up in `parent` and count one lookup of the result. */
   async #lookup(io: BackingIo, parent: number, name: string): Promise<Entry> {
-    const dir = this.#inode(parent);
+    return await this.#use(parent, (dir) => this.#lookupIn(io, parent, dir, name));
+  }
+
+  async #lookupIn(io: BackingIo, parent: number, dir: Inode, name: string): Promise<Entry> {
     if (name === "." || (name === ".." && parent === 1)) {
       const attr = await statFd(io, dir.fd);
       if (!this.#table.ref(parent)) throw new FuseError(Errno.ESTALE);
@@ -208,8 +293,14 @@ export class Passthrough implements FileSystem {
       : type === S.IFREG || type === S.IFDIR
       ? 0
       : InodeFlag.SPECIAL;
-    const found = this.#table.lookup(inodeKey(stx), fd, flags);
-    if (!found?.added) close(fd);
+    // Past the fd budget a new node keeps a file handle instead of its fd
+    // (as virtiofsd can), so that huge trees do not run out of fds.
+    const handle = this.#mountId >= 0 && this.#table.size >= this.#budget()
+      ? fileHandleOf(fd, this.#mountId)
+      : null;
+    const found = this.#table.lookup(inodeKey(stx), handle ? NO_FD : fd, flags);
+    if (found?.added && handle) this.#fileHandles.store(this.#table.slotOf(found.nodeId), handle);
+    if (!found?.added || handle) close(fd);
     if (!found) throw new FuseError(Errno.ENFILE); // the inode table is full
     return { nodeId: found.nodeId, attr };
   }
@@ -219,12 +310,14 @@ export class Passthrough implements FileSystem {
   }
 
   forget(nodeId: number, nlookup: number): void {
+    const slot = this.#table.slotOf(nodeId);
     const fd = this.#table.forget(nodeId, nlookup);
     if (fd >= 0) close(fd);
+    else if (fd === NO_FD) this.#fileHandles.clear(slot);
   }
 
   getattr(ctx: RequestContext, nodeId: number): Promise<Attr> {
-    return statFd(ctx.io, this.#inode(nodeId).fd);
+    return this.#use(nodeId, (inode) => statFd(ctx.io, inode.fd));
   }
 
   async statx(
@@ -237,13 +330,17 @@ export class Passthrough implements FileSystem {
     const buf = new Uint8Array(256);
     // The caller's AT_STATX_* sync flags pass through; the node itself is never followed.
     const how = NOFOLLOW_EMPTY | (flags & AT_STATX_SYNC_TYPE);
-    const fd = fh === undefined ? this.#inode(nodeId).fd : this.#handles.file(fh);
-    await ctx.io.statx(fd, EMPTY, how, (mask | STATX_BASIC_STATS) >>> 0, buf);
+    const sx = (fd: number) => ctx.io.statx(fd, EMPTY, how, (mask | STATX_BASIC_STATS) >>> 0, buf);
+    if (fh !== undefined) await sx(this.#handles.file(fh));
+    else await this.#use(nodeId, (inode) => sx(inode.fd));
     return buf;
   }
 
-  async setattr(ctx: RequestContext, nodeId: number, changes: SetAttr): Promise<Attr> {
-    const inode = this.#inode(nodeId);
+  setattr(ctx: RequestContext, nodeId: number, changes: SetAttr): Promise<Attr> {
+    return this.#use(nodeId, (inode) => this.#setattr(ctx, inode, changes));
+  }
+
+  async #setattr(ctx: RequestContext, inode: Inode, changes: SetAttr): Promise<Attr> {
     const path = procPath(inode.fd);
     const c = changes.fh === undefined
       ? changes
@@ -299,7 +396,7 @@ export class Passthrough implements FileSystem {
    * FUSE, so only the caller's primary group counts.
    */
   async access(ctx: RequestContext, nodeId: number, mask: number): Promise<void> {
-    const a = await statFd(ctx.io, this.#inode(nodeId).fd);
+    const a = await this.#use(nodeId, (inode) => statFd(ctx.io, inode.fd));
     const want = mask & 0o7;
     if (ctx.uid === 0) {
       // Root may read and write anything, and execute what anyone may.
@@ -313,7 +410,10 @@ export class Passthrough implements FileSystem {
 
   readlink(_ctx: RequestContext, nodeId: number): Uint8Array {
     const buf = new Uint8Array(4096);
-    const n = check64(libc.readlinkat(this.#inode(nodeId).fd, EMPTY, buf, 4096n), "readlinkat");
+    const n = this.#use(
+      nodeId,
+      (inode) => check64(libc.readlinkat(inode.fd, EMPTY, buf, 4096n), "readlinkat"),
+    );
     return buf.slice(0, n);
   }
 
@@ -324,14 +424,20 @@ export class Passthrough implements FileSystem {
     mode: number,
     rdev: number,
   ): Promise<Entry> {
-    const dir = this.#inode(parent);
     // io_uring has no mknodat: a direct call, as the caller.
-    asCaller(ctx, () => check(libc.mknodat(dir.fd, component(name), mode, devT(rdev)), "mknodat"));
+    this.#use(
+      parent,
+      (dir) =>
+        asCaller(
+          ctx,
+          () => check(libc.mknodat(dir.fd, component(name), mode, devT(rdev)), "mknodat"),
+        ),
+    );
     return this.#lookup(ctx.io, parent, name);
   }
 
   async mkdir(ctx: RequestContext, parent: number, name: string, mode: number): Promise<Entry> {
-    await ctx.io.mkdirat(this.#inode(parent).fd, component(name), mode, ctx);
+    await this.#use(parent, (dir) => ctx.io.mkdirat(dir.fd, component(name), mode, ctx));
     return this.#lookup(ctx.io, parent, name);
   }
 
@@ -341,7 +447,10 @@ export class Passthrough implements FileSystem {
     name: string,
     target: string,
   ): Promise<Entry> {
-    await ctx.io.symlinkat(cstr(target), this.#inode(parent).fd, component(name), ctx);
+    await this.#use(
+      parent,
+      (dir) => ctx.io.symlinkat(cstr(target), dir.fd, component(name), ctx),
+    );
     return this.#lookup(ctx.io, parent, name);
   }
 
@@ -351,27 +460,28 @@ export class Passthrough implements FileSystem {
     newParent: number,
     newName: string,
   ): Promise<Entry> {
-    const inode = this.#inode(nodeId);
-    const dir = this.#inode(newParent);
-    try {
-      // AT_EMPTY_PATH on an O_PATH fd links the inode itself (it needs
-      // CAP_DAC_READ_SEARCH, which root has).
-      await ctx.io.linkat(inode.fd, EMPTY, dir.fd, component(newName), AT.EMPTY_PATH);
-    } catch (e) {
-      if (!(e instanceof SystemError) || e.errno !== Errno.ENOENT) throw e;
-      // Without the capability: /proc resolves to the same inode.
-      const proc = procPath(inode.fd);
-      await ctx.io.linkat(AT.FDCWD, proc, dir.fd, component(newName), AT.SYMLINK_FOLLOW);
-    }
+    await this.#use(nodeId, (inode) =>
+      this.#use(newParent, async (dir) => {
+        try {
+          // AT_EMPTY_PATH on an O_PATH fd links the inode itself (it needs
+          // CAP_DAC_READ_SEARCH, which root has).
+          await ctx.io.linkat(inode.fd, EMPTY, dir.fd, component(newName), AT.EMPTY_PATH);
+        } catch (e) {
+          if (!(e instanceof SystemError) || e.errno !== Errno.ENOENT) throw e;
+          // Without the capability: /proc resolves to the same inode.
+          const proc = procPath(inode.fd);
+          await ctx.io.linkat(AT.FDCWD, proc, dir.fd, component(newName), AT.SYMLINK_FOLLOW);
+        }
+      }));
     return this.#lookup(ctx.io, newParent, newName);
   }
 
   unlink(ctx: RequestContext, parent: number, name: string): Promise<void> {
-    return ctx.io.unlinkat(this.#inode(parent).fd, component(name), 0);
+    return this.#use(parent, (dir) => ctx.io.unlinkat(dir.fd, component(name), 0));
   }
 
   rmdir(ctx: RequestContext, parent: number, name: string): Promise<void> {
-    return ctx.io.unlinkat(this.#inode(parent).fd, component(name), AT.REMOVEDIR);
+    return this.#use(parent, (dir) => ctx.io.unlinkat(dir.fd, component(name), AT.REMOVEDIR));
   }
 
   rename(
@@ -382,13 +492,18 @@ export class Passthrough implements FileSystem {
     newName: string,
     flags: number,
   ): Promise<void> {
-    const from = this.#inode(parent).fd;
-    const to = this.#inode(newParent).fd;
-    return ctx.io.renameat(from, component(name), to, component(newName), flags);
+    return this.#use(parent, (from) =>
+      this.#use(
+        newParent,
+        (to) => ctx.io.renameat(from.fd, component(name), to.fd, component(newName), flags),
+      ));
   }
 
-  async open(ctx: RequestContext, nodeId: number, flags: number): Promise<OpenReply> {
-    const inode = this.#inode(nodeId);
+  open(ctx: RequestContext, nodeId: number, flags: number): Promise<OpenReply> {
+    return this.#use(nodeId, (inode) => this.#open(ctx, inode, flags));
+  }
+
+  async #open(ctx: RequestContext, inode: Inode, flags: number): Promise<OpenReply> {
     // The kernel opens FIFOs and devices itself and never sends OPEN for
     // them: one that arrives would block the serving thread, or reach a device.
     if (inode.flags & InodeFlag.SPECIAL) throw new FuseError(Errno.EINVAL);
@@ -407,11 +522,13 @@ export class Passthrough implements FileSystem {
     mode: number,
     flags: number,
   ): Promise<CreateReply> {
-    const dir = this.#inode(parent);
     // O_NONBLOCK: a FIFO made behind the kernel's back under this name must
     // not block the serving thread; regular files get their flags back below.
     const all = flags | O.CREAT | O.NOFOLLOW | O.CLOEXEC | O.NONBLOCK;
-    const fd = await ctx.io.openat(dir.fd, component(name), all, mode, ctx);
+    const fd = await this.#use(
+      parent,
+      (dir) => ctx.io.openat(dir.fd, component(name), all, mode, ctx),
+    );
     if (!(flags & O.NONBLOCK)) libc.fcntl_int(fd, F_SETFL, BigInt(flags & ~O.NONBLOCK));
     if (ctx.killSuidgid && (flags & O.TRUNC)) killSuidgidOrClose(fd, ctx.gid);
     let entry: Entry;
@@ -506,11 +623,9 @@ export class Passthrough implements FileSystem {
   }
 
   async opendir(ctx: RequestContext, nodeId: number): Promise<OpenReply> {
-    const fd = await ctx.io.openat(
-      AT.FDCWD,
-      procPath(this.#inode(nodeId).fd),
-      O.RDONLY | O.DIRECTORY | O.CLOEXEC,
-      0,
+    const fd = await this.#use(
+      nodeId,
+      (inode) => ctx.io.openat(AT.FDCWD, procPath(inode.fd), O.RDONLY | O.DIRECTORY | O.CLOEXEC, 0),
     );
     // The handle names the fd, and is never reused: another queue thread
     // may serve the next readdir, and keeps a snapshot of its own.
@@ -622,15 +737,13 @@ export class Passthrough implements FileSystem {
    * source are not looked at.
    */
   get memoryBacked(): boolean {
-    const buf = new Uint8Array(120);
-    check(libc.fstatfs(this.#inode(1).fd, buf), "fstatfs");
-    const type = new DataView(buf.buffer).getUint32(0, true);
+    const type = fsType(this.#table.fd(1));
     return type === TMPFS_MAGIC || type === RAMFS_MAGIC;
   }
 
   statfs(_ctx: RequestContext, nodeId: number): StatFs {
     const buf = new Uint8Array(120);
-    check(libc.fstatfs(this.#inode(nodeId).fd, buf), "fstatfs");
+    this.#use(nodeId, (inode) => check(libc.fstatfs(inode.fd, buf), "fstatfs"));
     const v = new DataView(buf.buffer);
     const n = (o: number) => Number(v.getBigUint64(o, true));
     return {
@@ -646,11 +759,12 @@ export class Passthrough implements FileSystem {
   }
 
   /**
-   * The inode itself, symlinks included: the kernel stops at the inode a
-   * magic link jumps to, and applies its own rules (no `user.*` on links).
+   * Run `fn` with the node's `/proc/self/fd/N` path: the inode itself,
+   * symlinks included (the kernel stops at the inode a magic link jumps to,
+   * and applies its own rules: no `user.*` on links).
    */
-  #xattrPath(nodeId: number): Uint8Array<ArrayBuffer> {
-    return procPath(this.#inode(nodeId).fd);
+  #xattr<T>(nodeId: number, fn: (path: Uint8Array<ArrayBuffer>) => T): T {
+    return this.#use(nodeId, (inode) => fn(procPath(inode.fd)));
   }
 
   setxattr(
@@ -661,32 +775,32 @@ export class Passthrough implements FileSystem {
     flags: number,
   ): void {
     const v = new Uint8Array(value);
-    check(
-      libc.setxattr(this.#xattrPath(nodeId), cstr(name), v, BigInt(v.length), flags | 0),
-      "setxattr",
+    this.#xattr(
+      nodeId,
+      (path) => check(libc.setxattr(path, cstr(name), v, BigInt(v.length), flags | 0), "setxattr"),
     );
   }
 
   getxattr(_ctx: RequestContext, nodeId: number, name: string): Uint8Array {
     const buf = new Uint8Array(XATTR_SIZE_MAX);
-    const n = check64(
-      libc.getxattr(this.#xattrPath(nodeId), cstr(name), buf, BigInt(buf.length)),
-      "getxattr",
+    const n = this.#xattr(
+      nodeId,
+      (path) => check64(libc.getxattr(path, cstr(name), buf, BigInt(buf.length)), "getxattr"),
     );
     return buf.slice(0, n);
   }
 
   listxattr(_ctx: RequestContext, nodeId: number): string[] {
     const buf = new Uint8Array(XATTR_SIZE_MAX);
-    const n = check64(
-      libc.listxattr(this.#xattrPath(nodeId), buf, BigInt(buf.length)),
-      "listxattr",
+    const n = this.#xattr(
+      nodeId,
+      (path) => check64(libc.listxattr(path, buf, BigInt(buf.length)), "listxattr"),
     );
     return n === 0 ? [] : decoder.decode(buf.subarray(0, n - 1)).split("\0");
   }
 
   removexattr(_ctx: RequestContext, nodeId: number, name: string): void {
-    check(libc.removexattr(this.#xattrPath(nodeId), cstr(name)), "removexattr");
+    this.#xattr(nodeId, (path) => check(libc.removexattr(path, cstr(name)), "removexattr"));
   }
 
   fallocate(
@@ -736,7 +850,9 @@ export class Passthrough implements FileSystem {
 
   destroy(): void {
     // Once for the mount, whichever instance is told first.
-    for (const fd of this.#table.drain()) close(fd);
+    const fds = this.#table.drain();
+    for (const fd of fds) close(fd);
+    if (fds.length > 0 && this.#mountFd >= 0) close(this.#mountFd);
     this.#dirs.clear();
   }
 }
@@ -800,6 +916,16 @@ async function untilFree(
 
 /** The most one COPY_FILE_RANGE copies (the serving thread waits for it). */
 export const COPY_CHUNK = 4 << 20;
+
+/** The `statfs` f_type of the file system `fd` is on. */
+function fsType(fd: number): number {
+  const buf = new Uint8Array(120);
+  check(libc.fstatfs(fd, buf), "fstatfs");
+  return new DataView(buf.buffer).getUint32(0, true);
+}
+
+/** `statfs` f_type of FUSE. */
+const FUSE_SUPER_MAGIC = 0x65735546;
 
 /** `statfs` f_type of tmpfs and of ramfs. */
 const TMPFS_MAGIC = 0x01021994;

@@ -23,7 +23,12 @@
 /** Slots a table has by default (node ids' low 20 bits). */
 export const SLOT_BITS = 20;
 const SLOTS = 1 << SLOT_BITS;
-// A slot: fd + 1 (0: free), nlookup, generation, flags, dev major, dev minor, ino low, ino high.
+/**
+ * {@linkcode SharedInodeTable.fd} of a node that holds no fd: the file
+ * system keeps another way back to it (a file handle).
+ */
+export const NO_FD = -2;
+// A slot: fd + 1 (0: free, -1: a node without an fd), nlookup, generation, flags, dev major, dev minor, ino low, ino high.
 const FD = 0, NLOOKUP = 1, GEN = 2, FLAGS = 3, MAJOR = 4, MINOR = 5, INO_LO = 6, INO_HI = 7;
 const SLOT_WORDS = 8;
 // Header words: the lock, the live count, the free-stack top, the next never-used slot, a
@@ -115,7 +120,7 @@ export class SharedInodeTable {
     this.#head[LIVE] = 1;
   }
 
-  /** The fd of `nodeId`, or -1 if it is not (or no longer) a node. */
+  /** The fd of `nodeId`, {@linkcode NO_FD} if it holds none, or -1 if it is not (or no longer) a node. */
   fd(nodeId: number): number {
     const slot = nodeId % SLOTS;
     if (!(slot > 0 && slot < this.#capacity)) return -1;
@@ -129,9 +134,14 @@ export class SharedInodeTable {
     return Atomics.load(this.#slots, (nodeId % SLOTS) * SLOT_WORDS + FLAGS);
   }
 
+  /** The slot of `nodeId` (its low bits): an index for data kept beside the table. */
+  slotOf(nodeId: number): number {
+    return nodeId % SLOTS;
+  }
+
   /**
    * The node of `key`, with one more lookup; if there is none, a new node
-   * holding `fd`. When the node existed, `fd` was not taken: close it.
+   * holding `fd` (or {@linkcode NO_FD}). When the node existed, `fd` was not taken: close it.
    * Returns null when the table is full (the caller closes `fd`).
    */
   lookup(key: InodeKey, fd: number, flags: number): Found | null {
@@ -157,7 +167,7 @@ export class SharedInodeTable {
   ref(nodeId: number): boolean {
     this.#lock();
     try {
-      if (this.fd(nodeId) < 0) return false;
+      if (this.fd(nodeId) === -1) return false;
       Atomics.add(this.#slots, (nodeId % SLOTS) * SLOT_WORDS + NLOOKUP, 1);
       return true;
     } finally {
@@ -167,15 +177,15 @@ export class SharedInodeTable {
 
   /**
    * The kernel dropped `n` lookups of `nodeId`. When none are left, the node
-   * goes and its fd is returned for the caller to close; else -1. The root
-   * never goes.
+   * goes and its fd is returned for the caller to close ({@linkcode NO_FD}
+   * if it held none); else -1. The root never goes.
    */
   forget(nodeId: number, n: number): number {
     if (nodeId === 1) return -1;
     this.#lock();
     try {
       const fd = this.fd(nodeId);
-      if (fd < 0) return -1;
+      if (fd === -1) return -1;
       const slot = nodeId % SLOTS;
       const o = slot * SLOT_WORDS;
       if (Atomics.sub(this.#slots, o + NLOOKUP, n) - n > 0) return -1;
@@ -201,8 +211,8 @@ export class SharedInodeTable {
       const s = this.#slots;
       for (let slot = 1; slot < this.#head[NEXT_SLOT]; slot++) {
         const fd = s[slot * SLOT_WORDS + FD] - 1;
-        if (fd < 0) continue;
-        fds.push(fd);
+        if (fd === -1) continue;
+        if (fd >= 0) fds.push(fd);
         Atomics.store(s, slot * SLOT_WORDS + FD, 0);
         Atomics.add(s, slot * SLOT_WORDS + GEN, 1);
       }

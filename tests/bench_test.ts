@@ -7,6 +7,7 @@ import {
   median,
   parseFio,
   type Results,
+  rssVerdict,
   summarize,
   svgChart,
 } from "../bench/report.ts";
@@ -145,4 +146,20 @@ Deno.test("bench: --modes compares io_uring modes with mainline, without absolut
   const svg = svgChart(sum, "modes");
   assert.equal((svg.match(/class="bar"/g) ?? []).length, 6);
   assert.doesNotMatch(svg, /stroke-dasharray/); // no target lines
+});
+
+Deno.test("bench: a soak's RSS is bounded when the last minute stays near the first", () => {
+  const flat = Array.from(
+    { length: 121 },
+    (_, i) => ({ t: i * 5, rssKiB: 200_000 + (i % 3) * 1000 }),
+  );
+  const v = rssVerdict(flat);
+  assert.equal(v.firstKiB, 202_000);
+  assert.equal(v.lastKiB, 202_000);
+  assert.equal(v.bounded, true);
+  // A leak of 1 MiB per sample: 120 MiB more by the end.
+  const leak = flat.map((s, i) => ({ t: s.t, rssKiB: 200_000 + i * 1024 }));
+  const w = rssVerdict(leak);
+  assert.equal(w.bounded, false);
+  assert.equal(w.peakKiB, 200_000 + 120 * 1024);
 });

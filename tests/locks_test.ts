@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import { check, close, errno, libc, O, open } from "../ffi/libc.ts";
 import { Errno } from "../ffi/errno.ts";
-import { run, transportTest, withPassthrough } from "./helpers.ts";
+import { run, transportTest, waitFor, withPassthrough } from "./helpers.ts";
 
 const F_GETLK = 5, F_SETLK = 6, F_OFD_SETLK = 37;
 const F_RDLCK = 0, F_WRLCK = 1, F_UNLCK = 2;
@@ -115,7 +115,11 @@ transportTest(
         waiter = null;
         // A flock waiter whose caller is killed: the kernel sends INTERRUPT,
         // the server gives up the wait, and the caller dies at once.
-        check(libc.fcntl(direct, F_OFD_SETLK, lockStruct(F_WRLCK)), "fcntl");
+        // The waiter's lock goes with its RELEASE, which the kernel sends
+        // in the background after the process exits.
+        await waitFor(() =>
+          Promise.resolve(libc.fcntl(direct, F_OFD_SETLK, lockStruct(F_WRLCK)) === 0)
+        );
         const flockHolder = spawn("flock", "-x", `${src}/f`, "cat");
         await new Promise((r) => setTimeout(r, 200));
         waiter = spawn("flock", "-x", `${mnt}/f`, "true");
