@@ -8,6 +8,7 @@ import { InterruptBoard } from "../ops/interrupts.ts";
 import { Errno, S } from "../mod.ts";
 import type { FileSystem } from "../mod.ts";
 import { arg, FakeExchange, init, request, roundTrip } from "./fake_exchange.ts";
+import { noneUnhandled } from "./helpers.ts";
 
 const attr = { ino: 1, mode: S.IFDIR | 0o755 };
 
@@ -22,23 +23,6 @@ async function capturingErrors(fn: () => Promise<void>): Promise<string[]> {
     console.error = original;
   }
   return printed;
-}
-
-/** Fail the test if a promise rejection or an error goes unhandled meanwhile. */
-async function noneUnhandled(fn: () => Promise<void>): Promise<void> {
-  const seen: unknown[] = [];
-  const onRejection = (e: PromiseRejectionEvent) => (e.preventDefault(), seen.push(e.reason));
-  const onError = (e: ErrorEvent) => (e.preventDefault(), seen.push(e.error));
-  globalThis.addEventListener("unhandledrejection", onRejection);
-  globalThis.addEventListener("error", onError);
-  try {
-    await fn();
-    await new Promise((r) => setTimeout(r, 20));
-  } finally {
-    globalThis.removeEventListener("unhandledrejection", onRejection);
-    globalThis.removeEventListener("error", onError);
-  }
-  assert.deepEqual(seen, []);
 }
 
 Deno.test("guard: a debug callback that throws is reported once; requests are still answered", async () => {

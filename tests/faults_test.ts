@@ -3,6 +3,7 @@
 // mount, tests/fixtures/faulty_fs.ts) and ENOSPC from a full tmpfs.
 import assert from "node:assert/strict";
 import {
+  killServer,
   reap,
   run,
   sh,
@@ -49,10 +50,7 @@ transportTest(
         child.kill("SIGTERM");
         assert.equal((await reap(child)).code, 0);
       } finally {
-        try {
-          child.kill("SIGKILL");
-        } catch { /* gone */ }
-        await reap(child);
+        await killServer(child);
         await cleanMnt();
       }
     } finally {

@@ -26,7 +26,7 @@ import { DirectIo, off } from "../server/direct_io.ts";
 import { SlotExchange } from "../server/slot_exchange.ts";
 import { fitUringRequest } from "../server/uring_transport.ts";
 import { FakeExchange } from "./fake_exchange.ts";
-import { run } from "./helpers.ts";
+import { noneUnhandled, run } from "./helpers.ts";
 
 const SEED = Number(Deno.env.get("FUZZ_SEED") ?? 20261123);
 const COUNT = Number(Deno.env.get("FUZZ_COUNT") ?? 3000);
@@ -225,23 +225,6 @@ async function withScratch(fn: (dir: string) => Promise<void>): Promise<void> {
     await run("umount", "-l", dir);
     await Deno.remove(dir, { recursive: true });
   }
-}
-
-/** Fail if a promise rejection or an uncaught error reaches the event loop during `fn`. */
-async function noneUnhandled(fn: () => Promise<void>): Promise<void> {
-  const seen: unknown[] = [];
-  const onRejection = (e: PromiseRejectionEvent) => (e.preventDefault(), seen.push(e.reason));
-  const onError = (e: ErrorEvent) => (e.preventDefault(), seen.push(e.error));
-  globalThis.addEventListener("unhandledrejection", onRejection);
-  globalThis.addEventListener("error", onError);
-  try {
-    await fn();
-    await new Promise((r) => setTimeout(r, 50));
-  } finally {
-    globalThis.removeEventListener("unhandledrejection", onRejection);
-    globalThis.removeEventListener("error", onError);
-  }
-  assert.deepEqual(seen, []);
 }
 
 /** A dispatcher over a fresh passthrough that complains to `errors`. */

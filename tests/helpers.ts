@@ -254,3 +254,31 @@ export async function withPassthrough(
     if (!source) await Deno.remove(src, { recursive: true });
   }
 }
+
+/**
+ * Run `fn`, then fail if a promise rejection or an uncaught error reached
+ * the event loop meanwhile (what would end a server's process).
+ */
+export async function noneUnhandled(fn: () => Promise<void>): Promise<void> {
+  const seen: unknown[] = [];
+  const onRejection = (e: PromiseRejectionEvent) => (e.preventDefault(), seen.push(e.reason));
+  const onError = (e: ErrorEvent) => (e.preventDefault(), seen.push(e.error));
+  globalThis.addEventListener("unhandledrejection", onRejection);
+  globalThis.addEventListener("error", onError);
+  try {
+    await fn();
+    await new Promise((r) => setTimeout(r, 50));
+  } finally {
+    globalThis.removeEventListener("unhandledrejection", onRejection);
+    globalThis.removeEventListener("error", onError);
+  }
+  assert.deepEqual(seen, []);
+}
+
+/** Make sure a server process is gone (SIGKILL if it still runs) and its pipes released. */
+export async function killServer(child: Deno.ChildProcess): Promise<void> {
+  try {
+    child.kill("SIGKILL");
+  } catch { /* already gone */ }
+  await reap(child);
+}

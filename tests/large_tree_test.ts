@@ -3,7 +3,15 @@
 // stats with a fraction of the fds; where handles cannot be used (a FUSE
 // source) and fds run out, only the requests that needed one fail.
 import assert from "node:assert/strict";
-import { reap, run, sh, startServer, tempMountpoint, transportTest } from "./helpers.ts";
+import {
+  killServer,
+  reap,
+  run,
+  sh,
+  startServer,
+  tempMountpoint,
+  transportTest,
+} from "./helpers.ts";
 
 const opt = (transport: string) => [
   "-o",
@@ -43,10 +51,7 @@ transportTest(
       child.kill("SIGTERM");
       assert.equal((await reap(child)).code, 0);
     } finally {
-      try {
-        child.kill("SIGKILL");
-      } catch { /* gone */ }
-      await reap(child);
+      await killServer(child);
       await cleanup();
       await Deno.remove(src, { recursive: true });
     }
