@@ -132,16 +132,35 @@ const symbols = {
   sched_setaffinity: { parameters: ["i32", "usize", "buffer"], result: "i32" },
 } as const satisfies Deno.ForeignLibraryInterface;
 
-/** The raw libc symbols. Prefer the checked wrappers below. */
-export const libc: Deno.DynamicLibrary<typeof symbols>["symbols"] =
-  Deno.dlopen("libc.so.6", symbols).symbols;
+type LibC = Deno.DynamicLibrary<typeof symbols>["symbols"];
+let opened: LibC | null = null;
+
+/**
+ * The raw libc symbols. Prefer the checked wrappers below. libc is opened
+ * on the first use of any of them, so importing this module (or mod.ts,
+ * for its types) needs no `--allow-ffi`; each symbol's getter then
+ * replaces itself with the function, so calls cost nothing extra.
+ */
+export const libc: LibC = {} as LibC;
+for (const name of Object.keys(symbols) as (keyof LibC)[]) {
+  Object.defineProperty(libc, name, {
+    configurable: true,
+    enumerable: true,
+    get() {
+      opened ??= Deno.dlopen("libc.so.6", symbols).symbols;
+      Object.defineProperty(libc, name, { value: opened[name], enumerable: true });
+      return opened[name];
+    },
+  });
+}
 
 // errno lives at a fixed address per thread; a module instance lives on one
 // thread (the main thread or one Worker), so the address can be cached.
-const errnoView = new Deno.UnsafePointerView(libc.__errno_location()!);
+let errnoView: Deno.UnsafePointerView | null = null;
 
 /** The calling thread's errno, as left by the last synchronous libc call. */
 export function errno(): number {
+  errnoView ??= new Deno.UnsafePointerView(libc.__errno_location()!);
   return errnoView.getInt32(0);
 }
 

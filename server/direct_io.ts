@@ -18,8 +18,12 @@ export function off(n: number): bigint {
   return BigInt.asIntN(64, BigInt(n));
 }
 
-/** Whether this server runs as root (only root can act as another user). */
-export const asRoot: boolean = libc.geteuid() === 0;
+let root: boolean | undefined;
+
+/** Whether this server runs as root (only root can act as another user); asked once. */
+export function asRoot(): boolean {
+  return root ??= libc.geteuid() === 0;
+}
 
 /**
  * Run `fn` with the fsuid/fsgid of `caller` (when running as root; an
@@ -27,7 +31,7 @@ export const asRoot: boolean = libc.geteuid() === 0;
  * synchronous FFI calls run on this one.
  */
 export function asCaller<T>(caller: Caller | undefined, fn: () => T): T {
-  if (!caller || !asRoot) return fn();
+  if (!caller || !asRoot()) return fn();
   libc.setfsgid(caller.gid);
   libc.setfsuid(caller.uid);
   try {

@@ -123,7 +123,7 @@ export class RingIo implements BackingIo {
     keep: unknown,
     caller?: Caller,
   ): Promise<number> {
-    const personality = caller && asRoot ? this.#personality(caller) : 0;
+    const personality = caller && asRoot() ? this.#personality(caller) : 0;
     const ring = this.#ring;
     const p = ring.submitOp(call, (at) => {
       prep(ring.sqes, at);
