@@ -30,6 +30,8 @@ import type {
   Attr,
   CreateReply,
   Entry,
+  FdSink,
+  FdSource,
   FileLock,
   FileSystem,
   OpenReply,
@@ -553,11 +555,17 @@ export class Passthrough implements FileSystem {
 
   // Handles carry backingFd, so the session serves their reads and writes;
   // these answer for any handle the session's table could not take.
-  read(_ctx: RequestContext, _nodeId: number, fh: number, offset: number, size: number) {
+  read(
+    _ctx: RequestContext,
+    _nodeId: number,
+    fh: number,
+    offset: number,
+    size: number,
+  ): FdSource {
     return { fd: this.#handles.file(fh), offset, length: size };
   }
 
-  write(_ctx: RequestContext, _nodeId: number, fh: number, offset: number) {
+  write(_ctx: RequestContext, _nodeId: number, fh: number, offset: number): FdSink {
     return { fd: this.#handles.file(fh), offset };
   }
 
@@ -574,7 +582,13 @@ export class Passthrough implements FileSystem {
    * conflict even in one process, and a lock lasts until the last close of
    * its open file (RELEASE), not the first close(2) by its process.
    */
-  getlk(_ctx: RequestContext, _nodeId: number, fh: number, _owner: bigint, lock: FileLock) {
+  getlk(
+    _ctx: RequestContext,
+    _nodeId: number,
+    fh: number,
+    _owner: bigint,
+    lock: FileLock,
+  ): FileLock {
     const f = flockStruct(lock.type, lock.start, lock.end);
     check(libc.fcntl(this.#handles.file(fh), F_OFD_GETLK, f), "fcntl F_OFD_GETLK");
     const v = new DataView(f.buffer);
@@ -913,6 +927,27 @@ async function untilFree(
     signal.throwIfAborted();
   }
 }
+
+/**
+ * The operations that change the source, for a subclass that refuses or
+ * watches them all (a read-only passthrough; see `passthrough.ts`). Opening
+ * for writing is `open` with O_WRONLY, O_RDWR or O_TRUNC.
+ */
+export const CHANGING_OPERATIONS = [
+  "create",
+  "mkdir",
+  "mknod",
+  "symlink",
+  "link",
+  "unlink",
+  "rmdir",
+  "rename",
+  "setattr",
+  "setxattr",
+  "removexattr",
+  "fallocate",
+  "copyFileRange",
+] as const satisfies readonly (keyof Passthrough)[];
 
 /** The most one COPY_FILE_RANGE copies (the serving thread waits for it). */
 export const COPY_CHUNK = 4 << 20;

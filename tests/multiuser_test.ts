@@ -6,7 +6,15 @@
 // owner and write-permission rules of utimensat, chmod/chown by others and
 // setgid directories.
 import assert from "node:assert/strict";
-import { run, sh, transportTest, withPassthrough } from "./helpers.ts";
+import {
+  killServer,
+  run,
+  sh,
+  startServer,
+  tempMountpoint,
+  transportTest,
+  withPassthrough,
+} from "./helpers.ts";
 
 const A = 60001, B = 60002, GROUP = 60003;
 const n255 = "n".repeat(255), m255 = "m".repeat(255), l255 = "l".repeat(255);
@@ -88,7 +96,9 @@ async function script(dir: string): Promise<string> {
 /** Names (length-abbreviated), types, modes, owners, sizes, and the explicitly set times. */
 function listing(dir: string): Promise<string> {
   return sh(
-    `cd '${dir}' && find . -printf '%p %y %m %U:%G %s\\n' | sed -E 's/([a-z])\\1{40,}/\\1.../g' ` +
+    // Directory sizes are each file system's own business.
+    `cd '${dir}' && find . \\( -type d -printf '%p %y %m %U:%G\\n' \\) -o ` +
+      `-printf '%p %y %m %U:%G %s\\n' | sed -E 's/([a-z])\\1{40,}/\\1.../g' ` +
       `| sort && stat -c '%n %X %Y' shared/rw && stat -c '%n %Y' sticky/a2`,
   );
 }
@@ -116,5 +126,29 @@ transportTest(
         await Deno.remove(ref, { recursive: true });
       }
     }, ["-o", "allow_other"]),
+  120_000,
+);
+
+transportTest(
+  "multi-user: memfs follows the same rules as the backing file system",
+  async (transport) => {
+    const [mnt, cleanup] = await tempMountpoint();
+    const ref = await Deno.makeTempDir({ prefix: "denofuse-ref-" });
+    await Deno.chmod(ref, 0o755);
+    const { child } = await startServer([
+      "examples/memfs.ts",
+      mnt,
+      "-o",
+      `allow_other,${transport === "io_uring" ? "io_uring" : "no_io_uring"}`,
+    ]);
+    try {
+      assert.equal(await script(mnt), await script(ref));
+      assert.equal(await listing(mnt), await listing(ref));
+    } finally {
+      await killServer(child);
+      await cleanup();
+      await Deno.remove(ref, { recursive: true });
+    }
+  },
   120_000,
 );
