@@ -38,6 +38,7 @@ export type {
 export { LOCK_TO_EOF, LockType } from "./ops/filesystem.ts";
 export { InterruptBoard } from "./ops/interrupts.ts";
 export type { BackingIo, Caller } from "./ops/backing_io.ts";
+export type { Exchange } from "./ops/exchange.ts";
 export { DirectoryList, DirectoryPlusList } from "./ops/directory.ts";
 export { FuseError } from "./ops/error.ts";
 export { BackingFdTable } from "./ops/backing_fds.ts";

@@ -76,26 +76,53 @@ export interface TestDirent {
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
-/** One request in memory of its own, with the reply recorded (the dispatcher's view of a transport). */
-class MemoryExchange implements Exchange {
+/**
+ * One request in memory of its own, with its replies recorded: the
+ * dispatcher's view of a transport (an `Exchange`). Data a reply reads from
+ * an fd, and write data to an fd, really move (`pread`, `pwrite`);
+ * override {@linkcode MemoryExchange.replyFromFd} and
+ * {@linkcode MemoryExchange.writeDataToFd} to fake them.
+ */
+export class MemoryExchange implements Exchange {
+  /** Backing calls: direct system calls. */
   readonly io: BackingIo = new DirectIo();
+  /** The request: header first. */
   header: DataView;
+  /** The header's offset: 0. */
   headerOffset = 0;
+  /** The request, again: the argument follows the header. */
   arg: DataView;
-  argOffset = InHeader.SIZE;
+  /** The argument's offset. */
+  argOffset: number = InHeader.SIZE;
+  /** Bytes of argument present. */
   argLength: number;
+  /** The request's bytes: names and data follow the argument. */
   data: Uint8Array;
+  /** Where names and data start. */
   dataOffset: number;
+  /** Bytes of names and data. */
   dataLength: number;
+  /** The reply payload's memory. */
   readonly out: DataView;
+  /** The same memory, as bytes. */
   readonly outBytes: Uint8Array;
+  /** The reply payload's offset: 0. */
   readonly outOffset = 0;
+  /** Room for the reply payload. */
   readonly outCapacity: number;
-  reply!: (unique: number, error: number, length: number) => void;
-  readonly done: Promise<TestReply | null>;
-  #settle!: (r: TestReply | null) => void;
+  /** Replies sent, in order (one, for a well-behaved dispatcher). */
+  replies: TestReply[] = [];
+  /** Released without a reply (FORGET, INTERRUPT). */
+  released = false;
+  #settle!: () => void;
+  /** Settles at the first reply or the release. */
+  readonly done: Promise<void> = new Promise<void>((r) => this.#settle = r);
 
-  constructor(request: Uint8Array, argSize: number, outCapacity: number) {
+  /**
+   * `request`: header, argument and data, as the kernel sends them;
+   * `argSize`: the opcode's argument size (`Dispatcher.argSize`).
+   */
+  constructor(request: Uint8Array, argSize: number, outCapacity = 1 << 20) {
     const buf = new Uint8Array(request);
     this.header = this.arg = new DataView(buf.buffer);
     this.data = buf;
@@ -105,26 +132,36 @@ class MemoryExchange implements Exchange {
     this.outBytes = new Uint8Array(outCapacity);
     this.out = new DataView(this.outBytes.buffer);
     this.outCapacity = outCapacity;
-    this.done = new Promise((r) => this.#settle = r);
-    this.reply = (unique, error, length) => {
-      const payload = this.outBytes.slice(0, length);
-      this.#settle({ unique, error, payload, view: new DataView(payload.buffer) });
-    };
   }
 
-  replyFromFd(unique: number, fd: number, offset: number, length: number): Promise<void> {
+  /** Record a reply of `length` payload bytes. */
+  reply(unique: number, error: number, length: number): void {
+    const payload = this.outBytes.slice(0, length);
+    this.replies.push({ unique, error, payload, view: new DataView(payload.buffer) });
+    this.#settle();
+  }
+
+  /** Reply with `length` bytes read from `fd` at `offset`. */
+  replyFromFd(unique: number, fd: number, offset: number, length: number): void | Promise<void> {
     return this.io.pread(fd, this.outBytes.subarray(0, length), offset).then(
       (n) => this.reply(unique, 0, n),
       (e) => this.reply(unique, -(e.errno ?? 5), 0),
     );
   }
 
-  writeDataToFd(fd: number, offset: number): Promise<number> {
-    return this.io.pwrite(fd, this.data.subarray(this.dataOffset), offset);
+  /** Write the request's data to `fd` at `offset`. */
+  writeDataToFd(fd: number, offset: number, _killSuidgid: boolean): number | Promise<number> {
+    return this.io.pwrite(
+      fd,
+      this.data.subarray(this.dataOffset, this.dataOffset + this.dataLength),
+      offset,
+    );
   }
 
+  /** The request needs no reply. */
   noReply(): void {
-    this.#settle(null);
+    this.released = true;
+    this.#settle();
   }
 }
 
@@ -186,9 +223,9 @@ export class TestSession {
       at += p.length;
     }
     const argSize = opcode === Opcode.INIT ? arg.length : this.#dispatcher.argSize(opcode);
-    const ex = new MemoryExchange(bytes, argSize, 1 << 20);
+    const ex = new MemoryExchange(bytes, argSize);
     this.#dispatcher.dispatch(ex);
-    return ex.done;
+    return ex.done.then(() => ex.replies[0] ?? null);
   }
 
   /** LOOKUP `name` in `parent`. */

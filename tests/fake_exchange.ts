@@ -1,72 +1,22 @@
-// An Exchange over plain memory, and request builders, for dispatcher tests
-// that need no kernel.
-import type { BackingIo } from "../ops/backing_io.ts";
-import { DirectIo } from "../server/direct_io.ts";
+// The test kit's MemoryExchange with fd data faked, and request builders,
+// for dispatcher tests that need no kernel and no backing files.
 import { InHeader, InitFlag, InitIn, Opcode } from "../ops/abi.ts";
 import { setU64 } from "../ops/codec.ts";
 import type { Dispatcher } from "../ops/dispatch.ts";
-import type { Exchange } from "../ops/exchange.ts";
+import { MemoryExchange, type TestReply } from "../testing.ts";
 
 /** A reply the fake transport received. */
-export interface Reply {
-  unique: number;
-  error: number;
-  payload: Uint8Array;
-  view: DataView;
-}
+export type Reply = TestReply;
 
-/** One request in its own memory, with the reply recorded. */
-export class FakeExchange implements Exchange {
-  readonly io: BackingIo = new DirectIo();
-  header: DataView;
-  headerOffset = 0;
-  arg: DataView;
-  argOffset = InHeader.SIZE;
-  argLength: number;
-  data: Uint8Array;
-  dataOffset: number;
-  dataLength: number;
-  readonly out: DataView;
-  readonly outBytes: Uint8Array;
-  readonly outOffset = 0;
-  readonly outCapacity: number;
-  replies: Reply[] = [];
-  released = false;
-  #settle!: () => void;
-  /** Settles when a reply was sent or the exchange released. */
-  readonly done = new Promise<void>((r) => this.#settle = r);
-
-  constructor(request: Uint8Array, argSize: number, outCapacity = 1 << 20) {
-    const buf = new Uint8Array(request.length);
-    buf.set(request);
-    this.header = this.arg = new DataView(buf.buffer);
-    this.data = buf;
-    this.argLength = Math.min(argSize, request.length - InHeader.SIZE);
-    this.dataOffset = InHeader.SIZE + this.argLength;
-    this.dataLength = request.length - this.dataOffset;
-    this.outBytes = new Uint8Array(outCapacity);
-    this.out = new DataView(this.outBytes.buffer);
-    this.outCapacity = outCapacity;
-  }
-
-  reply(unique: number, error: number, length: number): void {
-    const payload = this.outBytes.slice(0, length);
-    this.replies.push({ unique, error, payload, view: new DataView(payload.buffer) });
-    this.#settle();
-  }
-
-  replyFromFd(unique: number, _fd: number, _offset: number, length: number): void {
+/** An exchange whose fd reads and writes are faked: reads give "F"s, writes take everything. */
+export class FakeExchange extends MemoryExchange {
+  override replyFromFd(unique: number, _fd: number, _offset: number, length: number): void {
     this.outBytes.fill(0x46, 0, length); // "F": as if read from the fd
     this.reply(unique, 0, length);
   }
 
-  writeDataToFd(_fd: number, _offset: number, _killSuidgid: boolean): number {
+  override writeDataToFd(_fd: number, _offset: number, _killSuidgid: boolean): number {
     return this.dataLength;
-  }
-
-  noReply(): void {
-    this.released = true;
-    this.#settle();
   }
 }
 
