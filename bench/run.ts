@@ -24,6 +24,7 @@
 
 import { parseArgs } from "node:util";
 import { libc, readSmallFile } from "../ffi/libc.ts";
+import { memoryKiB, sh } from "./proc.ts";
 import {
   type Job,
   JOBS,
@@ -66,14 +67,6 @@ if (libc.geteuid() !== 0) {
 const repo = new URL("..", import.meta.url).pathname;
 const CLK_TCK = 100;
 
-async function sh(cmd: string): Promise<string> {
-  const out = await new Deno.Command("sh", { args: ["-c", cmd], stdout: "piped", stderr: "piped" })
-    .output();
-  const dec = new TextDecoder();
-  if (!out.success) throw new Error(`${cmd}: ${dec.decode(out.stderr)}`);
-  return dec.decode(out.stdout);
-}
-
 function mountedFuse(path: string): boolean {
   return readSmallFile("/proc/self/mountinfo").split("\n").some((l) =>
     l.split(" ")[4] === path && / - fuse/.test(l)
@@ -101,11 +94,6 @@ function cpuSeconds(pid: number): number {
   const stat = readSmallFile(`/proc/${pid}/stat`);
   const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
   return (Number(fields[11]) + Number(fields[12])) / CLK_TCK; // utime, stime
-}
-
-function peakRssKiB(pid: number): number {
-  const m = /VmHWM:\s+(\d+) kB/.exec(readSmallFile(`/proc/${pid}/status`));
-  return m ? Number(m[1]) : 0;
 }
 
 /** A running server: its process and the pid that holds /dev/fuse. */
@@ -211,7 +199,7 @@ try {
             sample = {
               value,
               cpuSeconds: cpuSeconds(server.pid) - cpu0,
-              peakRssKiB: peakRssKiB(server.pid),
+              peakRssKiB: memoryKiB(server.pid, "VmHWM"),
             };
           } finally {
             await stopServer(server, mnt);

@@ -15,7 +15,8 @@
  */
 
 import { parseArgs } from "node:util";
-import { libc, readSmallFile } from "../ffi/libc.ts";
+import { libc } from "../ffi/libc.ts";
+import { memoryKiB, sh } from "./proc.ts";
 import { rssVerdict } from "./report.ts";
 
 const { values } = parseArgs({
@@ -37,19 +38,6 @@ if (libc.geteuid() !== 0) {
   Deno.exit(1);
 }
 const repo = new URL("..", import.meta.url).pathname;
-
-async function sh(cmd: string): Promise<string> {
-  const out = await new Deno.Command("sh", { args: ["-c", cmd], stdout: "piped", stderr: "piped" })
-    .output();
-  const dec = new TextDecoder();
-  if (!out.success) throw new Error(`${cmd}: ${dec.decode(out.stderr)}`);
-  return dec.decode(out.stdout);
-}
-
-function rssKiB(pid: number): number {
-  const m = /VmRSS:\s+(\d+) kB/.exec(readSmallFile(`/proc/${pid}/status`));
-  return m ? Number(m[1]) : 0;
-}
 
 const base = await Deno.makeTempDir({ prefix: "denofuse-soak-" });
 const src = `${base}/src`, mnt = `${base}/mnt`;
@@ -81,10 +69,10 @@ server.stdout.cancel().catch(() => {});
 const samples: { t: number; rssKiB: number }[] = [];
 const start = Date.now();
 const sampler = setInterval(
-  () => samples.push({ t: (Date.now() - start) / 1000, rssKiB: rssKiB(server.pid) }),
+  () => samples.push({ t: (Date.now() - start) / 1000, rssKiB: memoryKiB(server.pid, "VmRSS") }),
   5000,
 );
-samples.push({ t: 0, rssKiB: rssKiB(server.pid) });
+samples.push({ t: 0, rssKiB: memoryKiB(server.pid, "VmRSS") });
 const rounds: Record<string, number> = { fio: 0, metadata: 0, tree: 0, locks: 0 };
 try {
   const deadline = start + minutes * 60_000;
@@ -110,7 +98,7 @@ try {
   }
 } finally {
   clearInterval(sampler);
-  samples.push({ t: (Date.now() - start) / 1000, rssKiB: rssKiB(server.pid) });
+  samples.push({ t: (Date.now() - start) / 1000, rssKiB: memoryKiB(server.pid, "VmRSS") });
   await sh(`umount ${mnt}`).catch(() => server.kill("SIGKILL"));
   await server.status;
   await sh(`umount ${src}`);

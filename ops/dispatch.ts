@@ -204,6 +204,8 @@ export class Dispatcher {
   #conn: Connection | null = null;
   #setxattrExt = false;
   #complained = new Set<string>();
+  /** `#signalOf`, bound once: every request's context refers to it. */
+  readonly #signalFor = (unique: number) => this.#signalOf(unique);
   #initResolve!: (c: Connection) => void;
   #initReject!: (e: Error) => void;
   /** Settles when INIT has been answered (rejects if it was refused). */
@@ -274,7 +276,7 @@ export class Dispatcher {
       this.#reply(ex, unique, -Errno.EIO, 0);
       return;
     }
-    const signalOf = (u: number) => this.#signalOf(u);
+    const signalFor = this.#signalFor;
     const ctx: RequestContext = {
       unique,
       uid: h.getUint32(o + InHeader.uid, true),
@@ -283,7 +285,7 @@ export class Dispatcher {
       io: ex.io,
       killSuidgid: this.#killSuidgid(ex.arg, ex.argOffset, opcode),
       get signal() {
-        return signalOf(unique);
+        return signalFor(unique);
       },
     };
     try {

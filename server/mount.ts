@@ -247,19 +247,11 @@ export function fuseConnectionAt(mountpoint: string): string | null {
 }
 
 /**
- * Abort the FUSE connection mounted at `mountpoint` (through
- * `/sys/fs/fuse/connections/N/abort`, mounting fusectl there if needed):
- * every request waiting on it fails with ENOTCONN, so no client hangs.
- * Only this mount's connection is touched. Returns false if none was found.
- */
-export function abortConnection(mountpoint: string): boolean {
-  const minor = fuseConnectionAt(mountpoint);
-  return minor !== null && abortFuseConnection(minor);
-}
-
-/**
- * Abort FUSE connection number `minor` (see {@linkcode fuseConnectionAt}),
- * also after its mount was detached from the tree. False if that failed.
+ * Abort FUSE connection number `minor` (see {@linkcode fuseConnectionAt};
+ * through `/sys/fs/fuse/connections/N/abort`, mounting fusectl there if
+ * needed, and unmounting it again): every request waiting on it fails with
+ * ENOTCONN, so no client hangs. Works also after the mount was detached
+ * from the tree. False if that failed.
  */
 export function abortFuseConnection(minor: string): boolean {
   const conns = "/sys/fs/fuse/connections";

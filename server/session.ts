@@ -322,6 +322,7 @@ export async function mount(
 
   // The connection's number, to abort it also once the mount is detached.
   const connectionNumber = fuseConnectionAt(path);
+  const abortOwn = () => connectionNumber !== null && abortFuseConnection(connectionNumber);
   const signals: [Deno.Signal, () => void][] = [];
   if (options.handleSignals ?? true) {
     let received = 0;
@@ -333,7 +334,7 @@ export async function mount(
           return;
         }
         console.error(`denofuse: ${path}: ${sig} again; aborting the connection`);
-        if (connectionNumber) abortFuseConnection(connectionNumber);
+        abortOwn();
         unmountFuseOffThread(path).catch(() => {});
         const timer = setTimeout(() => Deno.exit(128 + number), SIGNAL_EXIT_GRACE_MS);
         Deno.unrefTimer(timer);
@@ -368,7 +369,7 @@ export async function mount(
     console.error(`denofuse: ${path}: transport failed:`, e);
     // Requests in flight cannot be answered: fail them, then unmount.
     try {
-      if (connectionNumber) abortFuseConnection(connectionNumber);
+      abortOwn();
       unmountFuse(path);
     } catch { /* already gone */ }
   }).finally(async () => {
@@ -396,7 +397,7 @@ export async function mount(
     fatal = reason;
     console.error(`denofuse: ${path}: ${reason}; aborting the connection`);
     try {
-      if (connectionNumber) abortFuseConnection(connectionNumber);
+      abortOwn();
       unmountFuse(path);
     } catch { /* already gone */ }
   };

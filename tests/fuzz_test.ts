@@ -227,146 +227,155 @@ async function withScratch(fn: (dir: string) => Promise<void>): Promise<void> {
   }
 }
 
-/** A dispatcher over a fresh passthrough that complains to `errors`. */
-function passthroughDispatcher(dir: string, errors: string[]): [Dispatcher, Passthrough] {
-  const fs = new Passthrough(dir);
-  const d = new Dispatcher(fs, {
-    onError: (e, op) => errors.push(`${op}: ${(e as Error)?.stack ?? e}`),
-  });
-  return [d, fs];
-}
-
 const ignore = !inCI && !isRoot;
 
-Deno.test({
-  name: `fuzz: the /dev/fuse transport over a socket, ${COUNT} hostile requests (seed ${SEED})`,
-  ignore,
-  sanitizeResources: false,
-  sanitizeOps: false,
-}, () =>
-  withScratch((dir) =>
-    noneUnhandled(async () => {
-      const errors: string[] = [];
-      const [d, fs] = passthroughDispatcher(dir, errors);
-      // SOCK_SEQPACKET keeps each request and reply one message, as /dev/fuse does.
-      const pair = new Int32Array(2);
-      assert.equal(
-        net.socketpair(1, 5 | 0o4000, /* SOCK_NONBLOCK */ 0, new Uint8Array(pair.buffer)),
-        0,
-      );
-      const [ours, theirs] = pair;
-      const transport = new DevTransport(theirs, d, 16, 128 * 1024 + 4096);
-      const serving = transport.run();
-      const replies = new Map<number, { error: number; payload: Uint8Array }>();
-      const buf = new Uint8Array(256 * 1024);
-      const drain = () => {
-        for (;;) {
-          const n = libc.read(ours, Deno.UnsafePointer.of(buf), BigInt(buf.length));
-          if (n <= 0) return;
-          const v = new DataView(buf.buffer, 0, n);
-          assert.ok(n >= OutHeader.SIZE);
-          assert.equal(v.getUint32(OutHeader.len, true), n);
-          const unique = Number(v.getBigUint64(OutHeader.unique, true));
-          assert.ok(!replies.has(unique), `two replies to ${unique}`);
-          replies.set(unique, {
-            error: v.getInt32(OutHeader.error, true),
-            payload: buf.slice(OutHeader.SIZE, n),
+/**
+ * A fuzz test: `body` drives a dispatcher over a fresh passthrough on a
+ * scratch tmpfs. Nothing may go unhandled, and nothing but a failed backing
+ * call (a SystemError) may reach `onError`.
+ */
+function fuzzTest(name: string, body: (d: Dispatcher) => Promise<void>): void {
+  Deno.test(
+    { name, ignore, sanitizeResources: false, sanitizeOps: false },
+    () =>
+      withScratch((dir) =>
+        noneUnhandled(async () => {
+          const errors: string[] = [];
+          const fs = new Passthrough(dir);
+          const d = new Dispatcher(fs, {
+            onError: (e, op) => errors.push(`${op}: ${(e as Error)?.stack ?? e}`),
           });
-        }
-      };
-      const send = (bytes: Uint8Array) => {
-        for (;;) {
-          const n = libc.write(ours, Deno.UnsafePointer.of(bytes), BigInt(bytes.length));
-          if (n === bytes.length) return;
-          drain(); // the socket is full: let the transport catch up
-        }
-      };
-      const sent = new Map<number, Case>();
-      const wait = async (unique: number) => {
-        const start = Date.now();
-        let interrupted = false;
-        while (!replies.has(unique)) {
-          drain();
-          // A request that waits (SETLKW on a lock another handle holds) is
-          // interrupted, as the kernel does when its caller gets a signal.
-          if (!interrupted && Date.now() - start > PATIENCE_MS) {
-            send(interruptBytes(unique));
-            interrupted = true;
+          try {
+            await body(d);
+          } finally {
+            fs.destroy();
           }
-          if (Date.now() - start > 10_000) {
-            const c = sent.get(unique);
-            throw new Error(`no reply to request ${unique} (${c ? opcodeName(c.opcode) : "?"})`);
-          }
-          await new Promise((r) => setTimeout(r, 1));
-        }
-        return replies.get(unique)!;
-      };
-      try {
-        const initReq = initBytes();
-        send(initReq.bytes);
-        assert.equal((await wait(initReq.unique)).error, 0);
-        const gen = new Generator(prng(SEED), (op) => d.argSize(op));
-        const cases: Case[] = [];
-        for (let i = 0; i < COUNT; i++) {
-          const c = gen.next();
-          cases.push(c);
-          sent.set(c.unique, c);
-          send(c.bytes);
-          // Keep a few in flight, and learn from replies as they come.
-          if (i % 8 === 7) {
-            const settle = cases.slice(-8).filter(expectsReply);
-            for (const s of settle) {
-              const r = await wait(s.unique);
-              if (r.error === 0) gen.learn(s.opcode, new DataView(r.payload.buffer));
-            }
-          }
-        }
-        for (const c of cases.filter(expectsReply)) {
-          const r = await wait(c.unique);
-          checkReply(c, r.error, r.payload.length, 128 * 1024);
-          if (c.bytes.length - InHeader.SIZE < d.argSize(c.opcode) && !UNKNOWN.includes(c.opcode)) {
-            assert.equal(r.error, -Errno.EINVAL, `short argument of opcode ${c.opcode}`);
-          }
-        }
-        await new Promise((r) => setTimeout(r, 50));
-        drain();
-        for (const c of cases.filter((c) => !expectsReply(c))) {
-          // A malformed INTERRUPT or NOTIFY_REPLY may be refused (EINVAL).
-          const r = replies.get(c.unique);
-          if ((c.opcode === Opcode.INTERRUPT || c.opcode === Opcode.NOTIFY_REPLY) && r) {
-            assert.ok(r.error < 0);
-          } else if (c.opcode !== Opcode.INTERRUPT && c.opcode !== Opcode.NOTIFY_REPLY) {
-            assert.ok(!r, `a reply to ${c.opcode} that needs none`);
-          }
-        }
-        const answered = cases.filter(expectsReply).length;
-        const succeeded = new Set(
-          cases.filter((c) => replies.get(c.unique)?.error === 0).map((c) => opcodeName(c.opcode)),
-        );
-        console.log(
-          `  ${answered} replies checked, ${cases.length - answered} without reply; ` +
-            `${succeeded.size} opcodes succeeded at least once: ${[...succeeded].join(" ")}`,
-        );
-        assert.ok(answered > COUNT / 2);
-        // Deep enough to matter: hostile requests also reach working nodes and handles.
-        assert.ok(succeeded.size >= 15, `only ${succeeded.size} opcodes ever succeeded`);
-        for (const op of ["OPEN", "RELEASE"]) {
-          assert.ok(succeeded.has(op), `no ${op} ever succeeded`);
-        }
-      } finally {
-        transport.stop();
-        close(ours); // the transport's read then fails: its loop ends
-        await serving.catch(() => {});
-        await transport.close();
-        close(theirs);
-        fs.destroy();
+          assert.deepEqual(
+            errors.filter((e) => !e.includes("SystemError")).map((e) => e.slice(0, 300)),
+            [],
+          );
+        })
+      ),
+  );
+}
+
+fuzzTest(
+  `fuzz: the /dev/fuse transport over a socket, ${COUNT} hostile requests (seed ${SEED})`,
+  async (d) => {
+    // SOCK_SEQPACKET keeps each request and reply one message, as /dev/fuse does.
+    const pair = new Int32Array(2);
+    assert.equal(
+      net.socketpair(1, 5 | 0o4000, /* SOCK_NONBLOCK */ 0, new Uint8Array(pair.buffer)),
+      0,
+    );
+    const [ours, theirs] = pair;
+    const transport = new DevTransport(theirs, d, 16, 128 * 1024 + 4096);
+    const serving = transport.run();
+    const replies = new Map<number, { error: number; payload: Uint8Array }>();
+    const buf = new Uint8Array(256 * 1024);
+    const drain = () => {
+      for (;;) {
+        const n = libc.read(ours, Deno.UnsafePointer.of(buf), BigInt(buf.length));
+        if (n <= 0) return;
+        const v = new DataView(buf.buffer, 0, n);
+        assert.ok(n >= OutHeader.SIZE);
+        assert.equal(v.getUint32(OutHeader.len, true), n);
+        const unique = Number(v.getBigUint64(OutHeader.unique, true));
+        assert.ok(!replies.has(unique), `two replies to ${unique}`);
+        replies.set(unique, {
+          error: v.getInt32(OutHeader.error, true),
+          payload: buf.slice(OutHeader.SIZE, n),
+        });
       }
-      assert.deepEqual(
-        errors.filter((e) => !e.includes("SystemError")).map((e) => e.slice(0, 300)),
-        [],
+    };
+    const send = (bytes: Uint8Array) => {
+      for (;;) {
+        const n = libc.write(ours, Deno.UnsafePointer.of(bytes), BigInt(bytes.length));
+        if (n === bytes.length) return;
+        drain(); // the socket is full: let the transport catch up
+      }
+    };
+    const sent = new Map<number, Case>();
+    const wait = async (unique: number) => {
+      const start = Date.now();
+      let interrupted = false;
+      while (!replies.has(unique)) {
+        drain();
+        // A request that waits (SETLKW on a lock another handle holds) is
+        // interrupted, as the kernel does when its caller gets a signal.
+        if (!interrupted && Date.now() - start > PATIENCE_MS) {
+          send(interruptBytes(unique));
+          interrupted = true;
+        }
+        if (Date.now() - start > 10_000) {
+          const c = sent.get(unique);
+          throw new Error(`no reply to request ${unique} (${c ? opcodeName(c.opcode) : "?"})`);
+        }
+        await new Promise((r) => setTimeout(r, 1));
+      }
+      return replies.get(unique)!;
+    };
+    try {
+      const initReq = initBytes();
+      send(initReq.bytes);
+      assert.equal((await wait(initReq.unique)).error, 0);
+      const gen = new Generator(prng(SEED), (op) => d.argSize(op));
+      const cases: Case[] = [];
+      for (let i = 0; i < COUNT; i++) {
+        const c = gen.next();
+        cases.push(c);
+        sent.set(c.unique, c);
+        send(c.bytes);
+        // Keep a few in flight, and learn from replies as they come.
+        if (i % 8 === 7) {
+          const settle = cases.slice(-8).filter(expectsReply);
+          for (const s of settle) {
+            const r = await wait(s.unique);
+            if (r.error === 0) gen.learn(s.opcode, new DataView(r.payload.buffer));
+          }
+        }
+      }
+      for (const c of cases.filter(expectsReply)) {
+        const r = await wait(c.unique);
+        checkReply(c, r.error, r.payload.length, 128 * 1024);
+        if (c.bytes.length - InHeader.SIZE < d.argSize(c.opcode) && !UNKNOWN.includes(c.opcode)) {
+          assert.equal(r.error, -Errno.EINVAL, `short argument of opcode ${c.opcode}`);
+        }
+      }
+      await new Promise((r) => setTimeout(r, 50));
+      drain();
+      for (const c of cases.filter((c) => !expectsReply(c))) {
+        // A malformed INTERRUPT or NOTIFY_REPLY may be refused (EINVAL).
+        const r = replies.get(c.unique);
+        if ((c.opcode === Opcode.INTERRUPT || c.opcode === Opcode.NOTIFY_REPLY) && r) {
+          assert.ok(r.error < 0);
+        } else if (c.opcode !== Opcode.INTERRUPT && c.opcode !== Opcode.NOTIFY_REPLY) {
+          assert.ok(!r, `a reply to ${c.opcode} that needs none`);
+        }
+      }
+      const answered = cases.filter(expectsReply).length;
+      const succeeded = new Set(
+        cases.filter((c) => replies.get(c.unique)?.error === 0).map((c) => opcodeName(c.opcode)),
       );
-    })
-  ));
+      console.log(
+        `  ${answered} replies checked, ${cases.length - answered} without reply; ` +
+          `${succeeded.size} opcodes succeeded at least once: ${[...succeeded].join(" ")}`,
+      );
+      assert.ok(answered > COUNT / 2);
+      // Deep enough to matter: hostile requests also reach working nodes and handles.
+      assert.ok(succeeded.size >= 15, `only ${succeeded.size} opcodes ever succeeded`);
+      for (const op of ["OPEN", "RELEASE"]) {
+        assert.ok(succeeded.has(op), `no ${op} ever succeeded`);
+      }
+    } finally {
+      transport.stop();
+      close(ours); // the transport's read then fails: its loop ends
+      await serving.catch(() => {});
+      await transport.close();
+      close(theirs);
+    }
+  },
+);
 
 /** FORGET, BATCH_FORGET, INTERRUPT, NOTIFY_REPLY and requests whose header lies get no reply. */
 function expectsReply(c: Case): boolean {
@@ -432,75 +441,60 @@ class FuzzEntry extends SlotExchange {
   }
 }
 
-Deno.test({
-  name: `fuzz: the io_uring entry layout, ${COUNT} hostile requests (seed ${SEED})`,
-  ignore,
-  sanitizeResources: false,
-  sanitizeOps: false,
-}, () =>
-  withScratch((dir) =>
-    noneUnhandled(async () => {
-      const errors: string[] = [];
-      const [d, fs] = passthroughDispatcher(dir, errors);
-      const slotSize = 64 * 1024;
-      const dispatch = async (c: Case, lie: number) => {
-        const header = new DataView(new ArrayBuffer(UringReqHeader.SIZE));
-        const payload = new DataView(new ArrayBuffer(slotSize));
-        const entry = new FuzzEntry(header, 0, UringReqHeader.op_in, payload, 0, slotSize);
-        const headBytes = new Uint8Array(header.buffer);
-        // The kernel's split: fuse_in_header in in_out, the argument in op_in, the rest in the payload.
-        headBytes.set(c.bytes.subarray(0, InHeader.SIZE));
-        const argSize = Math.min(d.argSize(c.opcode), c.bytes.length - InHeader.SIZE);
-        headBytes.set(c.bytes.subarray(InHeader.SIZE, InHeader.SIZE + Math.min(argSize, 128)), 128);
-        const rest = c.bytes.subarray(InHeader.SIZE + argSize, InHeader.SIZE + argSize + slotSize);
-        new Uint8Array(payload.buffer).set(rest);
-        const ent = UringReqHeader.ring_ent_in_out + UringEntInOut.payload_sz;
-        header.setUint32(ent, rest.length + lie, true);
-        const refused = fitUringRequest(entry, c.opcode, d.argSize(c.opcode), slotSize);
-        if (refused) entry.reply(0, -refused, 0);
-        else d.dispatch(entry);
-        let timer: ReturnType<typeof setTimeout> | undefined;
-        const patience = setTimeout(() => {
-          // INTERRUPT always comes over /dev/fuse: the one-buffer layout.
-          const interrupt = interruptBytes(c.unique);
-          d.dispatch(new FakeExchange(interrupt, d.argSize(Opcode.INTERRUPT)));
-        }, PATIENCE_MS);
-        await Promise.race([
-          entry.done,
-          new Promise((_, reject) =>
-            timer = setTimeout(() => reject(new Error(`no reply to opcode ${c.opcode}`)), 10_000)
-          ),
-        ]);
-        clearTimeout(timer);
-        clearTimeout(patience);
-        await null;
-        assert.equal(
-          entry.replies.length,
-          1,
-          `opcode ${c.opcode}: ${entry.replies.length} replies`,
-        );
-        const [r] = entry.replies;
-        checkReply(c, r.error, r.length, slotSize, lie > slotSize);
-        if (r.error === 0) {
-          gen.learn(c.opcode, new DataView(payload.buffer, 0, Math.max(r.length, 0)));
-        }
-      };
-      const gen = new Generator(prng(SEED + 1), (op) => d.argSize(op));
-      try {
-        const init = initBytes();
-        await dispatch({ ...init, opcode: Opcode.INIT, honest: true }, 0);
-        const r = prng(SEED + 2);
-        for (let i = 0; i < COUNT; i++) {
-          // payload_sz is the kernel's word: sometimes more than arrived, or than fits.
-          const x = r();
-          await dispatch(gen.next(), x < 0.9 ? 0 : x < 0.95 ? 100 : slotSize + 1);
-        }
-      } finally {
-        fs.destroy();
-      }
-      assert.deepEqual(
-        errors.filter((e) => !e.includes("SystemError")).map((e) => e.slice(0, 300)),
-        [],
+fuzzTest(
+  `fuzz: the io_uring entry layout, ${COUNT} hostile requests (seed ${SEED})`,
+  async (d) => {
+    const slotSize = 64 * 1024;
+    const dispatch = async (c: Case, lie: number) => {
+      const header = new DataView(new ArrayBuffer(UringReqHeader.SIZE));
+      const payload = new DataView(new ArrayBuffer(slotSize));
+      const entry = new FuzzEntry(header, 0, UringReqHeader.op_in, payload, 0, slotSize);
+      const headBytes = new Uint8Array(header.buffer);
+      // The kernel's split: fuse_in_header in in_out, the argument in op_in, the rest in the payload.
+      headBytes.set(c.bytes.subarray(0, InHeader.SIZE));
+      const argSize = Math.min(d.argSize(c.opcode), c.bytes.length - InHeader.SIZE);
+      headBytes.set(c.bytes.subarray(InHeader.SIZE, InHeader.SIZE + Math.min(argSize, 128)), 128);
+      const rest = c.bytes.subarray(InHeader.SIZE + argSize, InHeader.SIZE + argSize + slotSize);
+      new Uint8Array(payload.buffer).set(rest);
+      const ent = UringReqHeader.ring_ent_in_out + UringEntInOut.payload_sz;
+      header.setUint32(ent, rest.length + lie, true);
+      const refused = fitUringRequest(entry, c.opcode, d.argSize(c.opcode), slotSize);
+      if (refused) entry.reply(0, -refused, 0);
+      else d.dispatch(entry);
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const patience = setTimeout(() => {
+        // INTERRUPT always comes over /dev/fuse: the one-buffer layout.
+        const interrupt = interruptBytes(c.unique);
+        d.dispatch(new FakeExchange(interrupt, d.argSize(Opcode.INTERRUPT)));
+      }, PATIENCE_MS);
+      await Promise.race([
+        entry.done,
+        new Promise((_, reject) =>
+          timer = setTimeout(() => reject(new Error(`no reply to opcode ${c.opcode}`)), 10_000)
+        ),
+      ]);
+      clearTimeout(timer);
+      clearTimeout(patience);
+      await null;
+      assert.equal(
+        entry.replies.length,
+        1,
+        `opcode ${c.opcode}: ${entry.replies.length} replies`,
       );
-    })
-  ));
+      const [r] = entry.replies;
+      checkReply(c, r.error, r.length, slotSize, lie > slotSize);
+      if (r.error === 0) {
+        gen.learn(c.opcode, new DataView(payload.buffer, 0, Math.max(r.length, 0)));
+      }
+    };
+    const gen = new Generator(prng(SEED + 1), (op) => d.argSize(op));
+    const init = initBytes();
+    await dispatch({ ...init, opcode: Opcode.INIT, honest: true }, 0);
+    const r = prng(SEED + 2);
+    for (let i = 0; i < COUNT; i++) {
+      // payload_sz is the kernel's word: sometimes more than arrived, or than fits.
+      const x = r();
+      await dispatch(gen.next(), x < 0.9 ? 0 : x < 0.95 ? 100 : slotSize + 1);
+    }
+  },
+);

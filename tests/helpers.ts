@@ -2,6 +2,7 @@
 // everything, and never leave a mount behind.
 import assert from "node:assert/strict";
 import { close, libc, O, open, readSmallFile } from "../ffi/libc.ts";
+import { abortFuseConnection, fuseConnectionAt } from "../server/mount.ts";
 
 /** True when this process may mount FUSE file systems here. */
 export const canMount = libc.geteuid() === 0 && hasFuseDevice();
@@ -99,31 +100,14 @@ export function isMounted(path: string): boolean {
 }
 
 /**
- * The FUSE connection number of the mount at `path`, from /proc/self/mountinfo
- * (never from stat(2), which would block on a connection whose server is stuck).
- */
-export function connectionOf(path: string): string | null {
-  for (const line of readSmallFile("/proc/self/mountinfo").split("\n")) {
-    const f = line.split(" ");
-    if (f[4] === path && /^fuse/.test(line.split(" - ")[1] ?? "")) return f[2].split(":")[1];
-  }
-  return null;
-}
-
-/**
  * Make sure nothing stays mounted at `path`: abort our own connection (by its
- * number from mountinfo, never another mount's) and detach it.
+ * number from mountinfo, never another mount's; the server's own mechanism,
+ * which leaves no fusectl mount behind) and detach it.
  */
 export async function forceUnmount(path: string): Promise<void> {
   if (!isMounted(path)) return;
-  const minor = connectionOf(path);
-  if (minor) {
-    const conns = "/sys/fs/fuse/connections";
-    if (readSmallFile("/proc/self/mounts").indexOf(` ${conns} fusectl `) < 0) {
-      await run("mount", "-t", "fusectl", "none", conns);
-    }
-    await Deno.writeTextFile(`${conns}/${minor}/abort`, "1").catch(() => {});
-  }
+  const minor = fuseConnectionAt(path);
+  if (minor) abortFuseConnection(minor);
   await run("umount", "-l", path);
 }
 
@@ -246,10 +230,7 @@ export async function withPassthrough(
     assert.equal((await server.status).code, 0);
     assert.equal(isMounted(mnt), false);
   } finally {
-    try {
-      server.kill("SIGKILL");
-    } catch { /* already gone */ }
-    await reap(server);
+    await killServer(server);
     await cleanup();
     if (!source) await Deno.remove(src, { recursive: true });
   }
