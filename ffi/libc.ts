@@ -130,6 +130,19 @@ const symbols = {
   setfsuid: { parameters: ["u32"], result: "i32" },
   setfsgid: { parameters: ["u32"], result: "i32" },
   sched_setaffinity: { parameters: ["i32", "usize", "buffer"], result: "i32" },
+  // fusermount3: a socket to receive the fd on, a child process to run it.
+  access: { parameters: ["buffer", "i32"], result: "i32" },
+  socketpair: { parameters: ["i32", "i32", "i32", "buffer"], result: "i32" },
+  recvmsg: { parameters: ["i32", "buffer", "i32"], result: "i64" },
+  pipe2: { parameters: ["buffer", "i32"], result: "i32" },
+  posix_spawn_file_actions_init: { parameters: ["buffer"], result: "i32" },
+  posix_spawn_file_actions_adddup2: { parameters: ["buffer", "i32", "i32"], result: "i32" },
+  posix_spawn_file_actions_destroy: { parameters: ["buffer"], result: "i32" },
+  posix_spawnp: {
+    parameters: ["buffer", "buffer", "buffer", "pointer", "buffer", "buffer"],
+    result: "i32",
+  },
+  waitpid: { parameters: ["i32", "buffer", "i32"], result: "i32" },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 type LibC = Deno.DynamicLibrary<typeof symbols>["symbols"];
@@ -315,5 +328,15 @@ export function readSmallFile(path: string): string {
     }
   } finally {
     close(fd);
+  }
+}
+
+/** Whether this process has capability `cap` (a `CAP_*` number) in its effective set. */
+export function hasCapability(cap: number): boolean {
+  try {
+    const hex = /^CapEff:\s*([0-9a-f]+)/m.exec(readSmallFile("/proc/self/status"))?.[1];
+    return hex !== undefined && ((BigInt("0x" + hex) >> BigInt(cap)) & 1n) === 1n;
+  } catch {
+    return false;
   }
 }

@@ -17,7 +17,7 @@
  * @module
  */
 
-import { SystemError } from "./errno.ts";
+import { Errno, SystemError } from "./errno.ts";
 import { checkUring, liburing } from "./liburing.ts";
 import { PinnedRegion } from "./memory.ts";
 
@@ -443,7 +443,7 @@ export class Ring {
   updateBuffers(offset: number, iovecs: Deno.PointerObject, count: number): void {
     const tags = new PinnedRegion(count * 8);
     try {
-      checkUring(
+      const done = checkUring(
         liburing().io_uring_register_buffers_update_tag(
           this.pointer,
           offset,
@@ -453,6 +453,15 @@ export class Ring {
         ),
         "io_uring_register_buffers_update_tag",
       );
+      // The kernel stops at the first buffer it cannot pin and reports how
+      // many it did; the rest would stay empty (EFAULT on first use).
+      if (done < count) {
+        throw new SystemError(
+          "io_uring_register_buffers_update_tag",
+          Errno.ENOMEM,
+          `${done} of ${count} buffers pinned (RLIMIT_MEMLOCK?)`,
+        );
+      }
     } finally {
       tags.close();
     }

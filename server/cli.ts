@@ -38,6 +38,8 @@ export const MOUNT_OPTIONS_HELP = `Options:
      ro                     mount read-only
      fsname=NAME            source name shown in /proc/mounts
      subtype=NAME           type shown as fuse.NAME
+     fusermount             mount through fusermount3 (package fuse3), as
+                            users other than root always do
      io_uring               require FUSE-over-io_uring (fail if unavailable)
      no_io_uring            serve over /dev/fuse only
      io_uring_q_depth=N     ring entries per queue (default 8)
@@ -132,6 +134,9 @@ export function parseMountArgs(
             break;
           case "ro":
             options.readOnly = true;
+            break;
+          case "fusermount":
+            options.fusermount = true;
             break;
           case "rw":
             options.readOnly = false;

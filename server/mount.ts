@@ -1,13 +1,25 @@
 /**
- * Mounting and unmounting with raw `mount(2)` (no fusermount), and the
- * checks that turn the usual mistakes into a clear message before the
+ * Mounting and unmounting with raw `mount(2)` (server/fusermount.ts does it
+ * for users who may not), and the checks that turn the usual mistakes into a clear message before the
  * kernel answers with a bare errno.
  *
  * @module
  */
 
 import { Errno, SystemError } from "../ffi/errno.ts";
-import { AT, check, close, cstr, errno, libc, O, open, readSmallFile, S } from "../ffi/libc.ts";
+import {
+  AT,
+  check,
+  close,
+  cstr,
+  errno,
+  hasCapability,
+  libc,
+  O,
+  open,
+  readSmallFile,
+  S,
+} from "../ffi/libc.ts";
 
 /** Why a mount could not be made; `message` says what to do about it. */
 export class MountError extends Error {
@@ -76,14 +88,7 @@ export function statMode(path: string, follow = true): number {
 
 /** Whether this process may mount: root, or CAP_SYS_ADMIN in its effective set. */
 export function canMount(): boolean {
-  if (libc.geteuid() === 0) return true;
-  try {
-    const status = readSmallFile("/proc/self/status");
-    const hex = /^CapEff:\s*([0-9a-f]+)/m.exec(status)?.[1];
-    return hex !== undefined && ((BigInt("0x" + hex) >> BigInt(CAP_SYS_ADMIN)) & 1n) === 1n;
-  } catch {
-    return false;
-  }
+  return libc.geteuid() === 0 || hasCapability(CAP_SYS_ADMIN);
 }
 
 /**
@@ -166,8 +171,7 @@ export function mountFuse(
 ): void {
   if (!canMount()) {
     throw new MountError(
-      "mounting needs root or CAP_SYS_ADMIN (denofuse calls mount(2) itself " +
-        "and does not use fusermount)",
+      "mount(2) needs root or CAP_SYS_ADMIN (other users mount through fusermount3)",
       Errno.EPERM,
     );
   }
@@ -230,6 +234,23 @@ export async function unmountFuseOffThread(mountpoint: string): Promise<boolean>
   }
   throw new SystemError("umount2", Errno.EBUSY, mountpoint);
 }
+
+/** Unmounting, done the way the mount was made. */
+export interface Unmounter {
+  /** Unmount, blocking this thread; false if nothing was mounted there. */
+  unmountSync(mountpoint: string): boolean;
+  /**
+   * Unmount without blocking this thread, which may have to serve requests
+   * for the unmount to finish; false if nothing was mounted there.
+   */
+  unmount(mountpoint: string): Promise<boolean>;
+}
+
+/** Unmounting with umount2, for mounts this process made with mount(2). */
+export const syscallUnmounter: Unmounter = {
+  unmountSync: unmountFuse,
+  unmount: unmountFuseOffThread,
+};
 
 /** The FUSE connection number (fusectl's N) mounted at `mountpoint`, or null. */
 export function fuseConnectionAt(mountpoint: string): string | null {

@@ -15,6 +15,7 @@ import { DEFAULT_MAX_WRITE, MAX_PAGES } from "../ops/init.ts";
 import { DevTransport, type TransportCounters } from "./dev_transport.ts";
 import {
   abortFuseConnection,
+  canMount,
   checkMountpoint,
   closeFuseDevice,
   fuseConnectionAt,
@@ -22,9 +23,10 @@ import {
   MountError,
   mountFuse,
   openFuseDevice,
-  unmountFuse,
-  unmountFuseOffThread,
+  syscallUnmounter,
+  type Unmounter,
 } from "./mount.ts";
+import { fusermountMount, fusermountUnmounter } from "./fusermount.ts";
 import { Ring } from "../ffi/ring.ts";
 import { libc } from "../ffi/libc.ts";
 import {
@@ -36,6 +38,7 @@ import {
 import { bufferRingMissing } from "./probe.ts";
 import { type PerQueueFileSystem, type QueueCounters, UringQueues } from "./uring_queues.ts";
 import { DevThreads } from "./dev_threads.ts";
+import { DEFAULT_QUEUE_DEPTH, planQueueDepth } from "./locked_memory.ts";
 
 /** Which transport serves requests. */
 export type TransportChoice = "auto" | "dev" | "io_uring";
@@ -48,7 +51,11 @@ export interface MountOptions extends KernelMountOptions, DispatcherOptions {
    * `"dev"`: /dev/fuse only.
    */
   transport?: TransportChoice;
-  /** Ring entries per kernel queue for io_uring (default 8). */
+  /**
+   * Ring entries per kernel queue for io_uring (default 8, fewer when the
+   * fixed buffers would not fit in RLIMIT_MEMLOCK; one given here that does
+   * not fit means /dev/fuse).
+   */
   queueDepth?: number;
   /**
    * How io_uring queues take requests (see {@linkcode UringMode}).
@@ -104,6 +111,13 @@ export interface MountOptions extends KernelMountOptions, DispatcherOptions {
   raiseFdLimit?: boolean;
   /** Requests the /dev/fuse transport keeps in flight at once (default 16). */
   maxInFlight?: number;
+  /**
+   * Mount through `fusermount3` (Debian package `fuse3`), as libfuse does
+   * for users who may not call mount(2). Default: only when this process
+   * lacks root and CAP_SYS_ADMIN. A user mount gets `nosuid,nodev`, and
+   * `allowOther` only where /etc/fuse.conf says `user_allow_other`.
+   */
+  fusermount?: boolean;
   /** Milliseconds to wait for INIT after mounting (default 10000). */
   initTimeoutMs?: number;
   /** Receives notices such as the reason for a fallback (default: stderr). */
@@ -146,6 +160,8 @@ export class Session {
   readonly uringMode: UringMode | null;
   /** What was agreed at INIT. */
   readonly connection: Connection;
+  /** Who made the mount: this process with mount(2), or `fusermount3` for it. */
+  readonly mountedBy: "mount" | "fusermount3";
   /** Settles when the session has ended and its resources are released. */
   readonly closed: Promise<void>;
   /**
@@ -156,6 +172,7 @@ export class Session {
   #dev: DevTransport;
   #uring: UringQueues | null;
   #devThreads: DevThreads | null;
+  #unmounter: Unmounter;
   #unmounted = false;
 
   /** @internal Use {@linkcode mount}. */
@@ -168,8 +185,11 @@ export class Session {
     fallbackReason: string | null,
     closed: Promise<void>,
     notify: Notifier,
+    mountedBy: "mount" | "fusermount3",
   ) {
     this.notify = notify;
+    this.mountedBy = mountedBy;
+    this.#unmounter = unmounterOf(mountedBy);
     this.#devThreads = devThreads;
     this.mountpoint = mountpoint;
     this.connection = connection;
@@ -219,7 +239,7 @@ export class Session {
   async unmount(): Promise<void> {
     if (!this.#unmounted) {
       this.#unmounted = true;
-      await unmountFuseOffThread(this.mountpoint);
+      await this.#unmounter.unmount(this.mountpoint);
     }
     await this.closed;
   }
@@ -228,6 +248,10 @@ export class Session {
   async [Symbol.asyncDispose](): Promise<void> {
     await this.unmount();
   }
+}
+
+function unmounterOf(mountedBy: "mount" | "fusermount3"): Unmounter {
+  return mountedBy === "fusermount3" ? fusermountUnmounter : syscallUnmounter;
 }
 
 /** What the pinned entry memory holds, per mode (for `-d`). */
@@ -296,28 +320,48 @@ export async function mount(
     if (why && choice === "io_uring") throw new MountError(`io_uring transport: ${why}`);
     fallbackReason = why;
   }
-  const wantUring = fallbackReason === null;
-  const modes = wantUring ? uringModes(options.uringMode ?? "auto") : [];
   const maxWrite = options.maxWrite ?? DEFAULT_MAX_WRITE;
   const maxRead = options.maxRead ?? DEFAULT_MAX_WRITE;
+  // Decided before INIT: once the kernel agrees to io_uring there, it holds
+  // every request until the queues are registered.
+  let queueDepth = options.queueDepth ?? DEFAULT_QUEUE_DEPTH;
+  if (fallbackReason === null) {
+    const slot = Math.max(maxWrite, maxRead, MAX_PAGES * 4096);
+    const plan = await planQueueDepth(options.queueDepth, possibleCpus(), slot);
+    if (typeof plan === "string") {
+      if (choice === "io_uring") throw new MountError(`io_uring transport: ${plan}`);
+      fallbackReason = plan;
+    } else if (plan < queueDepth) {
+      debug?.(`io_uring: ${plan} entries per queue, to fit RLIMIT_MEMLOCK`);
+      queueDepth = plan;
+    }
+  }
+  const wantUring = fallbackReason === null;
+  const modes = wantUring ? uringModes(options.uringMode ?? "auto") : [];
   const dispatcher = new Dispatcher(fs, { ...options, ioUring: wantUring });
-  const fd = openFuseDevice();
-  const notifier = new Notifier(fd, dispatcher);
+  // fusermount3 mounts first and hands over the fd; mount(2) needs the fd first.
+  const mountedBy = (options.fusermount ?? !canMount()) ? "fusermount3" : "mount";
+  const unmounter = unmounterOf(mountedBy);
+  const fd = mountedBy === "fusermount3" ? await fusermountMount(path, options) : openFuseDevice();
   let dev: DevTransport;
   try {
     // A page for headers, then the largest write or reply, page-aligned.
     const slotSize = Math.max(maxWrite, maxRead) + 4096;
     dev = new DevTransport(fd, dispatcher, options.maxInFlight ?? 16, slotSize);
   } catch (e) {
+    if (mountedBy === "fusermount3") unmounter.unmountSync(path);
     closeFuseDevice(fd);
     throw e;
   }
-  try {
-    mountFuse(fd, path, options);
-  } catch (e) {
-    await dev.close();
-    closeFuseDevice(fd);
-    throw e;
+  const notifier = new Notifier(fd, dispatcher);
+  if (mountedBy === "mount") {
+    try {
+      mountFuse(fd, path, options);
+    } catch (e) {
+      await dev.close();
+      closeFuseDevice(fd);
+      throw e;
+    }
   }
 
   // The connection's number, to abort it also once the mount is detached.
@@ -330,12 +374,12 @@ export async function mount(
       const handler = () => {
         if (++received === 1) {
           // Never on this thread: unmounting may wait for requests it serves.
-          unmountFuseOffThread(path).catch((e) => console.error("denofuse: unmount failed:", e));
+          unmounter.unmount(path).catch((e) => console.error("denofuse: unmount failed:", e));
           return;
         }
         console.error(`denofuse: ${path}: ${sig} again; aborting the connection`);
         abortOwn();
-        unmountFuseOffThread(path).catch(() => {});
+        unmounter.unmount(path).catch(() => {});
         const timer = setTimeout(() => Deno.exit(128 + number), SIGNAL_EXIT_GRACE_MS);
         Deno.unrefTimer(timer);
       };
@@ -370,7 +414,7 @@ export async function mount(
     // Requests in flight cannot be answered: fail them, then unmount.
     try {
       abortOwn();
-      unmountFuse(path);
+      unmounter.unmountSync(path);
     } catch { /* already gone */ }
   }).finally(async () => {
     for (const [sig, handler] of signals) Deno.removeSignalListener(sig, handler);
@@ -398,7 +442,7 @@ export async function mount(
     console.error(`denofuse: ${path}: ${reason}; aborting the connection`);
     try {
       abortOwn();
-      unmountFuse(path);
+      unmounter.unmountSync(path);
     } catch { /* already gone */ }
   };
 
@@ -421,7 +465,7 @@ export async function mount(
       const queues = new UringQueues(fd, dispatcher, devRing, kick, dev.io, dev.ring, {
         queues: possibleCpus(),
         threads: devRing ? threads : 1,
-        queueDepth: options.queueDepth ?? 8,
+        queueDepth,
         modes,
         slotSize: Math.max(connection.maxWrite, connection.maxRead, MAX_PAGES * 4096),
         backingIo: options.backingIo ?? "ring",
@@ -434,8 +478,16 @@ export async function mount(
         fallbackReason = "the kernel did not accept FUSE_OVER_IO_URING at INIT";
       } else {
         dev.watchPending(() => queues.holding);
-        fallbackReason = await queues.start(connection, onFatal);
-        if (fallbackReason === null) uring = queues;
+        const why = await queues.start(connection, onFatal);
+        if (why !== null) {
+          // The kernel agreed to io_uring at INIT and now holds every request
+          // until the queues are registered: /dev/fuse cannot take over.
+          throw new MountError(
+            `io_uring queues: ${why} (the kernel, having agreed to FUSE-over-io_uring ` +
+              "at INIT, serves nothing until they are registered; mount with -o no_io_uring)",
+          );
+        }
+        uring = queues;
       }
     }
     if (wantUring && !uring && choice === "io_uring") {
@@ -493,11 +545,21 @@ export async function mount(
         }
       }
     }
-    return new Session(path, connection, dev, uring, devThreads, fallbackReason, closed, notifier);
+    return new Session(
+      path,
+      connection,
+      dev,
+      uring,
+      devThreads,
+      fallbackReason,
+      closed,
+      notifier,
+      mountedBy,
+    );
   } catch (e) {
     dev.stop();
     try {
-      unmountFuse(path);
+      unmounter.unmountSync(path);
     } catch { /* nothing mounted */ }
     await closed.catch(() => {});
     throw e instanceof MountError ? e : new MountError(`${path}: ${(e as Error).message}`);

@@ -174,8 +174,9 @@ export function transportTest(
 export async function startServer(
   args: string[],
   wrapper: string[] = [],
+  denoBinary = Deno.execPath(),
 ): Promise<{ child: Deno.ChildProcess; out: string }> {
-  const deno = [Deno.execPath(), "run", "--allow-ffi", ...args];
+  const deno = [denoBinary, "run", "--allow-ffi", ...args];
   const child = new Deno.Command(wrapper[0] ?? deno[0], {
     args: [...wrapper.slice(1), ...(wrapper.length ? deno : deno.slice(1))],
     cwd: new URL("..", import.meta.url).pathname,
