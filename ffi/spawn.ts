@@ -87,12 +87,22 @@ export class ChildProcess {
     }
   }
 
-  /** Wait for the child to end, without blocking this thread (it polls every few ms). */
-  async wait(): Promise<ChildExit> {
+  /** How the child ended, or null while it runs (never blocks). */
+  exited(): ChildExit | null {
+    return this.#reap(WNOHANG) ? this.#exit : null;
+  }
+
+  /**
+   * Wait for the child to end, without blocking this thread (it polls every
+   * few ms); null if it still runs after `timeoutMs`.
+   */
+  async wait(timeoutMs = Infinity): Promise<ChildExit | null> {
+    const deadline = Date.now() + timeoutMs;
     for (let delay = 1; !this.#reap(WNOHANG); delay = Math.min(delay * 2, 20)) {
+      if (Date.now() >= deadline) return null;
       await new Promise((resolve) => setTimeout(resolve, delay));
     }
-    return this.#exit!;
+    return this.#exit;
   }
 
   /** Wait for the child to end, blocking this thread. */

@@ -40,6 +40,8 @@ export const MOUNT_OPTIONS_HELP = `Options:
      subtype=NAME           type shown as fuse.NAME
      fusermount             mount through fusermount3 (package fuse3), as
                             users other than root always do
+     auto_unmount           have fusermount3 unmount when the server ends,
+                            however it ends (a crash, kill -9)
      io_uring               require FUSE-over-io_uring (fail if unavailable)
      no_io_uring            serve over /dev/fuse only
      io_uring_q_depth=N     ring entries per queue (default 8)
@@ -137,6 +139,9 @@ export function parseMountArgs(
             break;
           case "fusermount":
             options.fusermount = true;
+            break;
+          case "auto_unmount":
+            options.autoUnmount = true;
             break;
           case "rw":
             options.readOnly = false;

@@ -17,6 +17,9 @@ import { fuseConnectionAt, type KernelMountOptions, MountError, type Unmounter }
 /** The helper's name, looked up in PATH. */
 export const FUSERMOUNT = "fusermount3";
 
+/** How long fusermount3 may take to mount or unmount, or to let go after the session. */
+const FUSERMOUNT_TIMEOUT_MS = 10_000;
+
 const AF_UNIX = 1;
 const SOCK_STREAM = 1;
 const SOCK_CLOEXEC = 0o2000000;
@@ -56,19 +59,36 @@ function start(args: string[], env: string[] = [], passFd?: number): ChildProces
   }
 }
 
-/** "fusermount3 exited 1: <its message>". */
-function failure(exit: ChildExit): string {
+/** "fusermount3 exited 1: <its message>" (null: it did not finish in time). */
+function failure(exit: ChildExit | null): string {
+  if (!exit) return `${FUSERMOUNT} did not finish in ${FUSERMOUNT_TIMEOUT_MS} ms`;
   const how = exit.code !== null ? `exited ${exit.code}` : `was killed by signal ${exit.signal}`;
   return `${FUSERMOUNT} ${how}${exit.stderr ? `: ${exit.stderr}` : ""}`;
 }
 
+/** A mount fusermount3 made: the fd it sent, and what the session holds until it ends. */
+export interface FusermountMount {
+  /** The `/dev/fuse` fd, non-blocking and close-on-exec. */
+  fd: number;
+  /**
+   * Let go of fusermount3 when the session ends: with `autoUnmount`, close
+   * the socket it watches (it unmounts, if anything is left mounted, and
+   * exits) and reap it. Nothing otherwise.
+   */
+  release(): Promise<void>;
+}
+
 /**
  * Mount at the absolute `mountpoint` through fusermount3 and return the
- * `/dev/fuse` fd it sends back, non-blocking and close-on-exec. The kernel
- * sends INIT on it next. Throws a {@linkcode MountError} carrying
+ * `/dev/fuse` fd it sends back; the kernel sends INIT on it next. With
+ * `autoUnmount`, fusermount3 stays behind and unmounts when this process
+ * ends, however it ends. Throws a {@linkcode MountError} carrying
  * fusermount3's own message when it refuses.
  */
-export async function fusermountMount(mountpoint: string, o: KernelMountOptions): Promise<number> {
+export async function fusermountMount(
+  mountpoint: string,
+  o: KernelMountOptions & { autoUnmount?: boolean },
+): Promise<FusermountMount> {
   // fusermount3 opens /dev/fuse as the calling user: say so before it fails.
   if (libc.access(cstr("/dev/fuse"), R_OK | W_OK) < 0 && errno() === Errno.EACCES) {
     throw new MountError(
@@ -83,25 +103,46 @@ export async function fusermountMount(mountpoint: string, o: KernelMountOptions)
     "socketpair",
   );
   const [ours, theirs] = pair;
+  const options = fusermountOptions(o) + (o.autoUnmount ? ",auto_unmount" : "");
+  let child: ChildProcess;
   try {
-    let child: ChildProcess;
-    try {
-      child = start(["-o", fusermountOptions(o), "--", mountpoint], ["_FUSE_COMMFD=3"], theirs);
-    } finally {
-      close(theirs);
-    }
-    const exit = await child.wait();
-    if (exit.code !== 0) throw new MountError(`mount ${mountpoint}: ${failure(exit)}`);
-    // It has exited: its message is in the socket already, or never comes.
-    const fd = receiveFd(ours);
-    if (fd < 0) {
-      throw new MountError(`mount ${mountpoint}: ${FUSERMOUNT} succeeded but sent no /dev/fuse fd`);
-    }
-    libc.fcntl_int(fd, F_SETFL, BigInt(O.RDWR | O.NONBLOCK));
-    return fd;
-  } finally {
+    child = start(["-o", options, "--", mountpoint], ["_FUSE_COMMFD=3"], theirs);
+  } catch (e) {
     close(ours);
+    throw e;
+  } finally {
+    close(theirs);
   }
+  // The fd comes, then fusermount3 exits (or, with auto_unmount, stays to
+  // watch our end of the socket); a refusal is an exit with no fd.
+  let fd = -1;
+  let exit: ChildExit | null = null;
+  const deadline = Date.now() + FUSERMOUNT_TIMEOUT_MS;
+  for (let delay = 1; fd < 0 && !exit; delay = Math.min(delay * 2, 20)) {
+    exit = child.exited();
+    fd = receiveFd(ours);
+    if (Date.now() > deadline) break;
+    if (fd < 0 && !exit) await new Promise((resolve) => setTimeout(resolve, delay));
+  }
+  if (!o.autoUnmount || fd < 0) close(ours);
+  if (fd < 0) {
+    const why = exit?.code === 0
+      ? `${FUSERMOUNT} exited without sending a /dev/fuse fd`
+      : failure(exit);
+    throw new MountError(`mount ${mountpoint}: ${why}`);
+  }
+  libc.fcntl_int(fd, F_SETFL, BigInt(O.NONBLOCK));
+  if (!o.autoUnmount) {
+    await child.wait(FUSERMOUNT_TIMEOUT_MS);
+    return { fd, release: () => Promise.resolve() };
+  }
+  return {
+    fd,
+    async release() {
+      close(ours);
+      await child.wait(FUSERMOUNT_TIMEOUT_MS);
+    },
+  };
 }
 
 /** One fd from an SCM_RIGHTS message on `socket`, or -1 if none is waiting. */
@@ -142,21 +183,21 @@ function unmountArgs(mountpoint: string, lazy: boolean): string[] {
 export const fusermountUnmounter: Unmounter = {
   unmountSync(mountpoint: string): boolean {
     if (fuseConnectionAt(mountpoint) === null) return false;
-    let exit: ChildExit | undefined;
+    let exit: ChildExit | null = null;
     for (const lazy of [false, true]) {
       exit = start(unmountArgs(mountpoint, lazy)).waitSync();
       if (fuseConnectionAt(mountpoint) === null) return true;
     }
-    throw new MountError(`unmount ${mountpoint}: ${failure(exit!)}`);
+    throw new MountError(`unmount ${mountpoint}: ${failure(exit)}`);
   },
   async unmount(mountpoint: string): Promise<boolean> {
     if (fuseConnectionAt(mountpoint) === null) return false;
-    let exit: ChildExit | undefined;
+    let exit: ChildExit | null = null;
     for (const lazy of [false, true]) {
       // Polled, not waited for: this thread may have to serve the unmount.
-      exit = await start(unmountArgs(mountpoint, lazy)).wait();
+      exit = await start(unmountArgs(mountpoint, lazy)).wait(FUSERMOUNT_TIMEOUT_MS);
       if (fuseConnectionAt(mountpoint) === null) return true;
     }
-    throw new MountError(`unmount ${mountpoint}: ${failure(exit!)}`);
+    throw new MountError(`unmount ${mountpoint}: ${failure(exit)}`);
   },
 };

@@ -118,6 +118,16 @@ export interface MountOptions extends KernelMountOptions, DispatcherOptions {
    * `allowOther` only where /etc/fuse.conf says `user_allow_other`.
    */
   fusermount?: boolean;
+  /**
+   * Have `fusermount3` unmount when this process ends, however it ends (a
+   * crash, SIGKILL), as libfuse's `auto_unmount` does: it stays behind,
+   * watching a socket only this process holds. Mounts through fusermount3.
+   * fusermount3 3.14 (Debian 12) unmounts only what it finds answering
+   * ENOTCONN to root: a mount served over /dev/fuse (an io_uring one
+   * answers ECONNABORTED once its rings are gone) that root may enter
+   * (root's own, or `allowOther`).
+   */
+  autoUnmount?: boolean;
   /** Milliseconds to wait for INIT after mounting (default 10000). */
   initTimeoutMs?: number;
   /** Receives notices such as the reason for a fallback (default: stderr). */
@@ -340,16 +350,27 @@ export async function mount(
   const modes = wantUring ? uringModes(options.uringMode ?? "auto") : [];
   const dispatcher = new Dispatcher(fs, { ...options, ioUring: wantUring });
   // fusermount3 mounts first and hands over the fd; mount(2) needs the fd first.
-  const mountedBy = (options.fusermount ?? !canMount()) ? "fusermount3" : "mount";
+  const mountedBy = (options.fusermount ?? (options.autoUnmount || !canMount()))
+    ? "fusermount3"
+    : "mount";
+  if (options.autoUnmount && mountedBy === "mount") {
+    throw new MountError(
+      "autoUnmount works through fusermount3: it cannot go with fusermount: false",
+    );
+  }
   const unmounter = unmounterOf(mountedBy);
-  const fd = mountedBy === "fusermount3" ? await fusermountMount(path, options) : openFuseDevice();
+  const helper = mountedBy === "fusermount3" ? await fusermountMount(path, options) : null;
+  const fd = helper ? helper.fd : openFuseDevice();
   let dev: DevTransport;
   try {
     // A page for headers, then the largest write or reply, page-aligned.
     const slotSize = Math.max(maxWrite, maxRead) + 4096;
     dev = new DevTransport(fd, dispatcher, options.maxInFlight ?? 16, slotSize);
   } catch (e) {
-    if (mountedBy === "fusermount3") unmounter.unmountSync(path);
+    if (helper) {
+      unmounter.unmountSync(path);
+      await helper.release();
+    }
     closeFuseDevice(fd);
     throw e;
   }
@@ -431,6 +452,7 @@ export async function mount(
     await (devRing as Ring | null)?.close();
     notifier.close();
     closeFuseDevice(fd);
+    await helper?.release();
   }).then(() => {
     if (fatal) throw new Error(fatal);
   });

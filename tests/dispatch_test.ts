@@ -8,9 +8,15 @@ import {
   FATTR,
   ForgetIn,
   ForgetOne,
+  FUSE_LK_FLOCK,
+  FUSE_OPEN_KILL_SUIDGID,
+  FUSE_WRITE_KILL_SUIDGID,
   GetxattrIn,
+  LkIn,
   Opcode,
+  OpenIn,
   ReadIn,
+  ReleaseIn,
   SetattrIn,
   WriteIn,
 } from "../ops/abi.ts";
@@ -18,7 +24,7 @@ import { getU64, setU64 } from "../ops/codec.ts";
 import { Dispatcher } from "../ops/dispatch.ts";
 import { Errno, FuseError, S } from "../mod.ts";
 import type { FileSystem, SetAttr } from "../mod.ts";
-import { arg, init, request, roundTrip } from "./fake_exchange.ts";
+import { arg, FakeExchange, init, request, roundTrip } from "./fake_exchange.ts";
 
 function fixture(fs: FileSystem) {
   const errors: string[] = [];
@@ -297,4 +303,87 @@ Deno.test("dispatch: a read larger than the reply slot is clipped to the slot", 
   const ex = await roundTrip(d, request(Opcode.READ, 2, big), 8192);
   assert.deepEqual(asked, [8192]);
   assert.equal(ex.replies[0].payload.length, 8192);
+});
+
+Deno.test("dispatch: a handle with a backing fd is read and written without the method, kill-suid flag and all, until RELEASE", async () => {
+  const calls: string[] = [];
+  const { d } = fixture({
+    open: (
+      ctx,
+      _n,
+      _flags,
+    ) => (calls.push(`open kill=${ctx.killSuidgid}`), { fh: 7, backingFd: 5 }),
+    read: () => (calls.push("read"), new Uint8Array(3)),
+    write: () => (calls.push("write"), 0),
+  });
+  await init(d);
+  const open = arg(
+    OpenIn.SIZE,
+    (v) => v.setUint32(OpenIn.open_flags, FUSE_OPEN_KILL_SUIDGID, true),
+  );
+  assert.equal((await roundTrip(d, request(Opcode.OPEN, 2, open))).replies[0].error, 0);
+  // A WRITE to the handle goes to its fd, with the kernel's request to clear setuid.
+  const fdWrites: string[] = [];
+  const payload = new TextEncoder().encode("abc");
+  const w = request(
+    Opcode.WRITE,
+    2,
+    arg(WriteIn.SIZE, (v) => {
+      setU64(v, WriteIn.fh, 7);
+      v.setUint32(WriteIn.size, 3, true);
+      v.setUint32(WriteIn.write_flags, FUSE_WRITE_KILL_SUIDGID, true);
+    }),
+    payload,
+  );
+  const ex = new class extends FakeExchange {
+    override writeDataToFd(fd: number, offset: number, killSuidgid: boolean): number {
+      fdWrites.push(`fd ${fd} at ${offset} kill=${killSuidgid}`);
+      return this.dataLength;
+    }
+  }(w.bytes, d.argSize(Opcode.WRITE));
+  d.dispatch(ex);
+  await ex.done;
+  assert.equal(ex.replies[0].view.getUint32(0, true), 3);
+  assert.deepEqual(fdWrites, ["fd 5 at 0 kill=true"]);
+  const readOf = () =>
+    request(
+      Opcode.READ,
+      2,
+      arg(ReadIn.SIZE, (v) => {
+        setU64(v, ReadIn.fh, 7);
+        v.setUint32(ReadIn.size, 10, true);
+      }),
+    );
+  assert.equal((await roundTrip(d, readOf())).replies[0].payload[0], 0x46); // from the fd
+  // RELEASE takes the fd out of service even with no release method: reads go to `read`.
+  const release = arg(ReleaseIn.SIZE, (v) => setU64(v, ReleaseIn.fh, 7));
+  assert.equal((await roundTrip(d, request(Opcode.RELEASE, 2, release))).replies[0].error, 0);
+  assert.equal((await roundTrip(d, readOf())).replies[0].payload.length, 3);
+  assert.deepEqual(calls, ["open kill=true", "read"]);
+});
+
+Deno.test("dispatch: SETLK with FUSE_LK_FLOCK is flock, without it a POSIX lock; SETLKW waits", async () => {
+  const calls: string[] = [];
+  const { d } = fixture({
+    setlk: (_c, _n, fh, owner, lock, wait) =>
+      void calls.push(`setlk ${fh} ${owner} ${lock.type} ${lock.start}-${lock.end} wait=${wait}`),
+    flock: (_c, _n, fh, owner, type, wait) =>
+      void calls.push(`flock ${fh} ${owner} ${type} wait=${wait}`),
+  });
+  await init(d);
+  const lk = (flags: number) =>
+    arg(LkIn.SIZE, (v) => {
+      setU64(v, LkIn.fh, 3);
+      v.setBigUint64(LkIn.owner, 0xffff_0000_0000_0001n, true);
+      setU64(v, LkIn.lk + 8, 99); // end
+      v.setUint32(LkIn.lk + 16, 1, true); // F_WRLCK
+      v.setUint32(LkIn.lk_flags, flags, true);
+    });
+  for (const [op, flags] of [[Opcode.SETLK, 0], [Opcode.SETLKW, FUSE_LK_FLOCK]]) {
+    assert.equal((await roundTrip(d, request(op, 2, lk(flags)))).replies[0].error, 0);
+  }
+  assert.deepEqual(calls, [
+    "setlk 3 18446462598732840961 1 0-99 wait=false",
+    "flock 3 18446462598732840961 1 wait=true",
+  ]);
 });

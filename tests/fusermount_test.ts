@@ -21,7 +21,9 @@ import {
   run,
   sh,
   startServer,
+  tempMountpoint,
   uringMissing,
+  waitFor,
 } from "./helpers.ts";
 
 const USER = "denofuse-test";
@@ -129,6 +131,25 @@ fusermountTest(
     } finally {
       await forceUnmount(mnt);
       await Deno.remove(mnt, { recursive: true });
+    }
+  },
+);
+
+fusermountTest(
+  "-o auto_unmount: fusermount3 unmounts when the server dies, even by SIGKILL",
+  async () => {
+    const [mnt, cleanup] = await tempMountpoint();
+    const src = await Deno.makeTempDir({ prefix: "denofuse-src-" });
+    try {
+      // Over /dev/fuse: fusermount3 3.14 unmounts what answers ENOTCONN (see MountOptions).
+      const args = ["examples/passthrough.ts", src, mnt, "-o", "auto_unmount,no_io_uring"];
+      const { child } = await startServer(args);
+      assert.match(mountLine(mnt), /fuse\.passthrough .*user_id=0/);
+      await killServer(child); // no chance to clean up
+      await waitFor(() => Promise.resolve(!isMounted(mnt)), 5000);
+    } finally {
+      await cleanup();
+      await Deno.remove(src, { recursive: true });
     }
   },
 );

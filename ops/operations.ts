@@ -1,0 +1,609 @@
+/**
+ * The operation table: for each opcode a FileSystem answers, the request's
+ * fixed struct (from ops/abi.ts), how its arguments are decoded, which
+ * method answers, how the result is encoded, and what a file system without
+ * the method answers. In the spirit of libfuse's `fuse_ll_ops[]`: the
+ * dispatcher looks the opcode up and runs the same few steps for all.
+ *
+ * Entries are typed against the method they name ({@linkcode operation}),
+ * so a decoder that passes the wrong arguments, or an encoder that expects
+ * the wrong result, does not compile.
+ *
+ * @module
+ */
+
+import { Errno } from "../ffi/errno.ts";
+import {
+  AccessIn,
+  CopyFileRangeIn,
+  CopyFileRangeOut,
+  CreateIn,
+  FallocateIn,
+  FATTR,
+  FileLock as FileLockLayout,
+  FlushIn,
+  FsyncIn,
+  FUSE_FSYNC_FDATASYNC,
+  FUSE_GETATTR_FH,
+  FUSE_LK_FLOCK,
+  FUSE_OPEN_KILL_SUIDGID,
+  FUSE_WRITE_KILL_SUIDGID,
+  GetattrIn,
+  GetxattrIn,
+  GetxattrOut,
+  LinkIn,
+  LkIn,
+  LkOut,
+  LseekIn,
+  LseekOut,
+  MkdirIn,
+  MknodIn,
+  Opcode,
+  OpenIn,
+  ReadIn,
+  ReleaseIn,
+  Rename2In,
+  RenameIn,
+  SetattrIn,
+  SetxattrIn,
+  StatxIn,
+  WriteIn,
+  WriteOut,
+} from "./abi.ts";
+import {
+  encodeAttrOut,
+  encodeEntry,
+  encodeOpen,
+  encodeStatfs,
+  encodeStatxOut,
+  getU64,
+  setU64,
+} from "./codec.ts";
+import type { BackingFdTable } from "./backing_fds.ts";
+import { DirectoryList, DirectoryPlusList } from "./directory.ts";
+import { FuseError } from "./error.ts";
+import type {
+  Attr,
+  Entry,
+  FileLock,
+  FileSystem,
+  OpenReply,
+  ReadReply,
+  RequestContext,
+  SetAttr,
+  WriteReply,
+} from "./filesystem.ts";
+import { LOCK_TO_EOF } from "./filesystem.ts";
+import type { Request } from "./request.ts";
+
+/** The FileSystem methods that answer requests: those taking a RequestContext first. */
+export type OperationMethod = {
+  [K in keyof FileSystem]-?: NonNullable<FileSystem[K]> extends
+    (ctx: RequestContext, ...args: infer _) => unknown ? K : never;
+}[keyof FileSystem];
+
+/** The arguments of method `K` after the RequestContext. */
+export type ArgsOf<K extends OperationMethod> = NonNullable<FileSystem[K]> extends
+  (ctx: RequestContext, ...args: infer A) => unknown ? A : never;
+
+/** What method `K` resolves to. */
+export type ResultOf<K extends OperationMethod> = Awaited<ReturnType<NonNullable<FileSystem[K]>>>;
+
+/** What the table's functions use besides the request: the dispatcher's settings and state. */
+export interface OperationContext {
+  /** Seconds the kernel caches names. */
+  readonly entryTimeout: number;
+  /** Seconds the kernel caches attributes. */
+  readonly attrTimeout: number;
+  /** Handles whose data is an fd, served without calling `read` and `write`. */
+  readonly backingFds: BackingFdTable;
+  /** Receives a line for the debug log, when there is one. */
+  readonly debug?: (line: string) => void;
+  /** Reply to `r` once `length` settles (a write the transport finishes itself). */
+  replyLater(r: Request, length: Promise<number>): void;
+}
+
+/** How one opcode is served, typed against its method `K`. */
+export interface Operation<K extends OperationMethod> {
+  /** The request's fixed struct: a shorter request is refused with EINVAL. */
+  readonly request?: { readonly SIZE: number };
+  /** The FileSystem method that answers. */
+  readonly method: K;
+  /** The method's arguments after the RequestContext. Throws a FuseError for a malformed request. */
+  decode(r: Request, c: OperationContext): ArgsOf<K>;
+  /**
+   * Write the result into the reply's memory and return its length; -1
+   * when the transport replies itself (data read from an fd).
+   */
+  encode(value: ResultOf<K>, r: Request, c: OperationContext, args: ArgsOf<K>): number;
+  /** The answer of a file system without the method (default: ENOSYS). */
+  readonly missing?: () => ResultOf<K>;
+  /** An answer without calling the method (a handle whose data is an fd), or undefined. */
+  readonly shortcut?: (args: ArgsOf<K>, c: OperationContext) => ResultOf<K> | undefined;
+  /** Runs before the method (or its absence) answers. */
+  readonly before?: (args: ArgsOf<K>, c: OperationContext) => void;
+  /** Where the flag asking to clear setuid/setgid is: a u32 field and its bit. */
+  readonly killSuidgid?: { readonly field: number; readonly bit: number };
+  /** Another entry that serves this request instead (SETLK with FUSE_LK_FLOCK is flock). */
+  readonly variant?: (r: Request) => ServedOperation | undefined;
+}
+
+/** An {@linkcode Operation} with its method's types erased, as the table holds it. */
+export interface ServedOperation {
+  /** See {@linkcode Operation.request}. */
+  readonly request?: { readonly SIZE: number };
+  /** See {@linkcode Operation.method}. */
+  readonly method: OperationMethod;
+  /** See {@linkcode Operation.decode}. */
+  decode(r: Request, c: OperationContext): unknown[];
+  /** See {@linkcode Operation.encode}. */
+  encode(value: unknown, r: Request, c: OperationContext, args: unknown[]): number;
+  /** See {@linkcode Operation.missing}. */
+  readonly missing?: () => unknown;
+  /** See {@linkcode Operation.shortcut}. */
+  readonly shortcut?: (args: unknown[], c: OperationContext) => unknown;
+  /** See {@linkcode Operation.before}. */
+  readonly before?: (args: unknown[], c: OperationContext) => void;
+  /** See {@linkcode Operation.killSuidgid}. */
+  readonly killSuidgid?: { readonly field: number; readonly bit: number };
+  /** See {@linkcode Operation.variant}. */
+  readonly variant?: (r: Request) => ServedOperation | undefined;
+}
+
+/** An entry of the table: how method `method` serves its opcode, checked against its signature. */
+export function operation<K extends OperationMethod>(
+  method: K,
+  o: NoInfer<Omit<Operation<K>, "method">>,
+): ServedOperation {
+  return { ...o, method } as unknown as ServedOperation;
+}
+
+// ---------------------------------------------------------------------------
+// Encoders shared by several entries.
+
+function entry(e: Entry, r: Request, c: OperationContext): number {
+  return encodeEntry(r.ex.out, r.ex.outOffset, e, c.entryTimeout, c.attrTimeout);
+}
+
+function attr(a: Attr, r: Request, c: OperationContext): number {
+  return encodeAttrOut(r.ex.out, r.ex.outOffset, a, c.attrTimeout);
+}
+
+function none(): number {
+  return 0;
+}
+
+function open(o: OpenReply, r: Request): number {
+  return encodeOpen(r.ex.out, r.ex.outOffset, o);
+}
+
+/** Enter a handle served from an fd before the reply leaves, so its first READ finds it. */
+function backed(o: OpenReply, c: OperationContext): void {
+  if (o.backingFd !== undefined) c.backingFds.set(o.fh ?? 0, o.backingFd);
+}
+
+/** `struct fuse_write_out` with `n` bytes written. */
+function written(n: number, r: Request): number {
+  r.ex.out.setUint32(r.ex.outOffset + WriteOut.size, n, true);
+  r.ex.out.setUint32(r.ex.outOffset + 4, 0, true);
+  return WriteOut.SIZE;
+}
+
+/** getxattr/listxattr: the size when asked (size 0), else the bytes (ERANGE if too many). */
+function sized(value: Uint8Array, r: Request): number {
+  const ex = r.ex;
+  const size = r.u32(GetxattrIn.size);
+  if (size === 0) {
+    ex.out.setUint32(ex.outOffset + GetxattrOut.size, value.length, true);
+    ex.out.setUint32(ex.outOffset + 4, 0, true);
+    return GetxattrOut.SIZE;
+  }
+  if (value.length > size || value.length > ex.outCapacity) throw new FuseError(Errno.ERANGE);
+  ex.outBytes.set(value, ex.outOffset);
+  return value.length;
+}
+
+/** The handle of GETATTR and STATX, when the kernel names one. */
+function optionalFh(r: Request, flagsField: number, fhField: number): number | undefined {
+  return r.u32(flagsField) & FUSE_GETATTR_FH ? r.u64(fhField) : undefined;
+}
+
+/** Bytes a READ or READDIR may return: what was asked, within the reply's room. */
+function readSize(r: Request): number {
+  return Math.min(r.u32(ReadIn.size), r.ex.outCapacity);
+}
+
+const encoder = new TextEncoder();
+
+// ---------------------------------------------------------------------------
+// Decoders of structs, and the encoder of locks.
+
+/** Decode `fuse_setattr_in` into a {@linkcode SetAttr}. */
+function decodeSetattr(a: DataView, ao: number): SetAttr {
+  const valid = a.getUint32(ao + SetattrIn.valid, true);
+  const s: SetAttr = {};
+  if (valid & FATTR.MODE) s.mode = a.getUint32(ao + SetattrIn.mode, true);
+  if (valid & FATTR.UID) s.uid = a.getUint32(ao + SetattrIn.uid, true);
+  if (valid & FATTR.GID) s.gid = a.getUint32(ao + SetattrIn.gid, true);
+  if (valid & FATTR.SIZE) s.size = getU64(a, ao + SetattrIn.size);
+  if (valid & FATTR.FH) s.fh = getU64(a, ao + SetattrIn.fh);
+  if (valid & FATTR.ATIME_NOW) s.atime = "now";
+  else if (valid & FATTR.ATIME) {
+    s.atime = {
+      sec: Number(a.getBigInt64(ao + SetattrIn.atime, true)),
+      nsec: a.getUint32(ao + SetattrIn.atimensec, true),
+    };
+  }
+  if (valid & FATTR.MTIME_NOW) s.mtime = "now";
+  else if (valid & FATTR.MTIME) {
+    s.mtime = {
+      sec: Number(a.getBigInt64(ao + SetattrIn.mtime, true)),
+      nsec: a.getUint32(ao + SetattrIn.mtimensec, true),
+    };
+  }
+  if (valid & FATTR.CTIME) {
+    s.ctime = {
+      sec: Number(a.getBigInt64(ao + SetattrIn.ctime, true)),
+      nsec: a.getUint32(ao + SetattrIn.ctimensec, true),
+    };
+  }
+  if (valid & FATTR.KILL_SUIDGID) s.killSuidgid = true;
+  return s;
+}
+
+/** A `struct fuse_file_lock` at `field` of the argument struct. */
+function lockAt(r: Request, field: number): FileLock {
+  return {
+    start: r.u64(field + FileLockLayout.start),
+    end: r.u64(field + FileLockLayout.end),
+    type: r.u32(field + FileLockLayout.type),
+    pid: r.u32(field + FileLockLayout.pid),
+  };
+}
+
+/** Encode a `struct fuse_file_lock` at `o`. */
+function encodeLock(v: DataView, o: number, l: FileLock): void {
+  setU64(v, o + FileLockLayout.start, l.start);
+  if (l.end >= LOCK_TO_EOF) {
+    // OFFSET_MAX exactly: 2^63 - 1 is not a double, and the kernel refuses more.
+    v.setUint32(o + FileLockLayout.end, 0xffffffff, true);
+    v.setUint32(o + FileLockLayout.end + 4, 0x7fffffff, true);
+  } else setU64(v, o + FileLockLayout.end, l.end);
+  v.setUint32(o + FileLockLayout.type, l.type, true);
+  v.setUint32(o + FileLockLayout.pid, l.pid, true);
+}
+
+/** SETLK and SETLKW with FUSE_LK_FLOCK: flock(2). */
+function flockOf(wait: boolean): ServedOperation {
+  return operation("flock", {
+    request: LkIn,
+    decode: (r) => [
+      r.nodeId,
+      r.u64(LkIn.fh),
+      r.big64(LkIn.owner),
+      lockAt(r, LkIn.lk).type,
+      wait,
+    ],
+    encode: none,
+  });
+}
+
+/** SETLK and SETLKW: a POSIX lock, or flock(2) when the kernel says so. */
+function setlkOf(wait: boolean): ServedOperation {
+  const flock = flockOf(wait);
+  return operation("setlk", {
+    request: LkIn,
+    decode: (r) => [r.nodeId, r.u64(LkIn.fh), r.big64(LkIn.owner), lockAt(r, LkIn.lk), wait],
+    encode: none,
+    variant: (r) => r.u32(LkIn.lk_flags) & FUSE_LK_FLOCK ? flock : undefined,
+  });
+}
+
+/** RENAME (no flags) and RENAME2. */
+function renameOf(request: typeof RenameIn | typeof Rename2In): ServedOperation {
+  return operation("rename", {
+    request,
+    decode: (r) => {
+      const [name, newName] = r.names();
+      const flags = request === Rename2In ? r.u32(Rename2In.flags) : 0;
+      return [r.nodeId, name, r.u64(RenameIn.newdir), newName, flags];
+    },
+    encode: none,
+  });
+}
+
+/** FSYNC and FSYNCDIR. */
+function fsyncOf(method: "fsync" | "fsyncdir"): ServedOperation {
+  return operation(method, {
+    request: FsyncIn,
+    decode: (r) => [
+      r.nodeId,
+      r.u64(FsyncIn.fh),
+      (r.u32(FsyncIn.fsync_flags) & FUSE_FSYNC_FDATASYNC) !== 0,
+    ],
+    encode: none,
+  });
+}
+
+/** COPY_FILE_RANGE (a 32-bit count in fuse_write_out) and COPY_FILE_RANGE_64. */
+function copyFileRangeOf(wide: boolean): ServedOperation {
+  const c = CopyFileRangeIn;
+  return operation("copyFileRange", {
+    request: c,
+    decode: (r) => [
+      r.nodeId,
+      r.u64(c.fh_in),
+      r.u64(c.off_in),
+      r.u64(c.nodeid_out),
+      r.u64(c.fh_out),
+      r.u64(c.off_out),
+      r.u64(c.len),
+      r.u64(c.flags),
+    ],
+    encode: (n, r) => {
+      if (!wide) return written(Math.min(n, 0xffffffff), r);
+      setU64(r.ex.out, r.ex.outOffset + CopyFileRangeOut.bytes_copied, n);
+      return CopyFileRangeOut.SIZE;
+    },
+  });
+}
+
+// ---------------------------------------------------------------------------
+
+/** Every opcode a FileSystem answers, and how. */
+export const OPERATIONS: Readonly<Record<number, ServedOperation>> = {
+  [Opcode.LOOKUP]: operation("lookup", {
+    decode: (r) => [r.nodeId, r.name()],
+    encode: entry,
+  }),
+  [Opcode.GETATTR]: operation("getattr", {
+    request: GetattrIn,
+    decode: (r) => [r.nodeId, optionalFh(r, GetattrIn.getattr_flags, GetattrIn.fh)],
+    encode: attr,
+  }),
+  [Opcode.STATX]: operation("statx", {
+    request: StatxIn,
+    decode: (r) => [
+      r.nodeId,
+      optionalFh(r, StatxIn.getattr_flags, StatxIn.fh),
+      r.u32(StatxIn.sx_flags),
+      r.u32(StatxIn.sx_mask),
+    ],
+    encode: (stx, r, c) => {
+      if (stx.length < 256) throw new FuseError(Errno.EIO);
+      return encodeStatxOut(r.ex.out, r.ex.outBytes, r.ex.outOffset, stx, c.attrTimeout);
+    },
+  }),
+  [Opcode.SETATTR]: operation("setattr", {
+    request: SetattrIn,
+    decode: (r) => [r.nodeId, decodeSetattr(r.ex.arg, r.ex.argOffset)],
+    encode: attr,
+  }),
+  [Opcode.READLINK]: operation("readlink", {
+    decode: (r) => [r.nodeId],
+    encode: (target, r) => {
+      const bytes = typeof target === "string" ? encoder.encode(target) : target;
+      if (bytes.length > r.ex.outCapacity) throw new FuseError(Errno.ENAMETOOLONG);
+      r.ex.outBytes.set(bytes, r.ex.outOffset);
+      return bytes.length;
+    },
+  }),
+  [Opcode.SYMLINK]: operation("symlink", {
+    decode: (r) => [r.nodeId, ...r.names()],
+    encode: entry,
+  }),
+  [Opcode.MKNOD]: operation("mknod", {
+    request: MknodIn,
+    decode: (r) => [
+      r.nodeId,
+      r.name(),
+      r.u32(MknodIn.mode),
+      r.u32(MknodIn.rdev),
+      r.u32(MknodIn.umask),
+    ],
+    encode: entry,
+  }),
+  [Opcode.MKDIR]: operation("mkdir", {
+    request: MkdirIn,
+    decode: (r) => [r.nodeId, r.name(), r.u32(MkdirIn.mode), r.u32(MkdirIn.umask)],
+    encode: entry,
+  }),
+  [Opcode.UNLINK]: operation("unlink", {
+    decode: (r) => [r.nodeId, r.name()],
+    encode: none,
+  }),
+  [Opcode.RMDIR]: operation("rmdir", {
+    decode: (r) => [r.nodeId, r.name()],
+    encode: none,
+  }),
+  [Opcode.RENAME]: renameOf(RenameIn),
+  [Opcode.RENAME2]: renameOf(Rename2In),
+  [Opcode.LINK]: operation("link", {
+    request: LinkIn,
+    decode: (r) => [r.u64(LinkIn.oldnodeid), r.nodeId, r.name()],
+    encode: entry,
+  }),
+  [Opcode.OPEN]: operation("open", {
+    request: OpenIn,
+    decode: (r) => [r.nodeId, r.u32(OpenIn.flags)],
+    encode: (o, r, c) => (backed(o, c), open(o, r)),
+    missing: () => ({}),
+    killSuidgid: { field: OpenIn.open_flags, bit: FUSE_OPEN_KILL_SUIDGID },
+  }),
+  [Opcode.CREATE]: operation("create", {
+    request: CreateIn,
+    decode: (r) => [
+      r.nodeId,
+      r.name(),
+      r.u32(CreateIn.mode),
+      r.u32(CreateIn.flags),
+      r.u32(CreateIn.umask),
+    ],
+    encode: (o, r, c) => {
+      const n = entry(o.entry, r, c);
+      backed(o, c);
+      return n + encodeOpen(r.ex.out, r.ex.outOffset + n, o);
+    },
+    killSuidgid: { field: CreateIn.open_flags, bit: FUSE_OPEN_KILL_SUIDGID },
+  }),
+  [Opcode.READ]: operation("read", {
+    request: ReadIn,
+    decode: (r) => [r.nodeId, r.u64(ReadIn.fh), r.u64(ReadIn.offset), readSize(r)],
+    shortcut: ([, fh, offset, length], c) => {
+      const fd = c.backingFds.get(fh);
+      return fd >= 0 ? { fd, offset, length } : undefined;
+    },
+    encode: (data: ReadReply, r, c, [, , , size]) => {
+      if (data instanceof Uint8Array) {
+        const n = Math.min(data.length, size);
+        r.ex.outBytes.set(n === data.length ? data : data.subarray(0, n), r.ex.outOffset);
+        return n;
+      }
+      // The transport fetches the data and replies itself, also on failure.
+      c.debug?.(`   unique: ${r.unique}, data from fd ${data.fd}`);
+      r.ex.replyFromFd(r.unique, data.fd, data.offset, Math.min(data.length, size));
+      return -1;
+    },
+  }),
+  [Opcode.WRITE]: operation("write", {
+    request: WriteIn,
+    decode: (r) => {
+      const size = r.u32(WriteIn.size);
+      if (size > r.ex.dataLength) throw new FuseError(Errno.EINVAL);
+      r.ex.dataLength = size; // the payload is exactly that
+      const data = r.ex.data.subarray(r.ex.dataOffset, r.ex.dataOffset + size);
+      return [r.nodeId, r.u64(WriteIn.fh), r.u64(WriteIn.offset), data, r.u32(WriteIn.flags)];
+    },
+    shortcut: ([, fh, offset], c) => {
+      const fd = c.backingFds.get(fh);
+      return fd >= 0 ? { fd, offset } : undefined;
+    },
+    encode: (w: WriteReply, r, c) => {
+      if (typeof w === "number") return written(w, r);
+      const n = r.ex.writeDataToFd(w.fd, w.offset, r.killSuidgid);
+      if (typeof n === "number") return written(n, r);
+      c.replyLater(r, n.then((n) => written(n, r)));
+      return -1;
+    },
+    killSuidgid: { field: WriteIn.write_flags, bit: FUSE_WRITE_KILL_SUIDGID },
+  }),
+  [Opcode.STATFS]: operation("statfs", {
+    decode: (r) => [r.nodeId],
+    encode: (s, r) => encodeStatfs(r.ex.out, r.ex.outOffset, s),
+    missing: () => ({}),
+  }),
+  [Opcode.RELEASE]: operation("release", {
+    request: ReleaseIn,
+    decode: (r) => [r.nodeId, r.u64(ReleaseIn.fh), r.u32(ReleaseIn.flags)],
+    // The fd goes with the handle, whether or not the file system answers.
+    before: ([, fh], c) => c.backingFds.delete(fh),
+    encode: none,
+    missing: () => {},
+  }),
+  [Opcode.FSYNC]: fsyncOf("fsync"),
+  [Opcode.FLUSH]: operation("flush", {
+    request: FlushIn,
+    decode: (r) => [r.nodeId, r.u64(FlushIn.fh), r.big64(FlushIn.lock_owner)],
+    encode: none,
+  }),
+  [Opcode.SETXATTR]: operation("setxattr", {
+    // SETXATTR_EXT makes the struct longer: see Dispatcher.argSize.
+    request: { SIZE: SetxattrIn.COMPAT_SIZE },
+    decode: (r) => {
+      const [name, end] = r.nameAt(0);
+      const value = r.bytes(end, r.u32(SetxattrIn.size));
+      return [r.nodeId, name, value, r.u32(SetxattrIn.flags)];
+    },
+    encode: none,
+  }),
+  [Opcode.GETXATTR]: operation("getxattr", {
+    request: GetxattrIn,
+    decode: (r) => [r.nodeId, r.name()],
+    encode: sized,
+  }),
+  [Opcode.LISTXATTR]: operation("listxattr", {
+    request: GetxattrIn,
+    decode: (r) => [r.nodeId],
+    encode: (names, r) => sized(encoder.encode(names.map((n) => n + "\0").join("")), r),
+  }),
+  [Opcode.REMOVEXATTR]: operation("removexattr", {
+    decode: (r) => [r.nodeId, r.name()],
+    encode: none,
+  }),
+  [Opcode.ACCESS]: operation("access", {
+    request: AccessIn,
+    decode: (r) => [r.nodeId, r.u32(AccessIn.mask)],
+    encode: none,
+  }),
+  [Opcode.OPENDIR]: operation("opendir", {
+    request: OpenIn,
+    decode: (r) => [r.nodeId, r.u32(OpenIn.flags)],
+    encode: open,
+    missing: () => ({}),
+  }),
+  [Opcode.READDIR]: operation("readdir", {
+    request: ReadIn,
+    decode: (r) => [
+      r.nodeId,
+      r.u64(ReadIn.fh),
+      r.u64(ReadIn.offset),
+      new DirectoryList(r.ex.outBytes, r.ex.out, r.ex.outOffset, readSize(r)),
+    ],
+    encode: (_, _r, _c, [, , , list]) => list.length,
+  }),
+  [Opcode.READDIRPLUS]: operation("readdirplus", {
+    request: ReadIn,
+    decode: (r, c) => [
+      r.nodeId,
+      r.u64(ReadIn.fh),
+      r.u64(ReadIn.offset),
+      new DirectoryPlusList(
+        r.ex.outBytes,
+        r.ex.out,
+        r.ex.outOffset,
+        readSize(r),
+        c.entryTimeout,
+        c.attrTimeout,
+      ),
+    ],
+    encode: (_, _r, _c, [, , , list]) => list.length,
+  }),
+  [Opcode.RELEASEDIR]: operation("releasedir", {
+    request: ReleaseIn,
+    decode: (r) => [r.nodeId, r.u64(ReleaseIn.fh)],
+    encode: none,
+    missing: () => {},
+  }),
+  [Opcode.FSYNCDIR]: fsyncOf("fsyncdir"),
+  [Opcode.GETLK]: operation("getlk", {
+    request: LkIn,
+    decode: (r) => [r.nodeId, r.u64(LkIn.fh), r.big64(LkIn.owner), lockAt(r, LkIn.lk)],
+    encode: (lock, r) => {
+      encodeLock(r.ex.out, r.ex.outOffset + LkOut.lk, lock);
+      return LkOut.SIZE;
+    },
+  }),
+  [Opcode.SETLK]: setlkOf(false),
+  [Opcode.SETLKW]: setlkOf(true),
+  [Opcode.FALLOCATE]: operation("fallocate", {
+    request: FallocateIn,
+    decode: (r) => [
+      r.nodeId,
+      r.u64(FallocateIn.fh),
+      r.u64(FallocateIn.offset),
+      r.u64(FallocateIn.length),
+      r.u32(FallocateIn.mode),
+    ],
+    encode: none,
+  }),
+  [Opcode.LSEEK]: operation("lseek", {
+    request: LseekIn,
+    decode: (r) => [r.nodeId, r.u64(LseekIn.fh), r.u64(LseekIn.offset), r.u32(LseekIn.whence)],
+    encode: (position, r) => {
+      setU64(r.ex.out, r.ex.outOffset + LseekOut.offset, position);
+      return LseekOut.SIZE;
+    },
+  }),
+  [Opcode.COPY_FILE_RANGE]: copyFileRangeOf(false),
+  [Opcode.COPY_FILE_RANGE_64]: copyFileRangeOf(true),
+};
