@@ -269,6 +269,21 @@ export const S = {
   IFIFO: 0o010000,
 } as const;
 
+const F_SETFL = 4;
+
+/**
+ * Set the status flags of `fd` (fcntl F_SETFL: O_NONBLOCK, O_APPEND,
+ * O_DIRECT...). Returns fcntl's result: on an fd just opened it cannot fail.
+ */
+export function setFdFlags(fd: number, flags: number): number {
+  return libc.fcntl_int(fd, F_SETFL, BigInt(flags));
+}
+
+/** The address of `buffer`'s memory, for a struct that points to it (iovec, msghdr, argv). */
+export function addressOf(buffer: ArrayBufferView): bigint {
+  return BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(buffer as BufferSource)));
+}
+
 /** Open `path` with `flags`; returns the fd. */
 export function open(path: string, flags: number, mode = 0): number {
   return check(libc.open(cstr(path), flags | O.CLOEXEC, mode), "open", path);

@@ -8,7 +8,7 @@
  */
 
 import { Errno, SystemError } from "./errno.ts";
-import { check, close, cstr, errno, libc, O } from "./libc.ts";
+import { addressOf, check, close, cstr, errno, libc, O, setFdFlags } from "./libc.ts";
 
 /** How a child ended, and what it wrote to stderr. */
 export interface ChildExit {
@@ -21,7 +21,6 @@ export interface ChildExit {
 }
 
 const WNOHANG = 1;
-const F_SETFL = 4;
 // glibc's posix_spawn_file_actions_t is 80 bytes on 64-bit Linux; room to spare.
 const FILE_ACTIONS_SIZE = 128;
 
@@ -50,7 +49,7 @@ export class ChildProcess {
     const pipe = new Int32Array(2);
     check(libc.pipe2(new Uint8Array(pipe.buffer), O.CLOEXEC), "pipe2");
     const [readEnd, writeEnd] = pipe;
-    libc.fcntl_int(readEnd, F_SETFL, BigInt(O.NONBLOCK));
+    setFdFlags(readEnd, O.NONBLOCK);
     const actions = new Uint8Array(FILE_ACTIONS_SIZE);
     libc.posix_spawn_file_actions_init(actions);
     try {
@@ -61,9 +60,7 @@ export class ChildProcess {
       const envStrings = env.map((s) => cstr(s));
       const pointers = (list: Uint8Array[]) => {
         const array = new BigUint64Array(list.length + 1);
-        list.forEach((s, i) =>
-          array[i] = BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(s)))
-        );
+        list.forEach((s, i) => array[i] = addressOf(s));
         return new Uint8Array(array.buffer);
       };
       const pid = new Int32Array(1);

@@ -23,7 +23,19 @@
  */
 
 import { Errno, SystemError } from "../ffi/errno.ts";
-import { AT, check, check64, clearSuidSgid, close, cstr, errno, libc, O, S } from "../ffi/libc.ts";
+import {
+  AT,
+  check,
+  check64,
+  clearSuidSgid,
+  close,
+  cstr,
+  errno,
+  libc,
+  O,
+  S,
+  setFdFlags,
+} from "../ffi/libc.ts";
 import type { BackingIo } from "../ops/backing_io.ts";
 import { FuseError } from "../ops/error.ts";
 import type {
@@ -531,7 +543,7 @@ export class Passthrough implements FileSystem {
       parent,
       (dir) => ctx.io.openat(dir.fd, component(name), all, mode, ctx),
     );
-    if (!(flags & O.NONBLOCK)) libc.fcntl_int(fd, F_SETFL, BigInt(flags & ~O.NONBLOCK));
+    if (!(flags & O.NONBLOCK)) setFdFlags(fd, flags & ~O.NONBLOCK);
     if (ctx.killSuidgid && (flags & O.TRUNC)) killSuidgidOrClose(fd, ctx.gid);
     let entry: Entry;
     try {
@@ -881,7 +893,6 @@ function killSuidgidOrClose(fd: number, callerGid: number): void {
   }
 }
 
-const F_SETFL = 4;
 const F_OFD_GETLK = 36;
 const F_OFD_SETLK = 37;
 const LOCK_SH = 1, LOCK_EX = 2, LOCK_NB = 4, LOCK_UN = 8;

@@ -80,6 +80,9 @@ const PROTOCOL_ARG_SIZE: Record<number, number> = {
   [Opcode.NOTIFY_REPLY]: NotifyRetrieveIn.SIZE,
 };
 
+/** The decoded arguments of a request a shortcut answered: none. */
+const NO_ARGS: unknown[] = [];
+
 /** What a FileSystem's `init` is told of a connection. */
 function connectionInfo(conn: Connection): ConnectionInfo {
   return {
@@ -219,14 +222,16 @@ export class Dispatcher {
       return this.#reply(r.ex, r.unique, -Errno.ENOSYS, 0);
     }
     const c = this.#context;
-    const args = op.decode(r, c);
     const kill = op.killSuidgid;
     if (kill) r.killSuidgid = (r.u32(kill.field) & kill.bit) !== 0;
+    const quick = op.shortcut?.(r, c);
+    if (quick !== undefined) {
+      return this.#finish(r.ex, r.opcode, r.unique, quick, (v) => op.encode(v, r, c, NO_ARGS));
+    }
+    const args = op.decode(r, c);
     op.before?.(args, c);
-    const quick = op.shortcut?.(args, c);
     let invoke: () => unknown;
-    if (quick !== undefined) invoke = () => quick;
-    else if (method) {
+    if (method) {
       const ctx = this.#contextOf(r);
       invoke = () => method.call(fs, ctx, ...args);
     } else if (op.missing) invoke = op.missing;

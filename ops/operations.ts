@@ -118,8 +118,12 @@ export interface Operation<K extends OperationMethod> {
   encode(value: ResultOf<K>, r: Request, c: OperationContext, args: ArgsOf<K>): number;
   /** The answer of a file system without the method (default: ENOSYS). */
   readonly missing?: () => ResultOf<K>;
-  /** An answer without calling the method (a handle whose data is an fd), or undefined. */
-  readonly shortcut?: (args: ArgsOf<K>, c: OperationContext) => ResultOf<K> | undefined;
+  /**
+   * An answer read straight from the request, before anything is decoded
+   * (a handle whose data is an fd: the hot path of READ and WRITE), or
+   * undefined. Its answer is encoded with no decoded arguments.
+   */
+  readonly shortcut?: (r: Request, c: OperationContext) => ResultOf<K> | undefined;
   /** Runs before the method (or its absence) answers. */
   readonly before?: (args: ArgsOf<K>, c: OperationContext) => void;
   /** Where the flag asking to clear setuid/setgid is: a u32 field and its bit. */
@@ -141,7 +145,7 @@ export interface ServedOperation {
   /** See {@linkcode Operation.missing}. */
   readonly missing?: () => unknown;
   /** See {@linkcode Operation.shortcut}. */
-  readonly shortcut?: (args: unknown[], c: OperationContext) => unknown;
+  readonly shortcut?: (r: Request, c: OperationContext) => unknown;
   /** See {@linkcode Operation.before}. */
   readonly before?: (args: unknown[], c: OperationContext) => void;
   /** See {@linkcode Operation.killSuidgid}. */
@@ -211,6 +215,14 @@ function optionalFh(r: Request, flagsField: number, fhField: number): number | u
 /** Bytes a READ or READDIR may return: what was asked, within the reply's room. */
 function readSize(r: Request): number {
   return Math.min(r.u32(ReadIn.size), r.ex.outCapacity);
+}
+
+/** A WRITE's payload size, checked against what came (EINVAL), which it then is exactly. */
+function writeSize(r: Request): number {
+  const size = r.u32(WriteIn.size);
+  if (size > r.ex.dataLength) throw new FuseError(Errno.EINVAL);
+  r.ex.dataLength = size;
+  return size;
 }
 
 const encoder = new TextEncoder();
@@ -449,11 +461,12 @@ export const OPERATIONS: Readonly<Record<number, ServedOperation>> = {
   [Opcode.READ]: operation("read", {
     request: ReadIn,
     decode: (r) => [r.nodeId, r.u64(ReadIn.fh), r.u64(ReadIn.offset), readSize(r)],
-    shortcut: ([, fh, offset, length], c) => {
-      const fd = c.backingFds.get(fh);
-      return fd >= 0 ? { fd, offset, length } : undefined;
+    shortcut: (r, c) => {
+      const fd = c.backingFds.get(r.u64(ReadIn.fh));
+      return fd >= 0 ? { fd, offset: r.u64(ReadIn.offset), length: readSize(r) } : undefined;
     },
-    encode: (data: ReadReply, r, c, [, , , size]) => {
+    encode: (data: ReadReply, r, c) => {
+      const size = readSize(r);
       if (data instanceof Uint8Array) {
         const n = Math.min(data.length, size);
         r.ex.outBytes.set(n === data.length ? data : data.subarray(0, n), r.ex.outOffset);
@@ -468,15 +481,15 @@ export const OPERATIONS: Readonly<Record<number, ServedOperation>> = {
   [Opcode.WRITE]: operation("write", {
     request: WriteIn,
     decode: (r) => {
-      const size = r.u32(WriteIn.size);
-      if (size > r.ex.dataLength) throw new FuseError(Errno.EINVAL);
-      r.ex.dataLength = size; // the payload is exactly that
+      const size = writeSize(r);
       const data = r.ex.data.subarray(r.ex.dataOffset, r.ex.dataOffset + size);
       return [r.nodeId, r.u64(WriteIn.fh), r.u64(WriteIn.offset), data, r.u32(WriteIn.flags)];
     },
-    shortcut: ([, fh, offset], c) => {
-      const fd = c.backingFds.get(fh);
-      return fd >= 0 ? { fd, offset } : undefined;
+    shortcut: (r, c) => {
+      const fd = c.backingFds.get(r.u64(WriteIn.fh));
+      if (fd < 0) return undefined;
+      writeSize(r);
+      return { fd, offset: r.u64(WriteIn.offset) };
     },
     encode: (w: WriteReply, r, c) => {
       if (typeof w === "number") return written(w, r);

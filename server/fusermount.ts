@@ -10,7 +10,7 @@
  */
 
 import { Errno, SystemError } from "../ffi/errno.ts";
-import { check, close, cstr, errno, libc, O } from "../ffi/libc.ts";
+import { addressOf, check, close, cstr, errno, libc, O, setFdFlags } from "../ffi/libc.ts";
 import { type ChildExit, ChildProcess } from "../ffi/spawn.ts";
 import { fuseConnectionAt, type KernelMountOptions, MountError, type Unmounter } from "./mount.ts";
 
@@ -27,7 +27,6 @@ const SOL_SOCKET = 1;
 const SCM_RIGHTS = 1;
 const MSG_DONTWAIT = 0x40;
 const MSG_CMSG_CLOEXEC = 0x40000000;
-const F_SETFL = 4;
 const R_OK = 4;
 const W_OK = 2;
 
@@ -131,7 +130,7 @@ export async function fusermountMount(
       : failure(exit);
     throw new MountError(`mount ${mountpoint}: ${why}`);
   }
-  libc.fcntl_int(fd, F_SETFL, BigInt(O.NONBLOCK));
+  setFdFlags(fd, O.NONBLOCK);
   if (!o.autoUnmount) {
     await child.wait(FUSERMOUNT_TIMEOUT_MS);
     return { fd, release: () => Promise.resolve() };
@@ -148,10 +147,10 @@ export async function fusermountMount(
 /** One fd from an SCM_RIGHTS message on `socket`, or -1 if none is waiting. */
 function receiveFd(socket: number): number {
   const data = new Uint8Array(1);
-  const iov = new BigUint64Array([ptr(data), 1n]);
+  const iov = new BigUint64Array([addressOf(data), 1n]);
   const control = new Uint8Array(24); // CMSG_SPACE(sizeof(int))
   // struct msghdr: name, namelen, iov, iovlen, control, controllen, flags.
-  const msg = new BigUint64Array([0n, 0n, ptr(iov), 1n, ptr(control), 24n, 0n]);
+  const msg = new BigUint64Array([0n, 0n, addressOf(iov), 1n, addressOf(control), 24n, 0n]);
   const n = libc.recvmsg(socket, new Uint8Array(msg.buffer), MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
   if (n < 0n) {
     const e = errno();
@@ -165,10 +164,6 @@ function receiveFd(socket: number): number {
     return -1;
   }
   return v.getInt32(16, true);
-}
-
-function ptr(buffer: ArrayBufferView): bigint {
-  return BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(buffer)));
 }
 
 function unmountArgs(mountpoint: string, lazy: boolean): string[] {

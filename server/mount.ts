@@ -1,7 +1,7 @@
 /**
  * Mounting and unmounting with raw `mount(2)` (server/fusermount.ts does it
- * for users who may not), and the checks that turn the usual mistakes into a clear message before the
- * kernel answers with a bare errno.
+ * for users who may not), and the checks that turn the usual mistakes into
+ * a clear message before the kernel answers with a bare errno.
  *
  * @module
  */

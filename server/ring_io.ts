@@ -35,12 +35,8 @@ import {
 } from "../ffi/ring.ts";
 import type { BackingIo, Caller } from "../ops/backing_io.ts";
 import { asCaller, asRoot } from "./direct_io.ts";
-import { preadPinned, pwritePinned } from "../ffi/libc.ts";
+import { addressOf as address, preadPinned, pwritePinned } from "../ffi/libc.ts";
 import { Errno } from "../ffi/errno.ts";
-
-function address(buf: Uint8Array): bigint {
-  return BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(buf as BufferSource)));
-}
 
 /** Backing calls as io_uring operations. */
 export class RingIo implements BackingIo {

@@ -170,10 +170,7 @@ fusermountTest(
       );
       // As the user, with a clean environment (plus `env`).
       const as = (...env: string[]): [string, ...string[]] => [
-        "setpriv",
-        `--reuid=${user.uid}`,
-        `--regid=${user.gid}`,
-        "--clear-groups",
+        ...user.setpriv,
         "env",
         "-i",
         `HOME=${place}`,
@@ -257,17 +254,23 @@ function mountLine(path: string): string {
   return readSmallFile("/proc/mounts").split("\n").find((l) => l.split(" ")[1] === path) ?? "";
 }
 
+/** The test user, and the command prefix that runs a command as it. */
+interface TestUser {
+  uid: number;
+  gid: number;
+  setpriv: [string, ...string[]];
+}
+
 /** The test user (created, as a system user with no home and no shell, if missing). */
-async function testUser(): Promise<{ uid: number; gid: number }> {
+async function testUser(): Promise<TestUser> {
   if ((await run("id", "-u", USER)).code !== 0) {
     await sh(
       `useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin ${USER}`,
     );
   }
-  return {
-    uid: Number((await sh(`id -u ${USER}`)).trim()),
-    gid: Number((await sh(`id -g ${USER}`)).trim()),
-  };
+  const uid = Number((await sh(`id -u ${USER}`)).trim());
+  const gid = Number((await sh(`id -g ${USER}`)).trim());
+  return { uid, gid, setpriv: ["setpriv", `--reuid=${uid}`, `--regid=${gid}`, "--clear-groups"] };
 }
 
 /**
@@ -276,20 +279,11 @@ async function testUser(): Promise<{ uid: number; gid: number }> {
  * in `place`.
  */
 async function stageForUser(
-  user: { uid: number; gid: number },
+  user: TestUser,
   place: string,
 ): Promise<{ dir: string; deno: string }> {
   const repo = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
-  const can = async (test: string) =>
-    (await run(
-      "setpriv",
-      `--reuid=${user.uid}`,
-      `--regid=${user.gid}`,
-      "--clear-groups",
-      "sh",
-      "-c",
-      test,
-    )).code === 0;
+  const can = async (test: string) => (await run(...user.setpriv, "sh", "-c", test)).code === 0;
   let dir = repo;
   if (!await can(`test -r '${repo}/examples/passthrough.ts'`)) {
     dir = `${place}/repo`;
