@@ -127,6 +127,7 @@ const symbols = {
   geteuid: { parameters: [], result: "u32" },
   getgid: { parameters: [], result: "u32" },
   getpid: { parameters: [], result: "i32" },
+  umask: { parameters: ["u32"], result: "u32" },
   setfsuid: { parameters: ["u32"], result: "i32" },
   setfsgid: { parameters: ["u32"], result: "i32" },
   sched_setaffinity: { parameters: ["i32", "usize", "buffer"], result: "i32" },

@@ -209,6 +209,18 @@ export class Passthrough implements FileSystem {
     if (this.#mountFd < 0) this.#mountId = -1;
   }
 
+  /**
+   * The kernel has already masked every mode it sends (create, mkdir,
+   * mknod) with the caller's umask; the backing calls must not mask them
+   * again with this process's. A umask belongs to the whole process (every
+   * serving thread and io_uring's workers share it), so the passthrough sets
+   * the process's to 0 when it starts serving, as libfuse's passthrough_hp
+   * does.
+   */
+  init(): void {
+    libc.umask(0);
+  }
+
   /** What another thread's instance needs to serve the same mount. */
   get shared(): PassthroughShared {
     return {

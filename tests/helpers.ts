@@ -204,7 +204,8 @@ export async function reap(child: Deno.ChildProcess): Promise<Deno.CommandStatus
 
 /**
  * Run `fn` against examples/passthrough.ts serving a fresh source (or `source`), started as
- * a user would start it, in its own process. The server must not share a
+ * a user would start it (under `wrapper`, if given; see {@linkcode startServer}), in its own
+ * process. The server must not share a
  * thread with clients of its own mount: Deno runs some file calls (a small
  * FsFile.write) on the calling thread, which would then wait on itself.
  */
@@ -213,6 +214,7 @@ export async function withPassthrough(
   fn: (mnt: string, src: string, pid: number) => Promise<void>,
   extraArgs: string[] = [],
   source?: string,
+  wrapper: string[] = [],
 ): Promise<void> {
   const [mnt, cleanup] = await tempMountpoint();
   const src = source ?? await Deno.makeTempDir({ prefix: "denofuse-src-" });
@@ -223,7 +225,7 @@ export async function withPassthrough(
     "-o",
     transport === "io_uring" ? "io_uring" : "no_io_uring",
     ...extraArgs,
-  ]);
+  ], wrapper);
   try {
     assert.match(out, new RegExp(`over ${transport}`));
     await fn(mnt, src, server.pid);

@@ -4,7 +4,8 @@
 // the backing file system, must print the same outcomes and leave the same
 // modes, owners and times. It covers NAME_MAX, sticky directories, the
 // owner and write-permission rules of utimensat, chmod/chown by others and
-// setgid directories.
+// setgid directories. Each user has a umask of its own, and the server
+// another (027).
 import assert from "node:assert/strict";
 import {
   killServer,
@@ -19,6 +20,9 @@ import {
 const A = 60001, B = 60002, GROUP = 60003;
 const n255 = "n".repeat(255), m255 = "m".repeat(255), l255 = "l".repeat(255);
 const n256 = "n".repeat(256);
+
+/** The servers run with a umask no user has. */
+const SERVER_UMASK = ["sh", "-c", 'umask 027 && exec "$@"', "sh"];
 
 /** `t LABEL CMD...`: prints `LABEL: ok`, or the error's last words. */
 const PRELUDE = `t() { l="$1"; shift; if o=$("$@" 2>&1); then echo "$l: ok"; ` +
@@ -71,11 +75,17 @@ const phases: [number | "root", number[], string[]][] = [
   ]],
 ];
 
+/**
+ * Each user's umask: all differ from each other and from the server's, so
+ * a mode masked by the wrong one shows in the listing.
+ */
+const UMASK = { root: "022", [A]: "002", [B]: "077" } as Record<number | "root", string>;
+
 /** Run every phase in `dir`; what the script printed. */
 async function script(dir: string): Promise<string> {
   let out = "";
   for (const [who, groups, commands] of phases) {
-    const body = `${PRELUDE}; cd '${dir}' && ${commands.join("; ")}`;
+    const body = `${PRELUDE}; umask ${UMASK[who]}; cd '${dir}' && ${commands.join("; ")}`;
     const as = who === "root" ? [] : [
       "setpriv",
       `--reuid=${who}`,
@@ -106,26 +116,32 @@ function listing(dir: string): Promise<string> {
 transportTest(
   "multi-user: NAME_MAX, sticky directories, utimensat and ownership rules match the backing file system",
   (transport) =>
-    withPassthrough(transport, async (mnt, src) => {
-      await Deno.chmod(mnt, 0o755);
-      const ref = await Deno.makeTempDir({ dir: src + "/..", prefix: "denofuse-ref-" });
-      await Deno.chmod(ref, 0o755);
-      try {
-        const expected = await script(ref);
-        // The reference says what the rules are; make sure it says something.
-        assert.match(expected, /B removes A's file in sticky: Operation not permitted/);
-        assert.match(expected, /A creates a 256-byte name: File name too long/);
-        assert.match(expected, /B sets A's writable file's times: Operation not permitted/);
-        assert.match(expected, /B touches A's writable file \(now\): ok/);
-        assert.match(expected, /A chgrps to its group: ok/);
-        assert.equal(await script(mnt), expected);
-        const reference = await listing(ref);
-        assert.match(reference, /\/sgid\/d d 2755 60001:60003/);
-        assert.equal(await listing(mnt), reference);
-      } finally {
-        await Deno.remove(ref, { recursive: true });
-      }
-    }, ["-o", "allow_other"]),
+    withPassthrough(
+      transport,
+      async (mnt, src) => {
+        await Deno.chmod(mnt, 0o755);
+        const ref = await Deno.makeTempDir({ dir: src + "/..", prefix: "denofuse-ref-" });
+        await Deno.chmod(ref, 0o755);
+        try {
+          const expected = await script(ref);
+          // The reference says what the rules are; make sure it says something.
+          assert.match(expected, /B removes A's file in sticky: Operation not permitted/);
+          assert.match(expected, /A creates a 256-byte name: File name too long/);
+          assert.match(expected, /B sets A's writable file's times: Operation not permitted/);
+          assert.match(expected, /B touches A's writable file \(now\): ok/);
+          assert.match(expected, /A chgrps to its group: ok/);
+          assert.equal(await script(mnt), expected);
+          const reference = await listing(ref);
+          assert.match(reference, /\/sgid\/d d 2775 60001:60003/);
+          assert.equal(await listing(mnt), reference);
+        } finally {
+          await Deno.remove(ref, { recursive: true });
+        }
+      },
+      ["-o", "allow_other"],
+      undefined,
+      SERVER_UMASK,
+    ),
   120_000,
 );
 
@@ -140,7 +156,7 @@ transportTest(
       mnt,
       "-o",
       `allow_other,${transport === "io_uring" ? "io_uring" : "no_io_uring"}`,
-    ]);
+    ], SERVER_UMASK);
     try {
       assert.equal(await script(mnt), await script(ref));
       assert.equal(await listing(mnt), await listing(ref));
