@@ -41,6 +41,7 @@ export type { BackingIo, Caller } from "./ops/backing_io.ts";
 export type { Exchange } from "./ops/exchange.ts";
 export { DirectoryList, DirectoryPlusList } from "./ops/directory.ts";
 export { FuseError } from "./ops/error.ts";
+export { AnswerError } from "./ops/answers.ts";
 export { BackingFdTable } from "./ops/backing_fds.ts";
 export { Errno, type ErrnoName, errnoName, SystemError } from "./ffi/errno.ts";
 export { S } from "./ffi/libc.ts";

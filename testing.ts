@@ -114,6 +114,8 @@ export class MemoryExchange implements Exchange {
   replies: TestReply[] = [];
   /** Released without a reply (FORGET, INTERRUPT). */
   released = false;
+  /** Called at every reply and release (a session's counts). */
+  onSettle?: (replied: boolean) => void;
   #settle!: () => void;
   /** Settles at the first reply or the release. */
   readonly done: Promise<void> = new Promise<void>((r) => this.#settle = r);
@@ -138,6 +140,7 @@ export class MemoryExchange implements Exchange {
   reply(unique: number, error: number, length: number): void {
     const payload = this.outBytes.slice(0, length);
     this.replies.push({ unique, error, payload, view: new DataView(payload.buffer) });
+    this.onSettle?.(true);
     this.#settle();
   }
 
@@ -161,6 +164,7 @@ export class MemoryExchange implements Exchange {
   /** The request needs no reply. */
   noReply(): void {
     this.released = true;
+    this.onSettle?.(false);
     this.#settle();
   }
 }
@@ -171,6 +175,7 @@ export class TestSession {
   /** Caller identity put in every request's header (default root). */
   caller = { uid: 0, gid: 0, pid: 1 };
   #unique = 0;
+  #counts = { requests: 0, replies: 0, released: 0 };
 
   private constructor(dispatcher: Dispatcher) {
     this.#dispatcher = dispatcher;
@@ -224,8 +229,19 @@ export class TestSession {
     }
     const argSize = opcode === Opcode.INIT ? arg.length : this.#dispatcher.argSize(opcode);
     const ex = new MemoryExchange(bytes, argSize);
+    ex.onSettle = (replied) => replied ? this.#counts.replies++ : this.#counts.released++;
+    this.#counts.requests++;
     this.#dispatcher.dispatch(ex);
     return ex.done.then(() => ex.replies[0] ?? null);
+  }
+
+  /**
+   * Requests sent, replies received and requests released without one
+   * (FORGET), so far: a dispatcher answers each request exactly once, so
+   * `requests` is `replies + released` once every request has settled.
+   */
+  get counts(): { readonly requests: number; readonly replies: number; readonly released: number } {
+    return { ...this.#counts };
   }
 
   /** LOOKUP `name` in `parent`. */

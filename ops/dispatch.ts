@@ -30,6 +30,7 @@ import {
   SetxattrIn,
 } from "./abi.ts";
 import { getU64 } from "./codec.ts";
+import { AnswerError } from "./answers.ts";
 import { BackingFdTable } from "./backing_fds.ts";
 import { FuseError } from "./error.ts";
 import type { Exchange } from "./exchange.ts";
@@ -114,6 +115,8 @@ export class Dispatcher {
   #conn: Connection | null = null;
   #setxattrExt = false;
   #complained = new Set<string>();
+  /** Methods that answered with the wrong shape (each is reported once). */
+  #wrongAnswers = new Set<string>();
   /** `#signalOf`, bound once: every request's context refers to it. */
   readonly #signalFor = (unique: number) => this.#signalOf(unique);
   /** What the operation table's functions are given (see {@linkcode OperationContext}). */
@@ -236,7 +239,27 @@ export class Dispatcher {
       invoke = () => method.call(fs, ctx, ...args);
     } else if (op.missing) invoke = op.missing;
     else return this.#reply(r.ex, r.unique, -Errno.ENOSYS, 0);
-    this.#call(r.ex, r.opcode, r.unique, invoke, (v) => op.encode(v, r, c, args));
+    this.#call(r.ex, r.opcode, r.unique, invoke, (v) => {
+      this.#checkAnswer(op, r, v);
+      return op.encode(v, r, c, args);
+    });
+  }
+
+  /**
+   * Fail the request with EIO unless `value` has the shape `op`'s method
+   * must answer: a wrong answer never reaches the encoder, the reply
+   * buffer or the ring. Reported to `onError` once per method.
+   */
+  #checkAnswer(op: ServedOperation, r: Request, value: unknown): void {
+    const problem = op.answer.problem(value, r);
+    if (problem === undefined) return;
+    const error = new AnswerError(op.method, problem, op.answer.expected);
+    this.#debug?.(`   unique: ${r.unique}, ${error.message}`);
+    if (!this.#wrongAnswers.has(op.method)) {
+      this.#wrongAnswers.add(op.method);
+      this.#unexpected(error, r.opcode);
+    }
+    throw new FuseError(Errno.EIO);
   }
 
   /** The RequestContext of `r` for a FileSystem method. */

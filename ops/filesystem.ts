@@ -5,10 +5,20 @@
  * {@linkcode FUSE_ROOT_ID}); names are strings; replies are plain objects.
  *
  * A method may return its result or a Promise of it, and fails a request by
- * throwing a {@linkcode FuseError}. A method that is not implemented answers
+ * throwing a {@linkcode FuseError} (or a `SystemError`, whose errno is
+ * passed on). Anything else thrown, a plain `Error` included, answers EIO
+ * and is reported to `onError`. A method that is not implemented answers
  * ENOSYS, or the kernel's documented default where libfuse gives one (open,
  * opendir, release, releasedir and flush succeed; statfs reports an empty
  * file system).
+ *
+ * Answers are checked before they are encoded: one of the wrong type (a
+ * string from `read`, an Attr from `lookup`) fails its request with EIO and
+ * is reported to `onError` once per method as an `AnswerError`. The answer
+ * of a method declared `void` is not used.
+ *
+ * Modes passed to `create`, `mkdir` and `mknod` already have the caller's
+ * umask taken off by the kernel.
  *
  * Never do I/O on the mount itself from the thread that serves it: the
  * request would wait for a reply only that same thread can send.

@@ -59,6 +59,24 @@ import {
   getU64,
   setU64,
 } from "./codec.ts";
+import {
+  type AnswerShape,
+  ANY,
+  ATTR,
+  BYTES,
+  countUpTo,
+  CREATE,
+  ENTRY,
+  LINK_TARGET,
+  LOCK,
+  NAMES,
+  OFFSET,
+  OPEN,
+  READ,
+  STATFS,
+  STATX,
+  WRITE,
+} from "./answers.ts";
 import type { BackingFdTable } from "./backing_fds.ts";
 import { DirectoryList, DirectoryPlusList } from "./directory.ts";
 import { FuseError } from "./error.ts";
@@ -109,6 +127,8 @@ export interface Operation<K extends OperationMethod> {
   readonly request?: { readonly SIZE: number };
   /** The FileSystem method that answers. */
   readonly method: K;
+  /** What the method must answer: checked before `encode` sees it (ops/answers.ts). */
+  readonly answer: AnswerShape;
   /** The method's arguments after the RequestContext. Throws a FuseError for a malformed request. */
   decode(r: Request, c: OperationContext): ArgsOf<K>;
   /**
@@ -138,6 +158,8 @@ export interface ServedOperation {
   readonly request?: { readonly SIZE: number };
   /** See {@linkcode Operation.method}. */
   readonly method: OperationMethod;
+  /** See {@linkcode Operation.answer}. */
+  readonly answer: AnswerShape;
   /** See {@linkcode Operation.decode}. */
   decode(r: Request, c: OperationContext): unknown[];
   /** See {@linkcode Operation.encode}. */
@@ -288,6 +310,7 @@ function encodeLock(v: DataView, o: number, l: FileLock): void {
 /** SETLK and SETLKW with FUSE_LK_FLOCK: flock(2). */
 function flockOf(wait: boolean): ServedOperation {
   return operation("flock", {
+    answer: ANY,
     request: LkIn,
     decode: (r) => [
       r.nodeId,
@@ -304,6 +327,7 @@ function flockOf(wait: boolean): ServedOperation {
 function setlkOf(wait: boolean): ServedOperation {
   const flock = flockOf(wait);
   return operation("setlk", {
+    answer: ANY,
     request: LkIn,
     decode: (r) => [r.nodeId, r.u64(LkIn.fh), r.big64(LkIn.owner), lockAt(r, LkIn.lk), wait],
     encode: none,
@@ -314,6 +338,7 @@ function setlkOf(wait: boolean): ServedOperation {
 /** RENAME (no flags) and RENAME2. */
 function renameOf(request: typeof RenameIn | typeof Rename2In): ServedOperation {
   return operation("rename", {
+    answer: ANY,
     request,
     decode: (r) => {
       const [name, newName] = r.names();
@@ -327,6 +352,7 @@ function renameOf(request: typeof RenameIn | typeof Rename2In): ServedOperation 
 /** FSYNC and FSYNCDIR. */
 function fsyncOf(method: "fsync" | "fsyncdir"): ServedOperation {
   return operation(method, {
+    answer: ANY,
     request: FsyncIn,
     decode: (r) => [
       r.nodeId,
@@ -341,6 +367,7 @@ function fsyncOf(method: "fsync" | "fsyncdir"): ServedOperation {
 function copyFileRangeOf(wide: boolean): ServedOperation {
   const c = CopyFileRangeIn;
   return operation("copyFileRange", {
+    answer: countUpTo(c.len, "the number of bytes copied (0..len)"),
     request: c,
     decode: (r) => [
       r.nodeId,
@@ -365,15 +392,18 @@ function copyFileRangeOf(wide: boolean): ServedOperation {
 /** Every opcode a FileSystem answers, and how. */
 export const OPERATIONS: Readonly<Record<number, ServedOperation>> = {
   [Opcode.LOOKUP]: operation("lookup", {
+    answer: ENTRY,
     decode: (r) => [r.nodeId, r.name()],
     encode: entry,
   }),
   [Opcode.GETATTR]: operation("getattr", {
+    answer: ATTR,
     request: GetattrIn,
     decode: (r) => [r.nodeId, optionalFh(r, GetattrIn.getattr_flags, GetattrIn.fh)],
     encode: attr,
   }),
   [Opcode.STATX]: operation("statx", {
+    answer: STATX,
     request: StatxIn,
     decode: (r) => [
       r.nodeId,
@@ -381,17 +411,17 @@ export const OPERATIONS: Readonly<Record<number, ServedOperation>> = {
       r.u32(StatxIn.sx_flags),
       r.u32(StatxIn.sx_mask),
     ],
-    encode: (stx, r, c) => {
-      if (stx.length < 256) throw new FuseError(Errno.EIO);
-      return encodeStatxOut(r.ex.out, r.ex.outBytes, r.ex.outOffset, stx, c.attrTimeout);
-    },
+    encode: (stx, r, c) =>
+      encodeStatxOut(r.ex.out, r.ex.outBytes, r.ex.outOffset, stx, c.attrTimeout),
   }),
   [Opcode.SETATTR]: operation("setattr", {
+    answer: ATTR,
     request: SetattrIn,
     decode: (r) => [r.nodeId, decodeSetattr(r.ex.arg, r.ex.argOffset)],
     encode: attr,
   }),
   [Opcode.READLINK]: operation("readlink", {
+    answer: LINK_TARGET,
     decode: (r) => [r.nodeId],
     encode: (target, r) => {
       const bytes = typeof target === "string" ? encoder.encode(target) : target;
@@ -401,10 +431,12 @@ export const OPERATIONS: Readonly<Record<number, ServedOperation>> = {
     },
   }),
   [Opcode.SYMLINK]: operation("symlink", {
+    answer: ENTRY,
     decode: (r) => [r.nodeId, ...r.names()],
     encode: entry,
   }),
   [Opcode.MKNOD]: operation("mknod", {
+    answer: ENTRY,
     request: MknodIn,
     decode: (r) => [
       r.nodeId,
@@ -416,26 +448,31 @@ export const OPERATIONS: Readonly<Record<number, ServedOperation>> = {
     encode: entry,
   }),
   [Opcode.MKDIR]: operation("mkdir", {
+    answer: ENTRY,
     request: MkdirIn,
     decode: (r) => [r.nodeId, r.name(), r.u32(MkdirIn.mode), r.u32(MkdirIn.umask)],
     encode: entry,
   }),
   [Opcode.UNLINK]: operation("unlink", {
+    answer: ANY,
     decode: (r) => [r.nodeId, r.name()],
     encode: none,
   }),
   [Opcode.RMDIR]: operation("rmdir", {
+    answer: ANY,
     decode: (r) => [r.nodeId, r.name()],
     encode: none,
   }),
   [Opcode.RENAME]: renameOf(RenameIn),
   [Opcode.RENAME2]: renameOf(Rename2In),
   [Opcode.LINK]: operation("link", {
+    answer: ENTRY,
     request: LinkIn,
     decode: (r) => [r.u64(LinkIn.oldnodeid), r.nodeId, r.name()],
     encode: entry,
   }),
   [Opcode.OPEN]: operation("open", {
+    answer: OPEN,
     request: OpenIn,
     decode: (r) => [r.nodeId, r.u32(OpenIn.flags)],
     encode: (o, r, c) => (backed(o, c), open(o, r)),
@@ -443,6 +480,7 @@ export const OPERATIONS: Readonly<Record<number, ServedOperation>> = {
     killSuidgid: { field: OpenIn.open_flags, bit: FUSE_OPEN_KILL_SUIDGID },
   }),
   [Opcode.CREATE]: operation("create", {
+    answer: CREATE,
     request: CreateIn,
     decode: (r) => [
       r.nodeId,
@@ -459,6 +497,7 @@ export const OPERATIONS: Readonly<Record<number, ServedOperation>> = {
     killSuidgid: { field: CreateIn.open_flags, bit: FUSE_OPEN_KILL_SUIDGID },
   }),
   [Opcode.READ]: operation("read", {
+    answer: READ,
     request: ReadIn,
     decode: (r) => [r.nodeId, r.u64(ReadIn.fh), r.u64(ReadIn.offset), readSize(r)],
     shortcut: (r, c) => {
@@ -479,6 +518,7 @@ export const OPERATIONS: Readonly<Record<number, ServedOperation>> = {
     },
   }),
   [Opcode.WRITE]: operation("write", {
+    answer: WRITE,
     request: WriteIn,
     decode: (r) => {
       const size = writeSize(r);
@@ -501,11 +541,13 @@ export const OPERATIONS: Readonly<Record<number, ServedOperation>> = {
     killSuidgid: { field: WriteIn.write_flags, bit: FUSE_WRITE_KILL_SUIDGID },
   }),
   [Opcode.STATFS]: operation("statfs", {
+    answer: STATFS,
     decode: (r) => [r.nodeId],
     encode: (s, r) => encodeStatfs(r.ex.out, r.ex.outOffset, s),
     missing: () => ({}),
   }),
   [Opcode.RELEASE]: operation("release", {
+    answer: ANY,
     request: ReleaseIn,
     decode: (r) => [r.nodeId, r.u64(ReleaseIn.fh), r.u32(ReleaseIn.flags)],
     // The fd goes with the handle, whether or not the file system answers.
@@ -515,11 +557,13 @@ export const OPERATIONS: Readonly<Record<number, ServedOperation>> = {
   }),
   [Opcode.FSYNC]: fsyncOf("fsync"),
   [Opcode.FLUSH]: operation("flush", {
+    answer: ANY,
     request: FlushIn,
     decode: (r) => [r.nodeId, r.u64(FlushIn.fh), r.big64(FlushIn.lock_owner)],
     encode: none,
   }),
   [Opcode.SETXATTR]: operation("setxattr", {
+    answer: ANY,
     // SETXATTR_EXT makes the struct longer: see Dispatcher.argSize.
     request: { SIZE: SetxattrIn.COMPAT_SIZE },
     decode: (r) => {
@@ -530,31 +574,37 @@ export const OPERATIONS: Readonly<Record<number, ServedOperation>> = {
     encode: none,
   }),
   [Opcode.GETXATTR]: operation("getxattr", {
+    answer: BYTES,
     request: GetxattrIn,
     decode: (r) => [r.nodeId, r.name()],
     encode: sized,
   }),
   [Opcode.LISTXATTR]: operation("listxattr", {
+    answer: NAMES,
     request: GetxattrIn,
     decode: (r) => [r.nodeId],
     encode: (names, r) => sized(encoder.encode(names.map((n) => n + "\0").join("")), r),
   }),
   [Opcode.REMOVEXATTR]: operation("removexattr", {
+    answer: ANY,
     decode: (r) => [r.nodeId, r.name()],
     encode: none,
   }),
   [Opcode.ACCESS]: operation("access", {
+    answer: ANY,
     request: AccessIn,
     decode: (r) => [r.nodeId, r.u32(AccessIn.mask)],
     encode: none,
   }),
   [Opcode.OPENDIR]: operation("opendir", {
+    answer: OPEN,
     request: OpenIn,
     decode: (r) => [r.nodeId, r.u32(OpenIn.flags)],
     encode: open,
     missing: () => ({}),
   }),
   [Opcode.READDIR]: operation("readdir", {
+    answer: ANY,
     request: ReadIn,
     decode: (r) => [
       r.nodeId,
@@ -565,6 +615,7 @@ export const OPERATIONS: Readonly<Record<number, ServedOperation>> = {
     encode: (_, _r, _c, [, , , list]) => list.length,
   }),
   [Opcode.READDIRPLUS]: operation("readdirplus", {
+    answer: ANY,
     request: ReadIn,
     decode: (r, c) => [
       r.nodeId,
@@ -582,6 +633,7 @@ export const OPERATIONS: Readonly<Record<number, ServedOperation>> = {
     encode: (_, _r, _c, [, , , list]) => list.length,
   }),
   [Opcode.RELEASEDIR]: operation("releasedir", {
+    answer: ANY,
     request: ReleaseIn,
     decode: (r) => [r.nodeId, r.u64(ReleaseIn.fh)],
     encode: none,
@@ -589,6 +641,7 @@ export const OPERATIONS: Readonly<Record<number, ServedOperation>> = {
   }),
   [Opcode.FSYNCDIR]: fsyncOf("fsyncdir"),
   [Opcode.GETLK]: operation("getlk", {
+    answer: LOCK,
     request: LkIn,
     decode: (r) => [r.nodeId, r.u64(LkIn.fh), r.big64(LkIn.owner), lockAt(r, LkIn.lk)],
     encode: (lock, r) => {
@@ -599,6 +652,7 @@ export const OPERATIONS: Readonly<Record<number, ServedOperation>> = {
   [Opcode.SETLK]: setlkOf(false),
   [Opcode.SETLKW]: setlkOf(true),
   [Opcode.FALLOCATE]: operation("fallocate", {
+    answer: ANY,
     request: FallocateIn,
     decode: (r) => [
       r.nodeId,
@@ -610,6 +664,7 @@ export const OPERATIONS: Readonly<Record<number, ServedOperation>> = {
     encode: none,
   }),
   [Opcode.LSEEK]: operation("lseek", {
+    answer: OFFSET,
     request: LseekIn,
     decode: (r) => [r.nodeId, r.u64(LseekIn.fh), r.u64(LseekIn.offset), r.u32(LseekIn.whence)],
     encode: (position, r) => {

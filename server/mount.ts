@@ -252,19 +252,63 @@ export const syscallUnmounter: Unmounter = {
   unmount: unmountFuseOffThread,
 };
 
-/** The FUSE connection number (fusectl's N) mounted at `mountpoint`, or null. */
-export function fuseConnectionAt(mountpoint: string): string | null {
+/** A mount as /proc/self/mountinfo lists it. */
+export interface MountInfo {
+  /** The file system type, e.g. `fuse.denofuse`. */
+  type: string;
+  /** The source (FUSE: the fsname). */
+  source: string;
+  /** The device's minor number (FUSE: the fusectl connection number). */
+  minor: string;
+}
+
+/** The topmost mount at `mountpoint` (an absolute path), or null. */
+export function mountAt(mountpoint: string): MountInfo | null {
   // mountinfo escapes space, tab, newline and backslash in paths as octal.
   const escaped = mountpoint.replace(
     /[ \t\n\\]/g,
     (c) => `\\${c.charCodeAt(0).toString(8).padStart(3, "0")}`,
   );
-  let minor: string | null = null;
+  let found: MountInfo | null = null;
   for (const line of readSmallFile("/proc/self/mountinfo").split("\n")) {
     const f = line.split(" ");
-    if (f[4] === escaped && /^fuse/.test(line.split(" - ")[1] ?? "")) minor = f[2].split(":")[1];
+    if (f[4] !== escaped) continue;
+    const [type = "", source = ""] = (line.split(" - ")[1] ?? "").split(" ");
+    found = { type, source, minor: f[2].split(":")[1] };
   }
-  return minor;
+  return found;
+}
+
+/** The FUSE connection number (fusectl's N) mounted at `mountpoint`, or null. */
+export function fuseConnectionAt(mountpoint: string): string | null {
+  const m = mountAt(mountpoint);
+  return m && /^fuse/.test(m.type) ? m.minor : null;
+}
+
+/**
+ * Refuse to mount on a directory where the same file system (type and
+ * source) is already mounted: a second mount would hide the first (the
+ * kernel stacks them), which is almost always a script run twice. Another
+ * file system there is only reported (`notice`), as libfuse 3 mounts over
+ * anything.
+ */
+export function checkNotMountedTwice(
+  mountpoint: string,
+  o: KernelMountOptions,
+  notice: (message: string) => void,
+): void {
+  const m = mountAt(mountpoint);
+  if (!m) return;
+  const subtype = o.subtype ?? "denofuse";
+  const type = subtype ? `fuse.${subtype}` : "fuse";
+  if (m.type === type && m.source === (o.fsname ?? "denofuse")) {
+    throw new MountError(
+      `${mountpoint} is already a mount of ${m.source} (${m.type}): mounting again would hide it; ` +
+        `unmount it first (umount ${mountpoint}), or mount elsewhere`,
+      Errno.EBUSY,
+    );
+  }
+  notice(`mounting over ${m.source} (${m.type}) at ${mountpoint}, which it hides until unmounted`);
 }
 
 /**

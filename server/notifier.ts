@@ -36,6 +36,14 @@ export class Notifier {
   #dispatcher: Dispatcher;
   #closed = false;
 
+  /**
+   * @internal Why {@linkcode retrieve} cannot work on this session: the
+   * kernel's NOTIFY_REPLY goes to whichever serving thread reads it, and
+   * with a FileSystem in every thread (`perQueue`) that thread's
+   * dispatcher did not ask.
+   */
+  retrieveUnavailable: string | null = null;
+
   /** @internal Made by the session. */
   constructor(fuseFd: number, dispatcher: Dispatcher) {
     this.#fd = fuseFd;
@@ -99,10 +107,16 @@ export class Notifier {
    * Ask the kernel for up to `size` bytes of `nodeId`'s page cache from
    * `offset`: resolves with what it has cached there (possibly nothing),
    * or rejects after `timeoutMs` if no answer came (the kernel answers with
-   * a NOTIFY_REPLY request, which must reach this session's own dispatcher:
-   * not supported with `perQueue` FileSystems).
+   * a NOTIFY_REPLY request; queue threads and /dev/fuse threads hand it to
+   * the session's thread, whose dispatcher asked). With a FileSystem in
+   * every serving thread (`perQueue`, more than one thread) the reply would
+   * reach a thread that did not ask: then it rejects at once (EOPNOTSUPP).
    */
   retrieve(nodeId: number, offset: number, size: number, timeoutMs = 5000): Promise<Uint8Array> {
+    if (this.retrieveUnavailable) {
+      const why = `not available: ${this.retrieveUnavailable}; mount with threads: 1`;
+      return Promise.reject(new SystemError("notify retrieve", Errno.EOPNOTSUPP, why));
+    }
     const [unique, reply] = this.#dispatcher.expectNotifyReply(timeoutMs);
     const a = new DataView(new ArrayBuffer(NotifyRetrieveOut.SIZE));
     setU64(a, NotifyRetrieveOut.notify_unique, unique);

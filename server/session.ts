@@ -17,6 +17,7 @@ import {
   abortFuseConnection,
   canMount,
   checkMountpoint,
+  checkNotMountedTwice,
   closeFuseDevice,
   fuseConnectionAt,
   type KernelMountOptions,
@@ -323,6 +324,7 @@ export async function mount(
     );
   }
   const path = checkMountpoint(mountpoint);
+  checkNotMountedTwice(path, options, notice);
   const fds = (options.raiseFdLimit ?? true) ? raiseFdLimit() : fdLimit();
   let fallbackReason: string | null = choice === "dev" ? "the dev transport was asked for" : null;
   if (choice !== "dev") {
@@ -566,6 +568,10 @@ export async function mount(
           debug(`io_uring: queue ${q.qid} served ${where}, ${perQueue} bytes`);
         }
       }
+    }
+    if (options.perQueue && (uring?.perQueue || (devThreads?.threads ?? 1) > 1)) {
+      // The kernel's answer reaches whichever thread reads it, whose FileSystem asked nothing.
+      notifier.retrieveUnavailable = "the FileSystem runs in every serving thread (perQueue)";
     }
     return new Session(
       path,

@@ -14,7 +14,7 @@
  * @module
  */
 
-import type { SystemError } from "../ffi/errno.ts";
+import { Errno, SystemError } from "../ffi/errno.ts";
 import { clearSuidSgid } from "../ffi/libc.ts";
 import { InHeader } from "../ops/abi.ts";
 import type { BackingIo } from "../ops/backing_io.ts";
@@ -110,7 +110,7 @@ export abstract class SlotExchange implements Exchange {
     if (typeof n === "number") return this.reply(unique, 0, n);
     return n.then(
       (n) => this.reply(unique, 0, n),
-      (e: SystemError) => this.reply(unique, -e.errno, 0),
+      (e: unknown) => this.reply(unique, -(e instanceof SystemError ? e.errno : Errno.EIO), 0),
     );
   }
 

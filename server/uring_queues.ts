@@ -27,9 +27,10 @@ import type { QueueThreadSetup } from "./queue_thread.ts";
 import { allReady, QueueWorkerHandle, stopAll, workerUrl } from "./queue_worker_handle.ts";
 import { pinnedRead, pinnedWrite, type RingIo } from "./ring_io.ts";
 import { SlotExchange } from "./slot_exchange.ts";
-import { uringPayloadSize, writeUringReply } from "./uring_commands.ts";
+import { writeUringReply } from "./uring_commands.ts";
 import {
   EntryMemory,
+  fitUringRequest,
   QueueCounter,
   type UringCounters,
   type UringMode,
@@ -115,6 +116,8 @@ class HandedOverEntry extends SlotExchange {
   readonly #worker: QueueWorker;
   readonly #local: number;
   readonly #payload: bigint;
+  readonly #slotBytes: Uint8Array;
+  readonly #slotOffset: number;
 
   constructor(owner: UringQueues, worker: QueueWorker, local: number) {
     const m = worker.memory;
@@ -131,6 +134,13 @@ class HandedOverEntry extends SlotExchange {
     this.#worker = worker;
     this.#local = local;
     this.#payload = m.payloads.address + BigInt(local * m.slotSize);
+    this.#slotBytes = this.data;
+    this.#slotOffset = this.dataOffset;
+  }
+
+  /** The request's data starts at the entry's slot again (a NOTIFY_REPLY moved it). */
+  rewind(): void {
+    this.setData(this.#slotBytes, this.#slotOffset);
   }
 
   get io(): BackingIo {
@@ -424,11 +434,11 @@ export class UringQueues {
     const entry = this.#entries[res];
     if (!entry) return;
     this.#held++;
-    const h = entry.header;
-    const o = entry.headerOffset;
-    const opcode = h.getUint32(o + InHeader.opcode, true);
-    entry.argLength = Math.min(this.#dispatcher.argSize(opcode), UringReqHeader.op_in);
-    entry.dataLength = uringPayloadSize(h, o);
+    const opcode = entry.header.getUint32(entry.headerOffset + InHeader.opcode, true);
+    // As the queue thread would have laid it out (a NOTIFY_REPLY's argument leads its payload).
+    entry.rewind();
+    const refused = fitUringRequest(entry, opcode, this.#dispatcher.argSize(opcode), this.slotSize);
+    if (refused) return entry.reply(0, -refused, 0);
     this.#dispatcher.dispatch(entry);
   }
 

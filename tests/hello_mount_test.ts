@@ -6,6 +6,7 @@ import { hello } from "../examples/hello.ts";
 import { mount, MountError, type Session } from "../mod.ts";
 import {
   isMounted,
+  killServer,
   mountTest,
   reap,
   run,
@@ -209,3 +210,37 @@ Deno.test("hello: a bad option or mountpoint is a one-line error with the right 
     "examples/hello.ts: mountpoint /nonexistent/x does not exist",
   );
 });
+
+mountTest(
+  "mount: the same file system twice on one directory is refused; another is reported",
+  async () => {
+    const [mnt, cleanup] = await tempMountpoint();
+    const { child } = await startServer(["examples/hello.ts", mnt]);
+    try {
+      // As a script run twice would: the second hello refuses and the first still serves.
+      const twice = await run(deno, "run", "--allow-ffi", `${repo}examples/hello.ts`, mnt);
+      assert.equal(twice.code, 1);
+      assert.match(twice.stderr, /is already a mount of hello \(fuse\.hello\): mounting again/);
+      assert.equal((await run("cat", `${mnt}/hello`)).stdout, "Hello, World!\n");
+      // Another file system may stack on it, and is told what it hides.
+      const notices: string[] = [];
+      const other = await mount(hello, mnt, {
+        handleSignals: false,
+        fsname: "other",
+        onNotice: (m) => notices.push(m),
+      });
+      try {
+        assert.match(
+          notices.join("\n"),
+          /mounting over hello \(fuse\.hello\) at .*, which it hides/,
+        );
+      } finally {
+        await other.unmount();
+      }
+      assert.equal((await run("cat", `${mnt}/hello`)).stdout, "Hello, World!\n");
+    } finally {
+      await killServer(child);
+      await cleanup();
+    }
+  },
+);

@@ -9,7 +9,7 @@ import { Passthrough } from "../examples/passthrough.ts";
 import { PASSTHROUGH_QUEUE_SOURCE } from "../fs/gen/passthrough_queue_source.ts";
 import { hello } from "../examples/hello.ts";
 import { possibleCpus } from "../server/uring_transport.ts";
-import { type FileSystem, mount, S, type Session } from "../mod.ts";
+import { Errno, type FileSystem, mount, S, type Session, type SystemError } from "../mod.ts";
 import {
   isMounted,
   reap,
@@ -381,6 +381,11 @@ transportTest(
       });
       assert.equal(s.threads, CPUS);
       assert.equal(await sh(`cat ${mnt}/f`), "data");
+      // The kernel's NOTIFY_REPLY would reach a thread that did not ask: refused at once.
+      await assert.rejects(
+        s.notify.retrieve(1, 0, 4096),
+        (e: SystemError) => e.errno === Errno.EOPNOTSUPP && /perQueue/.test(e.message),
+      );
       const inject = (s as unknown as Record<symbol, (i: number) => void>)[
         Symbol.for("denofuse.injectQueueFault")
       ];
