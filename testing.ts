@@ -26,8 +26,10 @@ import {
   AttrOut,
   CreateIn,
   Dirent,
+  DirentPlus,
   EntryOut,
   GetattrIn,
+  GetxattrIn,
   InHeader,
   InitFlag,
   InitIn,
@@ -38,6 +40,7 @@ import {
   ReadIn,
   ReleaseIn,
   RenameIn,
+  StatfsOut,
   WriteIn,
   WriteOut,
 } from "./ops/abi.ts";
@@ -46,8 +49,10 @@ import { getU64, setU64 } from "./ops/codec.ts";
 import { Dispatcher, type DispatcherOptions } from "./ops/dispatch.ts";
 import { FuseError } from "./ops/error.ts";
 import type { Exchange } from "./ops/exchange.ts";
-import type { Attr, FileSystem } from "./ops/filesystem.ts";
+import type { Attr, FileSystem, StatFs } from "./ops/filesystem.ts";
 import { DirectIo } from "./server/direct_io.ts";
+
+export { Opcode } from "./ops/abi.ts";
 
 /** A reply as the kernel would receive it. */
 export interface TestReply {
@@ -59,6 +64,14 @@ export interface TestReply {
   payload: Uint8Array;
   /** A view of {@linkcode payload}. */
   view: DataView;
+}
+
+/** A directory entry from READDIRPLUS: the name, and what a lookup of it would answer. */
+export interface TestDirentPlus extends TestDirent {
+  /** The node id the entry counts a lookup of (0 for "." and ".."). */
+  nodeId: number;
+  /** Its attributes. */
+  attr: Attr;
 }
 
 /** A directory entry from READDIR. */
@@ -199,11 +212,28 @@ export class TestSession {
   }
 
   /**
-   * Send one request: `arg` is the opcode's fixed argument, `data` what
-   * follows it (strings get their NUL). Resolves with the reply, or null
-   * for requests that get none (FORGET).
+   * Send one request of any opcode ({@linkcode Opcode}): `arg` is the
+   * opcode's fixed argument, `data` what follows it (strings get their
+   * NUL). Resolves with the reply, or null for requests that get none
+   * (FORGET); rejects with a {@linkcode FuseError} of the errno the file
+   * system answered, as the other helpers do.
    */
-  request(
+  async request(
+    opcode: number,
+    nodeId: number,
+    arg: Uint8Array = new Uint8Array(0),
+    ...data: (string | Uint8Array)[]
+  ): Promise<TestReply | null> {
+    const r = await this.exchange(opcode, nodeId, arg, ...data);
+    if (r && r.error !== 0) throw new FuseError(-r.error);
+    return r;
+  }
+
+  /**
+   * Like {@linkcode request}, but an error reply resolves too: its `error`
+   * is the negative errno, as the kernel would see it.
+   */
+  exchange(
     opcode: number,
     nodeId: number,
     arg: Uint8Array = new Uint8Array(0),
@@ -313,26 +343,82 @@ export class TestSession {
     await this.#ok(Opcode.RELEASE, nodeId, a);
   }
 
-  /** OPENDIR, READDIR from offset 0 until the end, RELEASEDIR: every entry. */
-  async readdir(nodeId: number): Promise<TestDirent[]> {
+  /** OPENDIR, READDIR from `offset` until the end, RELEASEDIR: every entry from there. */
+  async readdir(nodeId: number, offset = 0): Promise<TestDirent[]> {
+    return (await this.#list(Opcode.READDIR, nodeId, offset)).map(({ dirent }) => dirent);
+  }
+
+  /**
+   * OPENDIR, READDIRPLUS from `offset` until the end, RELEASEDIR: every
+   * entry with what the file system said of it (node id 0 for "." and "..",
+   * which count no lookup).
+   */
+  async readdirplus(nodeId: number, offset = 0): Promise<TestDirentPlus[]> {
+    return (await this.#list(Opcode.READDIRPLUS, nodeId, offset)).map(({ dirent, entry }) => ({
+      ...dirent,
+      ...entry!,
+    }));
+  }
+
+  async #list(
+    opcode: number,
+    nodeId: number,
+    from: number,
+  ): Promise<{ dirent: TestDirent; entry?: { nodeId: number; attr: Attr } }[]> {
     const opened = await this.#ok(Opcode.OPENDIR, nodeId, new Uint8Array(OpenIn.SIZE));
     const fh = getU64(opened.view, OpenOut.fh);
-    const entries: TestDirent[] = [];
-    for (let offset = 0;;) {
+    const entries = [];
+    for (let offset = from;;) {
       const a = new Uint8Array(ReadIn.SIZE);
       const v = new DataView(a.buffer);
       setU64(v, ReadIn.fh, fh);
       setU64(v, ReadIn.offset, offset);
       v.setUint32(ReadIn.size, 4096, true);
-      const page = decodeDirents(await this.#ok(Opcode.READDIR, nodeId, a));
+      const page = decodeDirents(await this.#ok(opcode, nodeId, a), opcode === Opcode.READDIRPLUS);
       if (page.length === 0) break;
       entries.push(...page);
-      offset = page[page.length - 1].off;
+      offset = page[page.length - 1].dirent.off;
     }
     const r = new Uint8Array(ReleaseIn.SIZE);
     setU64(new DataView(r.buffer), ReleaseIn.fh, fh);
     await this.#ok(Opcode.RELEASEDIR, nodeId, r);
     return entries;
+  }
+
+  /** READLINK: the target, as text. */
+  async readlink(nodeId: number): Promise<string> {
+    return decoder.decode((await this.#ok(Opcode.READLINK, nodeId, new Uint8Array(0))).payload);
+  }
+
+  /** STATFS of the file system (as seen from `nodeId`). */
+  async statfs(nodeId = 1): Promise<Required<StatFs>> {
+    const r = await this.#ok(Opcode.STATFS, nodeId, new Uint8Array(0));
+    const o = StatfsOut;
+    return {
+      blocks: getU64(r.view, o.blocks),
+      bfree: getU64(r.view, o.bfree),
+      bavail: getU64(r.view, o.bavail),
+      files: getU64(r.view, o.files),
+      ffree: getU64(r.view, o.ffree),
+      bsize: r.view.getUint32(o.bsize, true),
+      namelen: r.view.getUint32(o.namelen, true),
+      frsize: r.view.getUint32(o.frsize, true),
+    };
+  }
+
+  /** GETXATTR `name`: its value (ERANGE if longer than `size`). */
+  async getxattr(nodeId: number, name: string, size = 65536): Promise<Uint8Array> {
+    const a = new Uint8Array(GetxattrIn.SIZE);
+    new DataView(a.buffer).setUint32(GetxattrIn.size, size, true);
+    return (await this.#ok(Opcode.GETXATTR, nodeId, a, name)).payload;
+  }
+
+  /** LISTXATTR: the names. */
+  async listxattr(nodeId: number, size = 65536): Promise<string[]> {
+    const a = new Uint8Array(GetxattrIn.SIZE);
+    new DataView(a.buffer).setUint32(GetxattrIn.size, size, true);
+    const text = decoder.decode((await this.#ok(Opcode.LISTXATTR, nodeId, a)).payload);
+    return text === "" ? [] : text.replace(/\0$/, "").split("\0");
   }
 
   /** UNLINK `name` in `parent`. */
@@ -356,7 +442,6 @@ export class TestSession {
   ): Promise<TestReply> {
     const r = await this.request(opcode, nodeId, arg, ...data);
     if (!r) throw new Error(`opcode ${opcode} got no reply`);
-    if (r.error !== 0) throw new FuseError(-r.error);
     return r;
   }
 }
@@ -388,18 +473,30 @@ function decodeAttr(v: DataView, o: number): Attr {
   };
 }
 
-/** Decode a READDIR reply's `fuse_dirent`s. */
-function decodeDirents(r: TestReply): TestDirent[] {
-  const out: TestDirent[] = [];
-  for (let at = 0; at + Dirent.SIZE <= r.payload.length;) {
-    const namelen = r.view.getUint32(at + Dirent.namelen, true);
-    out.push({
-      ino: getU64(r.view, at + Dirent.ino),
-      off: getU64(r.view, at + Dirent.off),
-      type: r.view.getUint32(at + Dirent.type, true) << 12,
-      name: decoder.decode(r.payload.subarray(at + Dirent.SIZE, at + Dirent.SIZE + namelen)),
-    });
-    at += (Dirent.SIZE + namelen + 7) & ~7;
+/** Decode a READDIR reply's `fuse_dirent`s (READDIRPLUS: `fuse_direntplus`es). */
+function decodeDirents(
+  r: TestReply,
+  plus: boolean,
+): { dirent: TestDirent; entry?: { nodeId: number; attr: Attr } }[] {
+  const out = [];
+  const head = plus ? DirentPlus.dirent : 0;
+  for (let at = 0; at + head + Dirent.SIZE <= r.payload.length;) {
+    const d = at + head;
+    const namelen = r.view.getUint32(d + Dirent.namelen, true);
+    const dirent = {
+      ino: getU64(r.view, d + Dirent.ino),
+      off: getU64(r.view, d + Dirent.off),
+      type: r.view.getUint32(d + Dirent.type, true) << 12,
+      name: decoder.decode(r.payload.subarray(d + Dirent.SIZE, d + Dirent.SIZE + namelen)),
+    };
+    const entry = plus
+      ? {
+        nodeId: getU64(r.view, at + EntryOut.nodeid),
+        attr: decodeAttr(r.view, at + EntryOut.attr),
+      }
+      : undefined;
+    out.push({ dirent, entry });
+    at += head + ((Dirent.SIZE + namelen + 7) & ~7);
   }
   return out;
 }

@@ -73,7 +73,7 @@ for (const [key, op] of Object.entries(OPERATIONS)) {
       const right = !failure && (op.answer === ANY || ALSO_RIGHT[op.method]?.includes(kind));
       // Twice: a wrong answer is reported once per method.
       for (let i = 0; i < 2; i++) {
-        const reply = await t.request(opcode, FUSE_ROOT_ID, arg, ...data);
+        const reply = await t.exchange(opcode, FUSE_ROOT_ID, arg, ...data);
         assert.equal(reply?.error, right ? 0 : -Errno.EIO, `${op.method} answering ${kind}`);
       }
       if (failure) {
