@@ -156,6 +156,9 @@ export interface SessionCounters {
   devThreads?: TransportCounters[];
 }
 
+/** How long after unmounting on a signal a session still serving is said to be busy. */
+const BUSY_NOTICE_MS = 500;
+
 /** How long a second signal waits for the session to end before exiting the process. */
 export const SIGNAL_EXIT_GRACE_MS = 3000;
 
@@ -391,13 +394,25 @@ export async function mount(
   const connectionNumber = fuseConnectionAt(path);
   const abortOwn = () => connectionNumber !== null && abortFuseConnection(connectionNumber);
   const signals: [Deno.Signal, () => void][] = [];
+  /** Set once the session has ended (the unmount was not only a detach). */
+  let ended = false;
   if (options.handleSignals ?? true) {
     let received = 0;
     for (const [sig, number] of [["SIGINT", 2], ["SIGTERM", 15], ["SIGHUP", 1]] as const) {
       const handler = () => {
         if (++received === 1) {
           // Never on this thread: unmounting may wait for requests it serves.
-          unmounter.unmount(path).catch((e) => console.error("denofuse: unmount failed:", e));
+          unmounter.unmount(path).then(() => {
+            // A busy mount is only detached: its connection lives until its users leave.
+            const timer = setTimeout(() => {
+              if (ended) return;
+              console.error(
+                `denofuse: ${path} is busy: detached, and served until the processes using it ` +
+                  `leave; ${sig} again aborts the connection`,
+              );
+            }, BUSY_NOTICE_MS);
+            Deno.unrefTimer(timer);
+          }, (e) => console.error("denofuse: unmount failed:", e));
           return;
         }
         console.error(`denofuse: ${path}: ${sig} again; aborting the connection`);
@@ -440,6 +455,7 @@ export async function mount(
       unmounter.unmountSync(path);
     } catch { /* already gone */ }
   }).finally(async () => {
+    ended = true;
     for (const [sig, handler] of signals) Deno.removeSignalListener(sig, handler);
     try {
       await fs.destroy?.();

@@ -82,6 +82,19 @@ transportTest(
       await writer.write(new TextEncoder().encode("\n"));
       assert.equal(await next(), "content\n");
       assert.ok(await stillRunning(child, 300), "the first SIGINT ended the server");
+      // And says why it goes on.
+      const err = child.stderr.pipeThrough(new TextDecoderStream()).getReader();
+      let said = "";
+      while (!said.includes("aborts")) {
+        const { value, done } = await err.read();
+        if (done) break;
+        said += value;
+      }
+      assert.match(
+        said,
+        /is busy: detached, and served until the processes using it leave; SIGINT again aborts the connection/,
+      );
+      await err.cancel();
       child.kill("SIGINT");
       const status = await reap(child);
       assert.equal(status.code, 0);
