@@ -161,7 +161,11 @@ function component(name: string): Uint8Array<ArrayBuffer> {
   return cstr(name);
 }
 
-/** The passthrough file system over the directory open at `rootFd`. */
+/**
+ * The passthrough file system over a source directory. Starting to serve
+ * (`init`) sets the process's umask to 0, as libfuse's passthrough_hp does:
+ * the kernel has already applied the caller's.
+ */
 export class Passthrough implements FileSystem {
   #table: SharedInodeTable;
   /** Handles given to the kernel: checked before any fd a request names is used. */

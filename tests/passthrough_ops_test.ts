@@ -329,7 +329,10 @@ transportTest(
       await Deno.chmod(mnt, 0o755);
       await Deno.mkdir(`${mnt}/pub`, { mode: 0o777 });
       await Deno.chmod(`${mnt}/pub`, 0o1777);
-      await Deno.writeTextFile(`${mnt}/pub/roots`, "root's");
+      // Its mode said, not left to this process's umask (a passthrough served
+      // from this process sets it to 0).
+      await Deno.writeTextFile(`${mnt}/pub/roots`, "root's", { mode: 0o644 });
+      await Deno.chmod(`${mnt}/pub/roots`, 0o644);
       const asNobody = (script: string) =>
         run("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "sh", "-c", script);
       const made = await asNobody(
