@@ -42,9 +42,19 @@ export type { Exchange } from "./ops/exchange.ts";
 export { DirectoryList, DirectoryPlusList } from "./ops/directory.ts";
 export { FuseError } from "./ops/error.ts";
 export { AnswerError } from "./ops/answers.ts";
-export { BackingFdTable } from "./ops/backing_fds.ts";
+export { type BackingFdShared, BackingFdTable, type BackingWindow } from "./ops/backing_fds.ts";
 export { Errno, type ErrnoName, errnoName, SystemError } from "./ffi/errno.ts";
 export { S } from "./ffi/libc.ts";
+export {
+  closeFile,
+  fstatFile,
+  O,
+  openFile,
+  preadFile,
+  pwriteFile,
+  readLink,
+  statFile,
+} from "./fs/files.ts";
 export { FUSE_ROOT_ID } from "./ops/abi.ts";
 export type { Connection, DispatcherOptions } from "./ops/dispatch.ts";
 export type { InitOptions } from "./ops/init.ts";
@@ -69,6 +79,8 @@ export {
   parseMountArgs,
   runMain,
   serveFromCommandLine,
+  type ServerOption,
+  serverOptionsHelp,
   UsageError,
   VERSION,
 } from "./server/cli.ts";

@@ -137,7 +137,8 @@ export class MemoryExchange implements Exchange {
    * `request`: header, argument and data, as the kernel sends them;
    * `argSize`: the opcode's argument size (`Dispatcher.argSize`).
    */
-  constructor(request: Uint8Array, argSize: number, outCapacity = 1 << 20) {
+  constructor(request: Uint8Array, argSize: number, outCapacity?: number) {
+    outCapacity ??= 1 << 20;
     const buf = new Uint8Array(request);
     this.header = this.arg = new DataView(buf.buffer);
     this.data = buf;
@@ -195,7 +196,7 @@ export class TestSession {
   }
 
   /** Serve `fs` and answer the kernel's INIT (protocol 7.45), as a mount would. */
-  static async start(fs: FileSystem, options: DispatcherOptions = {}): Promise<TestSession> {
+  static async start(fs: FileSystem, options?: DispatcherOptions): Promise<TestSession> {
     const t = new TestSession(new Dispatcher(fs, options));
     const init = new Uint8Array(InitIn.SIZE);
     const v = new DataView(init.buffer);
@@ -221,7 +222,7 @@ export class TestSession {
   async request(
     opcode: number,
     nodeId: number,
-    arg: Uint8Array = new Uint8Array(0),
+    arg?: Uint8Array,
     ...data: (string | Uint8Array)[]
   ): Promise<TestReply | null> {
     const r = await this.exchange(opcode, nodeId, arg, ...data);
@@ -236,9 +237,10 @@ export class TestSession {
   exchange(
     opcode: number,
     nodeId: number,
-    arg: Uint8Array = new Uint8Array(0),
+    arg?: Uint8Array,
     ...data: (string | Uint8Array)[]
   ): Promise<TestReply | null> {
+    arg ??= new Uint8Array(0);
     const parts = data.map((d) => typeof d === "string" ? encoder.encode(d + "\0") : d);
     const len = InHeader.SIZE + arg.length + parts.reduce((n, p) => n + p.length, 0);
     const bytes = new Uint8Array(len);
@@ -285,32 +287,36 @@ export class TestSession {
     return decodeAttr(r.view, AttrOut.attr);
   }
 
-  /** MKDIR `name` in `parent`. */
-  async mkdir(parent: number, name: string, mode = 0o755): Promise<{ nodeId: number; attr: Attr }> {
+  /** MKDIR `name` in `parent`, with `mode` (default 0o755). */
+  async mkdir(
+    parent: number,
+    name: string,
+    mode?: number,
+  ): Promise<{ nodeId: number; attr: Attr }> {
     const a = new Uint8Array(MkdirIn.SIZE);
-    new DataView(a.buffer).setUint32(MkdirIn.mode, mode, true);
+    new DataView(a.buffer).setUint32(MkdirIn.mode, mode ?? 0o755, true);
     return decodeEntry(await this.#ok(Opcode.MKDIR, parent, a, name));
   }
 
-  /** CREATE `name` in `parent`, opened with `flags`. */
+  /** CREATE `name` in `parent` with `mode` (default 0o644), opened with `flags` (default O_RDWR). */
   async create(
     parent: number,
     name: string,
-    mode = 0o644,
-    flags = 2, /* O_RDWR */
+    mode?: number,
+    flags?: number,
   ): Promise<{ nodeId: number; attr: Attr; fh: number }> {
     const a = new Uint8Array(CreateIn.SIZE);
     const v = new DataView(a.buffer);
-    v.setUint32(CreateIn.flags, flags, true);
-    v.setUint32(CreateIn.mode, mode, true);
+    v.setUint32(CreateIn.flags, flags ?? 2, /* O_RDWR */ true);
+    v.setUint32(CreateIn.mode, mode ?? 0o644, true);
     const r = await this.#ok(Opcode.CREATE, parent, a, name);
     return { ...decodeEntry(r), fh: getU64(r.view, EntryOut.SIZE + OpenOut.fh) };
   }
 
   /** OPEN with `flags` (default read-only). */
-  async open(nodeId: number, flags = 0): Promise<{ fh: number }> {
+  async open(nodeId: number, flags?: number): Promise<{ fh: number }> {
     const a = new Uint8Array(OpenIn.SIZE);
-    new DataView(a.buffer).setUint32(OpenIn.flags, flags, true);
+    new DataView(a.buffer).setUint32(OpenIn.flags, flags ?? 0, true);
     const r = await this.#ok(Opcode.OPEN, nodeId, a);
     return { fh: getU64(r.view, OpenOut.fh) };
   }
@@ -343,9 +349,9 @@ export class TestSession {
     await this.#ok(Opcode.RELEASE, nodeId, a);
   }
 
-  /** OPENDIR, READDIR from `offset` until the end, RELEASEDIR: every entry from there. */
-  async readdir(nodeId: number, offset = 0): Promise<TestDirent[]> {
-    return (await this.#list(Opcode.READDIR, nodeId, offset)).map(({ dirent }) => dirent);
+  /** OPENDIR, READDIR from `offset` (default 0) until the end, RELEASEDIR: every entry from there. */
+  async readdir(nodeId: number, offset?: number): Promise<TestDirent[]> {
+    return (await this.#list(Opcode.READDIR, nodeId, offset ?? 0)).map(({ dirent }) => dirent);
   }
 
   /**
@@ -353,8 +359,8 @@ export class TestSession {
    * entry with what the file system said of it (node id 0 for "." and "..",
    * which count no lookup).
    */
-  async readdirplus(nodeId: number, offset = 0): Promise<TestDirentPlus[]> {
-    return (await this.#list(Opcode.READDIRPLUS, nodeId, offset)).map(({ dirent, entry }) => ({
+  async readdirplus(nodeId: number, offset?: number): Promise<TestDirentPlus[]> {
+    return (await this.#list(Opcode.READDIRPLUS, nodeId, offset ?? 0)).map(({ dirent, entry }) => ({
       ...dirent,
       ...entry!,
     }));
@@ -390,9 +396,9 @@ export class TestSession {
     return decoder.decode((await this.#ok(Opcode.READLINK, nodeId, new Uint8Array(0))).payload);
   }
 
-  /** STATFS of the file system (as seen from `nodeId`). */
-  async statfs(nodeId = 1): Promise<Required<StatFs>> {
-    const r = await this.#ok(Opcode.STATFS, nodeId, new Uint8Array(0));
+  /** STATFS of the file system (as seen from `nodeId`, default the root). */
+  async statfs(nodeId?: number): Promise<Required<StatFs>> {
+    const r = await this.#ok(Opcode.STATFS, nodeId ?? 1, new Uint8Array(0));
     const o = StatfsOut;
     return {
       blocks: getU64(r.view, o.blocks),
@@ -406,17 +412,17 @@ export class TestSession {
     };
   }
 
-  /** GETXATTR `name`: its value (ERANGE if longer than `size`). */
-  async getxattr(nodeId: number, name: string, size = 65536): Promise<Uint8Array> {
+  /** GETXATTR `name`: its value (ERANGE if longer than `size`, default 64 KiB). */
+  async getxattr(nodeId: number, name: string, size?: number): Promise<Uint8Array> {
     const a = new Uint8Array(GetxattrIn.SIZE);
-    new DataView(a.buffer).setUint32(GetxattrIn.size, size, true);
+    new DataView(a.buffer).setUint32(GetxattrIn.size, size ?? 65536, true);
     return (await this.#ok(Opcode.GETXATTR, nodeId, a, name)).payload;
   }
 
-  /** LISTXATTR: the names. */
-  async listxattr(nodeId: number, size = 65536): Promise<string[]> {
+  /** LISTXATTR: the names (ERANGE if longer than `size`, default 64 KiB). */
+  async listxattr(nodeId: number, size?: number): Promise<string[]> {
     const a = new Uint8Array(GetxattrIn.SIZE);
-    new DataView(a.buffer).setUint32(GetxattrIn.size, size, true);
+    new DataView(a.buffer).setUint32(GetxattrIn.size, size ?? 65536, true);
     const text = decoder.decode((await this.#ok(Opcode.LISTXATTR, nodeId, a)).payload);
     return text === "" ? [] : text.replace(/\0$/, "").split("\0");
   }

@@ -53,9 +53,12 @@ import type {
 } from "../ops/filesystem.ts";
 import { LOCK_TO_EOF, LockType } from "../ops/filesystem.ts";
 import { asCaller, off } from "../server/direct_io.ts";
+import { attrFromStatx } from "./files.ts";
 import { fileHandleOf, InodeFileHandles } from "./inode_file_handles.ts";
 import { OpenHandles } from "./open_handles.ts";
 import { InodeFlag, type InodeKey, NO_FD, SharedInodeTable } from "./shared_inodes.ts";
+
+export { attrFromStatx };
 import { fdLimit } from "../server/fd_limit.ts";
 
 const STATX_BASIC_STATS = 0x7ff;
@@ -117,30 +120,6 @@ function inodeKey(v: DataView): InodeKey {
     major: v.getUint32(136, true),
     minor: v.getUint32(140, true),
     ino: Number(v.getBigUint64(32, true)),
-  };
-}
-
-/** A `struct statx` as FUSE attributes. */
-export function attrFromStatx(v: DataView): Attr {
-  const rdevMajor = v.getUint32(128, true);
-  const rdevMinor = v.getUint32(132, true);
-  return {
-    ino: Number(v.getBigUint64(32, true)),
-    mode: v.getUint16(28, true),
-    nlink: v.getUint32(16, true),
-    uid: v.getUint32(20, true),
-    gid: v.getUint32(24, true),
-    // The kernel's 32-bit device encoding (new_encode_dev).
-    rdev: (rdevMinor & 0xff) | (rdevMajor << 8) | ((rdevMinor & ~0xff) << 12),
-    size: Number(v.getBigUint64(40, true)),
-    blocks: Number(v.getBigUint64(48, true)),
-    blksize: v.getUint32(4, true),
-    atimeSec: Number(v.getBigInt64(64, true)),
-    atimeNsec: v.getUint32(72, true),
-    mtimeSec: Number(v.getBigInt64(112, true)),
-    mtimeNsec: v.getUint32(120, true),
-    ctimeSec: Number(v.getBigInt64(96, true)),
-    ctimeNsec: v.getUint32(104, true),
   };
 }
 

@@ -8,6 +8,7 @@
 // carried it.
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
+import { mount } from "../mod.ts";
 import { bufferRingMissing } from "../server/probe.ts";
 import type { SessionCounters } from "../server/session.ts";
 import {
@@ -20,6 +21,7 @@ import {
   waitFor,
   withTimeout,
 } from "../tests/helpers.ts";
+import { counted } from "../tests/fixtures/counted_fs.ts";
 
 const missing = bufferRingMissing();
 const MODES = ["mainline", "buf_ring", "zero_copy"] as const;
@@ -314,3 +316,38 @@ guestTest("guest: --probe offers kernel-managed buffer rings and the FUSE modes"
   assert.match(r.stdout, /^yes\s+FUSE buffer ring/m);
   assert.match(r.stdout, /^yes\s+FUSE zero-copy/m);
 });
+
+for (const mode of ["buf_ring", "zero_copy"] as const) {
+  for (const threads of [1, 2]) {
+    guestTest(
+      `guest: ${mode}, ${threads} thread(s): notify retrieve reads back what the kernel caches`,
+      async () => {
+        const [mnt, cleanup] = await tempMountpoint();
+        const { fs } = counted(new TextEncoder().encode("from the server\n"));
+        const session = await mount(fs, mnt, {
+          transport: "io_uring",
+          uringMode: mode,
+          threads,
+          handleSignals: false,
+          entryTimeout: 3600,
+          attrTimeout: 3600,
+        });
+        try {
+          assert.equal(session.uringMode, mode);
+          assert.equal((await run("cat", `${mnt}/f`)).stdout, "from the server\n");
+          const stored = new TextEncoder().encode("stored by notif\n");
+          assert.equal(session.notify.store(2, 0, stored), true);
+          // The kernel's NOTIFY_REPLY comes through a queue's ring in this mode.
+          assert.equal(
+            new TextDecoder().decode(await session.notify.retrieve(2, 0, 4096)),
+            "stored by notif\n",
+          );
+          assert.ok((session.counters.uring?.requests ?? 0) > 0);
+        } finally {
+          await session.unmount();
+          await cleanup();
+        }
+      },
+    );
+  }
+}

@@ -143,6 +143,12 @@ function openProblem(v: unknown): string | undefined {
   if (v.backingFd !== undefined && !isFd(v.backingFd)) {
     return `an OpenReply whose backingFd is ${describe(v.backingFd)}`;
   }
+  if (v.backingOffset !== undefined && !isCount(v.backingOffset)) {
+    return `an OpenReply whose backingOffset is ${describe(v.backingOffset)}`;
+  }
+  if (v.backingLength !== undefined && !isCount(v.backingLength)) {
+    return `an OpenReply whose backingLength is ${describe(v.backingLength)}`;
+  }
   return undefined;
 }
 

@@ -22,16 +22,37 @@
 /** Handle numbers the table can hold by default (the kernel's default `nr_open`). */
 export const DEFAULT_BACKING_FD_CAPACITY = 1 << 20;
 
-/** Handle → backing fd, shared between the threads of a session. */
-export class BackingFdTable {
-  /** The shared memory: one Int32 per handle, holding fd + 1 (0: none). */
-  readonly buffer: SharedArrayBuffer;
-  readonly #slots: Int32Array;
+/** The memory of a {@linkcode BackingFdTable}, to view it from another thread. */
+export interface BackingFdShared {
+  /** One Int32 per handle: fd + 1 for a whole file, -(fd + 1) for a window, 0 for none. */
+  readonly fds: SharedArrayBuffer;
+  /** Two Float64 per handle: a window's start in the fd and its length. */
+  readonly windows: SharedArrayBuffer;
+}
 
-  /** A new empty table, or a view of `buffer` from another thread's table. */
-  constructor(buffer?: SharedArrayBuffer) {
-    this.buffer = buffer ?? new SharedArrayBuffer(DEFAULT_BACKING_FD_CAPACITY * 4);
-    this.#slots = new Int32Array(this.buffer);
+/** A part of a backing fd that a handle's data is: `length` bytes from `offset`. */
+export interface BackingWindow {
+  /** Where the handle's byte 0 is in the fd. */
+  readonly offset: number;
+  /** The handle's size: reads end there, and writes may not cross it (EFBIG). */
+  readonly length: number;
+}
+
+/** Handle → backing fd (and window), shared between the threads of a session. */
+export class BackingFdTable {
+  /** The shared memory (untouched pages cost nothing). */
+  readonly shared: BackingFdShared;
+  readonly #slots: Int32Array;
+  readonly #windows: Float64Array;
+
+  /** A new empty table, or a view of another thread's table's `shared` memory. */
+  constructor(shared?: BackingFdShared) {
+    this.shared = shared ?? {
+      fds: new SharedArrayBuffer(DEFAULT_BACKING_FD_CAPACITY * 4),
+      windows: new SharedArrayBuffer(DEFAULT_BACKING_FD_CAPACITY * 16),
+    };
+    this.#slots = new Int32Array(this.shared.fds);
+    this.#windows = new Float64Array(this.shared.windows);
   }
 
   /** Handles `0 .. capacity - 1` can be entered. */
@@ -39,17 +60,25 @@ export class BackingFdTable {
     return this.#slots.length;
   }
 
-  /** Enter `fh` as backed by `fd`; false when `fh` is out of the table's range. */
-  set(fh: number, fd: number): boolean {
+  /**
+   * Enter `fh` as backed by `fd` (the whole file, or `window` of it); false
+   * when `fh` is out of the table's range.
+   */
+  set(fh: number, fd: number, window?: BackingWindow): boolean {
     if (!(fh >= 0 && fh < this.#slots.length) || !(fd >= 0)) return false;
-    Atomics.store(this.#slots, fh, fd + 1);
+    if (window) {
+      // Written before the slot, which publishes them (Atomics.store orders them).
+      this.#windows[2 * fh] = window.offset;
+      this.#windows[2 * fh + 1] = window.length;
+    }
+    Atomics.store(this.#slots, fh, window ? -(fd + 1) : fd + 1);
     return true;
   }
 
   /** The fd backing `fh`, or -1. */
   get(fh: number): number {
     if (!(fh >= 0 && fh < this.#slots.length)) return -1;
-    return Atomics.load(this.#slots, fh) - 1;
+    return Math.abs(Atomics.load(this.#slots, fh)) - 1;
   }
 
   /**
@@ -58,6 +87,20 @@ export class BackingFdTable {
    */
   fdAt(view: DataView, offset: number): number {
     return view.getUint32(offset + 4, true) === 0 ? this.get(view.getUint32(offset, true)) : -1;
+  }
+
+  /** Where byte `offset` of backed handle `fh` is in its fd. */
+  start(fh: number, offset: number): number {
+    return Atomics.load(this.#slots, fh) < 0 ? this.#windows[2 * fh] + offset : offset;
+  }
+
+  /**
+   * How many of `size` bytes from `offset` of backed handle `fh` its data
+   * has: all of them for a whole file; up to the window's end for a window.
+   */
+  span(fh: number, offset: number, size: number): number {
+    if (Atomics.load(this.#slots, fh) >= 0) return size;
+    return Math.max(0, Math.min(size, this.#windows[2 * fh + 1] - offset));
   }
 
   /** Forget `fh` (on RELEASE, before the FileSystem closes the fd). */

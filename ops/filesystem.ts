@@ -165,8 +165,17 @@ export interface OpenReply {
    * READ_FIXED / WRITE_FIXED), and `read` and `write` are not called for
    * it. Keep the fd open until `release`. Taken only for handles (`fh`)
    * below 2^20, as fds are; for any other handle `read`/`write` are called.
+   * With {@linkcode backingOffset} or {@linkcode backingLength}, the file
+   * is that part of the fd (a member of an archive, a partition of an image).
    */
   backingFd?: number;
+  /** Where the file's first byte is in {@linkcode backingFd} (default 0). */
+  backingOffset?: number;
+  /**
+   * The file's length in {@linkcode backingFd}: reads end there, and a
+   * write that would cross it fails with EFBIG (default: to the fd's end).
+   */
+  backingLength?: number;
 }
 
 /**

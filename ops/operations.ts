@@ -205,7 +205,12 @@ function open(o: OpenReply, r: Request): number {
 
 /** Enter a handle served from an fd before the reply leaves, so its first READ finds it. */
 function backed(o: OpenReply, c: OperationContext): void {
-  if (o.backingFd !== undefined) c.backingFds.set(o.fh ?? 0, o.backingFd);
+  if (o.backingFd === undefined) return;
+  const windowed = o.backingOffset !== undefined || o.backingLength !== undefined;
+  const window = windowed
+    ? { offset: o.backingOffset ?? 0, length: o.backingLength ?? Infinity }
+    : undefined;
+  c.backingFds.set(o.fh ?? 0, o.backingFd, window);
 }
 
 /** `struct fuse_write_out` with `n` bytes written. */
@@ -501,8 +506,12 @@ export const OPERATIONS: Readonly<Record<number, ServedOperation>> = {
     request: ReadIn,
     decode: (r) => [r.nodeId, r.u64(ReadIn.fh), r.u64(ReadIn.offset), readSize(r)],
     shortcut: (r, c) => {
-      const fd = c.backingFds.get(r.u64(ReadIn.fh));
-      return fd >= 0 ? { fd, offset: r.u64(ReadIn.offset), length: readSize(r) } : undefined;
+      const t = c.backingFds;
+      const fh = r.u64(ReadIn.fh);
+      const fd = t.get(fh);
+      if (fd < 0) return undefined;
+      const offset = r.u64(ReadIn.offset);
+      return { fd, offset: t.start(fh, offset), length: t.span(fh, offset, readSize(r)) };
     },
     encode: (data: ReadReply, r, c) => {
       const size = readSize(r);
@@ -526,10 +535,15 @@ export const OPERATIONS: Readonly<Record<number, ServedOperation>> = {
       return [r.nodeId, r.u64(WriteIn.fh), r.u64(WriteIn.offset), data, r.u32(WriteIn.flags)];
     },
     shortcut: (r, c) => {
-      const fd = c.backingFds.get(r.u64(WriteIn.fh));
+      const t = c.backingFds;
+      const fh = r.u64(WriteIn.fh);
+      const fd = t.get(fh);
       if (fd < 0) return undefined;
-      writeSize(r);
-      return { fd, offset: r.u64(WriteIn.offset) };
+      const size = writeSize(r);
+      const offset = r.u64(WriteIn.offset);
+      // A window is a file of its length: no write may cross its end.
+      if (t.span(fh, offset, size) < size) throw new FuseError(Errno.EFBIG);
+      return { fd, offset: t.start(fh, offset) };
     },
     encode: (w: WriteReply, r, c) => {
       if (typeof w === "number") return written(w, r);

@@ -69,6 +69,37 @@ export const MOUNT_OPTIONS_HELP = `Options:
                           buffers, buffer rings, FUSE zero-copy), without
                           mounting`;
 
+/** An `-o` option of a server's own: declared for `runMain`, shown by `--help`. */
+export interface ServerOption {
+  /** Its name: `-o NAME`, or `-o NAME=VALUE` when it takes a value. */
+  name: string;
+  /** What it takes, as `--help` shows it (`N`, `PATH`); absent for an option without a value. */
+  value?: string;
+  /** What it does, for `--help` (one line, or a few). */
+  help: string;
+}
+
+/** The `--help` lines of a server's own options. */
+export function serverOptionsHelp(name: string, own: readonly ServerOption[]): string {
+  if (own.length === 0) return "";
+  const lines = own.map((o) => {
+    const left = `     ${o.name}${o.value ? `=${o.value}` : ""}`;
+    const pad = " ".repeat(Math.max(1, 28 - left.length));
+    return `${left}${pad}${o.help.replaceAll("\n", `\n${" ".repeat(28)}`)}`;
+  });
+  return `\nOptions of ${name} (-o):\n${lines.join("\n")}`;
+}
+
+/** Check the server's own options a command line gave against their declarations. */
+function checkOwn(extra: Record<string, string | true>, own: readonly ServerOption[]): void {
+  for (const o of own) {
+    const v = extra[o.name];
+    if (v === undefined) continue;
+    if (o.value && v === true) throw new UsageError(`-o ${o.name} needs a value (${o.value})`);
+    if (!o.value && v !== true) throw new UsageError(`-o ${o.name} takes no value`);
+  }
+}
+
 /** Thrown for a bad command line; `message` says what is wrong. */
 export class UsageError extends Error {
   /**
@@ -104,7 +135,7 @@ function seconds(name: string, value: string | undefined): number {
  */
 export function parseMountArgs(
   args: string[],
-  extra: string[] = [],
+  extra?: readonly string[],
 ): MountCommandLine | null {
   const positionals: string[] = [];
   const options: MountOptions = {};
@@ -197,7 +228,7 @@ export function parseMountArgs(
             options.attrTimeout = seconds(name, value);
             break;
           default:
-            if (!extra.includes(name)) throw new UsageError(`unknown mount option: ${name}`);
+            if (!extra?.includes(name)) throw new UsageError(`unknown mount option: ${name}`);
             own[name] = value ?? true;
         }
       }
@@ -211,24 +242,29 @@ export function parseMountArgs(
 
 /**
  * Run a server's `main`: parse `Deno.args`, let `start` mount, say where,
- * and serve until unmounted (Ctrl-C unmounts). `--help` prints the usage; a
- * bad command line ({@linkcode UsageError}) prints it and exits 2; a failed
- * mount prints the one-line reason and exits 1.
+ * and serve until unmounted (Ctrl-C unmounts). `--help` prints the usage,
+ * with the server's `own` options; a bad command line
+ * ({@linkcode UsageError}) prints it and exits 2; a failed mount prints the
+ * one-line reason and exits 1. The own options given reach `start` in
+ * `cli.extra` (by name: the value, or `true`).
  */
 export async function runMain(
   name: string,
   args: string,
   start: (cli: MountCommandLine) => Promise<Session>,
+  own?: readonly ServerOption[],
 ): Promise<void> {
+  own ??= [];
   const usage = `usage: deno run --allow-ffi ${name} ${args} [-d] [-o opt,...]`;
   let session: Session;
   let debugging = false;
   try {
-    const cli = parseMountArgs(Deno.args);
+    const cli = parseMountArgs(Deno.args, own.map((o) => o.name));
     if (!cli) {
-      console.log(`${usage}\n${MOUNT_OPTIONS_HELP}`);
+      console.log(`${usage}\n${MOUNT_OPTIONS_HELP}${serverOptionsHelp(name, own)}`);
       return;
     }
+    checkOwn(cli.extra, own);
     if (cli.probe) {
       console.log(formatProbe(probe()));
       return;
@@ -265,14 +301,20 @@ export async function runMain(
   }
 }
 
-/** `main` of a server with one MOUNTPOINT argument, mounting `fs` with `defaults`. */
+/**
+ * `main` of a server with one MOUNTPOINT argument, mounting `fs` with
+ * `defaults`. With `own` options, `fs` may be a function of the ones given
+ * (see {@linkcode runMain}).
+ */
 export function serveFromCommandLine(
-  fs: FileSystem,
+  fs: FileSystem | ((own: Record<string, string | true>) => FileSystem),
   name: string,
-  defaults: MountOptions = {},
+  defaults?: MountOptions,
+  own?: readonly ServerOption[],
 ): Promise<void> {
   return runMain(name, "MOUNTPOINT", (cli) => {
     if (cli.positionals.length !== 1) throw new UsageError("expected one MOUNTPOINT");
-    return mount(fs, cli.positionals[0], { ...defaults, ...cli.options });
-  });
+    const served = typeof fs === "function" ? fs(cli.extra) : fs;
+    return mount(served, cli.positionals[0], { ...defaults, ...cli.options });
+  }, own);
 }

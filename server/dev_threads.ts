@@ -114,7 +114,7 @@ export class DevThreads {
           index,
           slots: this.#o.slots,
           slotSize: this.#o.slotSize,
-          backingFds: dispatcher.backingFds.buffer,
+          backingFds: dispatcher.backingFds.shared,
           interrupts: dispatcher.interrupts.buffer,
           counters: this.#counters,
           backingIo: this.#o.backingIo,

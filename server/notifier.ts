@@ -55,7 +55,9 @@ export class Notifier {
    * from `offset`, `length` bytes (0: to the end; a negative `offset`: the
    * attributes only). False if the kernel does not know the node.
    */
-  invalInode(nodeId: number, offset = 0, length = 0): boolean {
+  invalInode(nodeId: number, offset?: number, length?: number): boolean {
+    offset ??= 0;
+    length ??= 0;
     const a = new DataView(new ArrayBuffer(NotifyInvalInodeOut.SIZE));
     setU64(a, NotifyInvalInodeOut.ino, nodeId);
     a.setBigInt64(NotifyInvalInodeOut.off, BigInt(offset), true);
@@ -112,7 +114,13 @@ export class Notifier {
    * every serving thread (`perQueue`, more than one thread) the reply would
    * reach a thread that did not ask: then it rejects at once (EOPNOTSUPP).
    */
-  retrieve(nodeId: number, offset: number, size: number, timeoutMs = 5000): Promise<Uint8Array> {
+  retrieve(
+    nodeId: number,
+    offset: number,
+    size: number,
+    timeoutMs?: number,
+  ): Promise<Uint8Array> {
+    timeoutMs ??= 5000;
     if (this.retrieveUnavailable) {
       const why = `not available: ${this.retrieveUnavailable}; mount with threads: 1`;
       return Promise.reject(new SystemError("notify retrieve", Errno.EOPNOTSUPP, why));

@@ -18,7 +18,7 @@ import { pinThread } from "../ffi/libc.ts";
 import { prepMsgRing, Ring } from "../ffi/ring.ts";
 import { DevTransport } from "./dev_transport.ts";
 import { cloneFuseDevice, closeFuseDevice } from "./mount.ts";
-import { BackingFdTable } from "../ops/backing_fds.ts";
+import { type BackingFdShared, BackingFdTable } from "../ops/backing_fds.ts";
 import { type Connection, Dispatcher } from "../ops/dispatch.ts";
 import type { FileSystem, MaybePromise } from "../ops/filesystem.ts";
 import {
@@ -33,7 +33,7 @@ interface ThreadSetup {
   /** The session's `/dev/fuse` fd. */
   fuseFd: number;
   /** The session's handle → fd table. */
-  backingFds: SharedArrayBuffer;
+  backingFds: BackingFdShared;
   /** The session's {@linkcode InterruptBoard}. */
   interrupts: SharedArrayBuffer;
   /** Counters, shared with the session's thread. */

@@ -310,10 +310,19 @@ function uringModes(asked: "auto" | UringMode): UringMode[] {
  * await session.closed; // until unmounted (Ctrl-C unmounts)
  * ```
  */
-export async function mount(
+export function mount(
   fs: FileSystem,
   mountpoint: string,
-  options: MountOptions = {},
+  options?: MountOptions,
+): Promise<Session> {
+  return mountWith(fs, mountpoint, options ?? {});
+}
+
+/** {@linkcode mount}, with its options given. */
+async function mountWith(
+  fs: FileSystem,
+  mountpoint: string,
+  options: MountOptions,
 ): Promise<Session> {
   const notice = options.onNotice ?? ((m: string) => console.error(`denofuse: ${m}`));
   const debug = options.debug;

@@ -408,7 +408,7 @@ export class UringQueues {
       depth: this.depth,
       mode,
       memory: memory.addresses,
-      backingFds: this.#dispatcher.backingFds.buffer,
+      backingFds: this.#dispatcher.backingFds.shared,
       interrupts: this.#dispatcher.interrupts.buffer,
       counters: this.#counters,
       backingIo: this.#o.backingIo,

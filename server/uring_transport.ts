@@ -60,6 +60,7 @@ import {
   InHeader,
   IORING_CQE_BUFFER_SHIFT,
   IORING_CQE_F_BUFFER,
+  NotifyRetrieveIn,
   Opcode,
   OutHeader,
   ReadIn,
@@ -705,17 +706,20 @@ export class UringTransport {
     const dispatcher = this.#o.dispatcher;
     if (dispatcher) {
       this.#pending++;
-      const refused = fitUringRequest(entry, opcode, dispatcher.argSize(opcode), this.slotSize);
-      if (refused) return this.reply(entry, -refused, 0);
+      const serve = () => {
+        const refused = fitUringRequest(entry, opcode, dispatcher.argSize(opcode), this.slotSize);
+        if (refused) this.reply(entry, -refused, 0);
+        else dispatcher.dispatch(entry);
+      };
       if (entry.pages === "in") {
         // The FileSystem reads write data with the CPU: stage it first.
         this.#stageIn(entry).then(
-          () => dispatcher.dispatch(entry),
+          serve,
           (e: SystemError) => this.reply(entry, -(e.errno ?? Errno.EIO), 0),
         );
         return;
       }
-      dispatcher.dispatch(entry);
+      serve();
       return;
     }
     // The FileSystem lives on another thread: hand the request over, from
@@ -764,7 +768,7 @@ export class UringTransport {
       ? null
       : PAGES_OUT.has(opcode)
       ? "out"
-      : opcode === Opcode.WRITE
+      : opcode === Opcode.WRITE || opcode === Opcode.NOTIFY_REPLY
       ? "in"
       : null;
     entry.replyInPages = entry.dataStaged = false;
@@ -800,13 +804,25 @@ export class UringTransport {
     const size = uringPayloadSize(entry.header, entry.headerOffset);
     if (entry.pages === "in") {
       this.#count(entry, QueueCounter.staged);
-      const length = Math.min(size, this.slotSize);
-      // The client's pages (slot `id`) into the memfd at the entry's own slot.
-      const fd = this.#o.memory.payloadsFd;
-      return this.#fixed(false, fd, 0n, length, entry.ownOffset, entry.id).then((n) => {
-        if (n !== length) throw new SystemError("staging write data", Errno.EIO);
+      // A NOTIFY_REPLY's argument is in the kernel buffer, its data in the
+      // pages; put them together, as a mainline payload has them.
+      const opcode = entry.header.getUint32(entry.headerOffset + InHeader.opcode, true);
+      const lead = opcode === Opcode.NOTIFY_REPLY ? Math.min(NotifyRetrieveIn.SIZE, size) : 0;
+      if (lead > 0) {
+        const from = entry.dataOffset;
+        this.#ownBytes.set(entry.data.subarray(from, from + lead), entry.ownOffset);
+      }
+      const length = Math.min(size, this.slotSize) - lead;
+      const staged = () => {
         entry.dataStaged = true;
         this.#useOwnSlot(entry, true, false);
+      };
+      if (length <= 0) return Promise.resolve(staged());
+      // The client's pages (slot `id`) into the memfd at the entry's own slot.
+      const fd = this.#o.memory.payloadsFd;
+      return this.#fixed(false, fd, 0n, length, entry.ownOffset + lead, entry.id).then((n) => {
+        if (n !== length) throw new SystemError("staging write data", Errno.EIO);
+        staged();
       });
     }
     if (size > 0 && entry.dataAddress !== entry.ownAddress) {
@@ -826,10 +842,12 @@ export class UringTransport {
     const h = entry.header;
     const arg = entry.argOffset;
     // fuse_read_in and fuse_write_in share fh, offset and size.
-    const fd = this.#o.backingFds.fdAt(h, arg + ReadIn.fh);
+    const table = this.#o.backingFds;
+    const fd = table.fdAt(h, arg + ReadIn.fh);
     if (fd < 0) return false;
     this.#pending++;
     const read = opcode === Opcode.READ;
+    const fh = h.getUint32(arg + ReadIn.fh, true); // fdAt found its high half 0
     const offset = h.getUint32(arg + ReadIn.offset, true) +
       h.getUint32(arg + ReadIn.offset + 4, true) * TWO_32;
     const size = h.getUint32(arg + ReadIn.size, true);
@@ -843,14 +861,27 @@ export class UringTransport {
       this.reply(entry, -Errno.EINVAL, 0);
       return true;
     }
+    // A handle that is a window of its fd: reads end, and writes may not cross, at its end.
+    const room = table.span(
+      fh,
+      offset,
+      read && !entry.pages ? Math.min(size, this.slotSize) : size,
+    );
+    if (read && room === 0) {
+      this.reply(entry, 0, 0);
+      return true;
+    }
+    if (!read && room < size) {
+      this.reply(entry, -Errno.EFBIG, 0);
+      return true;
+    }
     let n: number | Promise<number>;
     try {
       if (!read && (h.getUint32(arg + WriteIn.write_flags, true) & FUSE_WRITE_KILL_SUIDGID)) {
         // As the write of a caller without CAP_FSETID would.
         clearSuidSgid(fd, h.getUint32(entry.headerOffset + InHeader.gid, true));
       }
-      const room = entry.pages ? size : Math.min(size, this.slotSize);
-      n = this.transfer(entry, read, fd, offset, read ? room : size);
+      n = this.transfer(entry, read, fd, table.start(fh, offset), room);
     } catch (e) {
       this.reply(entry, -(e as SystemError).errno, 0);
       return true;

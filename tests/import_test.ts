@@ -40,3 +40,25 @@ Deno.test("import: mod.ts loads without --allow-ffi; libc opens on first use", a
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("docs: no public function or method has a default parameter (deno doc shows those as required)", async () => {
+  const root = new URL("..", import.meta.url).pathname;
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["doc", "--json", "mod.ts", "testing.ts", "passthrough.ts"],
+    cwd: root,
+    stdout: "piped",
+  }).output();
+  const doc = JSON.parse(new TextDecoder().decode(out.stdout));
+  const found: string[] = [];
+  const walk = (o: unknown, where: string): void => {
+    if (Array.isArray(o)) return o.forEach((v) => walk(v, where));
+    if (typeof o !== "object" || o === null) return;
+    const r = o as Record<string, unknown>;
+    const name = typeof r.name === "string" ? `${where}.${r.name}` : where;
+    if (r.kind === "assign") found.push(`${where}: ${JSON.stringify(r.left)} = ${r.right}`);
+    for (const v of Object.values(r)) walk(v, name);
+  };
+  walk(doc.nodes, "");
+  assert.ok(Object.keys(doc.nodes).length >= 3);
+  assert.deepEqual(found, [], "write `name?: type` and apply the default inside");
+});

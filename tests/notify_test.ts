@@ -2,7 +2,8 @@
 // on its own stays fresh under hour-long caches (examples/clock.ts), and
 // store / retrieve / inval_entry reach the kernel's caches.
 import assert from "node:assert/strict";
-import { Errno, type FileSystem, FuseError, mount, S } from "../mod.ts";
+import { mount } from "../mod.ts";
+import { counted } from "./fixtures/counted_fs.ts";
 import { reap, run, startServer, tempMountpoint, transportTest } from "./helpers.ts";
 
 transportTest(
@@ -41,28 +42,6 @@ transportTest(
     }
   },
 );
-
-/** A one-file system that counts READs: `f` is `content`, cached for long. */
-function counted(content: Uint8Array) {
-  const stats = { reads: 0, lookups: 0 };
-  const fs: FileSystem = {
-    lookup(_ctx, parent, name) {
-      if (parent !== 1 || name !== "f") throw new FuseError(Errno.ENOENT);
-      stats.lookups++;
-      return { nodeId: 2, attr: { ino: 2, mode: S.IFREG | 0o444, size: content.length } };
-    },
-    getattr: (_ctx, nodeId) =>
-      nodeId === 1
-        ? { ino: 1, mode: S.IFDIR | 0o755 }
-        : { ino: 2, mode: S.IFREG | 0o444, size: content.length },
-    open: () => ({ keepCache: true }),
-    read(_ctx, _nodeId, _fh, offset, size) {
-      stats.reads++;
-      return content.slice(offset, offset + size);
-    },
-  };
-  return { fs, stats };
-}
 
 for (const threads of [1, undefined]) {
   transportTest(
