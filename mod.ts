@@ -71,7 +71,7 @@ export { Notifier } from "./server/notifier.ts";
 export { formatProbe, probe, type ProbeLine } from "./server/probe.ts";
 export type { TransportCounters } from "./server/dev_transport.ts";
 export type { UringCounters, UringMode } from "./server/uring_transport.ts";
-export type { PerQueueFileSystem, QueueCounters } from "./server/uring_queues.ts";
+export type { PerQueueFileSystem, PerQueueModule, QueueCounters } from "./server/uring_queues.ts";
 export { type FileSystemFactory, serveQueueThread } from "./server/queue_thread.ts";
 export {
   MOUNT_OPTIONS_HELP,

@@ -143,6 +143,7 @@ const symbols = {
     parameters: ["buffer", "buffer", "buffer", "pointer", "buffer", "buffer"],
     result: "i32",
   },
+  kill: { parameters: ["i32", "i32"], result: "i32" },
   waitpid: { parameters: ["i32", "buffer", "i32"], result: "i32" },
 } as const satisfies Deno.ForeignLibraryInterface;
 

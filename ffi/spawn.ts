@@ -102,6 +102,13 @@ export class ChildProcess {
     return this.#exit;
   }
 
+  /** End the child with SIGKILL and reap it (if it still runs). */
+  kill(): void {
+    if (this.#exit) return;
+    libc.kill(this.pid, 9);
+    this.waitSync();
+  }
+
   /** Wait for the child to end, blocking this thread. */
   waitSync(): ChildExit {
     while (!this.#reap(0)) { /* EINTR: wait again */ }

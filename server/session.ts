@@ -37,7 +37,13 @@ import {
   uringUnavailable,
 } from "./uring_transport.ts";
 import { bufferRingMissing } from "./probe.ts";
-import { type PerQueueFileSystem, type QueueCounters, UringQueues } from "./uring_queues.ts";
+import {
+  type PerQueueFileSystem,
+  type PerQueueModule,
+  type QueueCounters,
+  UringQueues,
+} from "./uring_queues.ts";
+import { bundleQueueModule } from "./queue_module.ts";
 import { DevThreads } from "./dev_threads.ts";
 import { DEFAULT_QUEUE_DEPTH, planQueueDepth } from "./locked_memory.ts";
 
@@ -80,10 +86,11 @@ export interface MountOptions extends KernelMountOptions, DispatcherOptions {
   threads?: number;
   /**
    * Run a FileSystem in every queue thread as well (io_uring with more
-   * than one thread): see {@linkcode PerQueueFileSystem}. Without it, queue
+   * than one thread): bundled code ({@linkcode PerQueueFileSystem}) or a
+   * module ({@linkcode PerQueueModule}). Without it, queue
    * threads hand what they do not serve themselves to `fs` on this thread.
    */
-  perQueue?: PerQueueFileSystem;
+  perQueue?: PerQueueFileSystem | PerQueueModule;
   /**
    * How `ctx.io` backing calls and fd data are made. `"ring"` (default):
    * as io_uring operations (on the io_uring transport's ring, or on a ring
@@ -318,6 +325,16 @@ export function mount(
   return mountWith(fs, mountpoint, options ?? {});
 }
 
+/** The queue threads' code of `perQueue` (bundled from its module), if threads will run it. */
+async function resolvePerQueue(
+  perQueue: PerQueueFileSystem | PerQueueModule | undefined,
+  threads: number,
+): Promise<PerQueueFileSystem | undefined> {
+  if (!perQueue || !("module" in perQueue)) return perQueue;
+  if (threads <= 1) return undefined;
+  return { source: await bundleQueueModule(perQueue.module), data: perQueue.data };
+}
+
 /** {@linkcode mount}, with its options given. */
 async function mountWith(
   fs: FileSystem,
@@ -337,6 +354,8 @@ async function mountWith(
   }
   const path = checkMountpoint(mountpoint);
   checkNotMountedTwice(path, options, notice);
+  // An author's module becomes code a Worker can run, before anything is mounted.
+  const perQueue = await resolvePerQueue(options.perQueue, options.threads ?? possibleCpus());
   const fds = (options.raiseFdLimit ?? true) ? raiseFdLimit() : fdLimit();
   let fallbackReason: string | null = choice === "dev" ? "the dev transport was asked for" : null;
   if (choice !== "dev") {
@@ -518,7 +537,7 @@ async function mountWith(
         modes,
         slotSize: Math.max(connection.maxWrite, connection.maxRead, MAX_PAGES * 4096),
         backingIo: options.backingIo ?? "ring",
-        perQueue: options.perQueue,
+        perQueue,
         entryTimeout: options.entryTimeout,
         attrTimeout: options.attrTimeout,
         debug,
@@ -551,7 +570,7 @@ async function mountWith(
         slots: options.maxInFlight ?? 16,
         slotSize: Math.max(connection.maxWrite, connection.maxRead) + 4096,
         backingIo: options.backingIo ?? "ring",
-        perQueue: options.perQueue,
+        perQueue,
         entryTimeout: options.entryTimeout,
         attrTimeout: options.attrTimeout,
         debug: debug !== undefined,
@@ -579,7 +598,7 @@ async function mountWith(
       }
       debug(`backing calls: ${uring ? uring.io.kind : dev.io.kind}${devIoNote}`);
       if (uring) {
-        const perQueue = uring.memory / uring.queues;
+        const perQueueBytes = uring.memory / uring.queues;
         debug(
           `io_uring: ${uring.mode} mode, ${uring.queues} queues x ${uring.depth} entries x ` +
             `${uring.slotSize} bytes = ${uring.memory} bytes pinned (${
@@ -590,11 +609,11 @@ async function mountWith(
         );
         for (const q of uring.perQueueCounters) {
           const where = q.cpus.length ? `on CPU ${q.cpus.join(",")}` : "on the main thread";
-          debug(`io_uring: queue ${q.qid} served ${where}, ${perQueue} bytes`);
+          debug(`io_uring: queue ${q.qid} served ${where}, ${perQueueBytes} bytes`);
         }
       }
     }
-    if (options.perQueue && (uring?.perQueue || (devThreads?.threads ?? 1) > 1)) {
+    if (perQueue && (uring?.perQueue || (devThreads?.threads ?? 1) > 1)) {
       // The kernel's answer reaches whichever thread reads it, whose FileSystem asked nothing.
       notifier.retrieveUnavailable = "the FileSystem runs in every serving thread (perQueue)";
     }

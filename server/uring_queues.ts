@@ -74,6 +74,21 @@ export interface PerQueueFileSystem {
   data?: unknown;
 }
 
+/**
+ * A FileSystem that runs in every serving thread, from a module of its
+ * author's: `module` (a `file:` URL, e.g. `import.meta.resolve("./my_queue.ts")`,
+ * or an absolute path) calls `serveQueueThread(make)`; the session bundles
+ * it with `deno bundle` before mounting (a child process started with
+ * posix_spawnp: the server still needs only `--allow-ffi`) and runs it as
+ * {@linkcode PerQueueFileSystem.source}. `data` is as there.
+ */
+export interface PerQueueModule {
+  /** The module whose code runs in every serving thread. */
+  module: string | URL;
+  /** Passed to the factory in every serving thread. */
+  data?: unknown;
+}
+
 /** Options of a session's io_uring queues. */
 export interface UringQueuesOptions {
   /** Number of kernel queues (possible CPUs). */
