@@ -43,6 +43,7 @@ export { DirectoryList, DirectoryPlusList } from "./ops/directory.ts";
 export { FuseError } from "./ops/error.ts";
 export { AnswerError } from "./ops/answers.ts";
 export { type BackingFdShared, BackingFdTable, type BackingWindow } from "./ops/backing_fds.ts";
+export { BackingIds, type BackingIdsShared } from "./ops/backing_ids.ts";
 export { Errno, type ErrnoName, errnoName, SystemError } from "./ffi/errno.ts";
 export { S } from "./ffi/libc.ts";
 export {

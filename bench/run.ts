@@ -112,11 +112,14 @@ async function startServer(config: string, src: string, mnt: string): Promise<Se
     src,
     mnt,
     "-o",
-    config === "dev"
+    // The server moves the file data itself in every configuration here
+    // (kernel passthrough, the passthrough's default as root, would leave
+    // the transports nothing to measure).
+    (config === "dev"
       ? "no_io_uring"
       : config.startsWith("io_uring:")
       ? `io_uring,io_uring_mode=${config.slice("io_uring:".length)}`
-      : "io_uring",
+      : "io_uring") + ",nopassthrough",
   ];
   const child = new Deno.Command(command[0], {
     args: command.slice(1),

@@ -69,6 +69,9 @@ if (import.meta.main) {
       backingIo: fs.memoryBacked ? "direct" : "ring",
       // Every queue thread runs the passthrough too, over the same inode table.
       perQueue: { source: PASSTHROUGH_QUEUE_SOURCE, data: fs.shared },
+      // As passthrough_hp: file data goes from the kernel to the source files
+      // directly (FUSE_PASSTHROUGH; root only, -o nopassthrough to serve it).
+      passthrough: true,
       ...cli.options,
     });
   });

@@ -82,7 +82,8 @@ async function withMode(
   const [mnt, cleanup] = await tempMountpoint();
   const src = await Deno.makeTempDir({ prefix: "denofuse-src-" });
   try {
-    const options = `io_uring,io_uring_mode=${mode},threads=${threads}`;
+    // The modes carry file data only when the server moves it: no kernel passthrough.
+    const options = `io_uring,io_uring_mode=${mode},threads=${threads},nopassthrough`;
     return await serve(
       ["examples/passthrough.ts", src, mnt, "-o", options],
       mode,
@@ -270,7 +271,7 @@ guestTest(
     const src = await Deno.makeTempDir({ prefix: "denofuse-src-" });
     await Deno.writeTextFile(`${src}/f`, "still here\n");
     const start = () =>
-      startServer(["examples/passthrough.ts", src, mnt, "-o", "io_uring_zero_copy"]);
+      startServer(["examples/passthrough.ts", src, mnt, "-o", "io_uring_zero_copy,nopassthrough"]);
     let { child } = await start();
     try {
       assert.equal(await sh(`cat ${mnt}/f`), "still here\n");

@@ -128,11 +128,15 @@ export function openFlags(r: OpenReply): number {
     (r.parallelDirectWrites ? FOPEN.PARALLEL_DIRECT_WRITES : 0);
 }
 
-/** Encode `struct fuse_open_out` at `o`; returns its size. */
-export function encodeOpen(view: DataView, o: number, r: OpenReply): number {
+/**
+ * Encode `struct fuse_open_out` at `o`; returns its size. A `backingId`
+ * (kernel passthrough) sets FOPEN_PASSTHROUGH.
+ */
+export function encodeOpen(view: DataView, o: number, r: OpenReply, backingId?: number): number {
   setU64(view, o + OpenOut.fh, r.fh ?? 0);
-  view.setUint32(o + OpenOut.open_flags, openFlags(r), true);
-  view.setUint32(o + OpenOut.backing_id, 0, true);
+  const passthrough = backingId ? FOPEN.PASSTHROUGH : 0;
+  view.setUint32(o + OpenOut.open_flags, openFlags(r) | passthrough, true);
+  view.setUint32(o + OpenOut.backing_id, backingId ?? 0, true);
   return OpenOut.SIZE;
 }
 

@@ -32,6 +32,7 @@ import {
 import { getU64 } from "./codec.ts";
 import { AnswerError } from "./answers.ts";
 import { BackingFdTable } from "./backing_fds.ts";
+import type { BackingIds } from "./backing_ids.ts";
 import { FuseError } from "./error.ts";
 import type { Exchange } from "./exchange.ts";
 import type { ConnectionInfo, FileSystem, MaybePromise, RequestContext } from "./filesystem.ts";
@@ -54,6 +55,11 @@ export interface DispatcherOptions extends InitOptions {
   backingFds?: BackingFdTable;
   /** Where interrupts are posted (shared with other threads' dispatchers); default: a new one. */
   interrupts?: InterruptBoard;
+  /**
+   * Backing ids of the connection (shared with other threads'
+   * dispatchers): used when INIT agrees on kernel passthrough.
+   */
+  backingIds?: BackingIds;
 }
 
 /** The state agreed at INIT. */
@@ -120,7 +126,7 @@ export class Dispatcher {
   /** `#signalOf`, bound once: every request's context refers to it. */
   readonly #signalFor = (unique: number) => this.#signalOf(unique);
   /** What the operation table's functions are given (see {@linkcode OperationContext}). */
-  readonly #context: OperationContext;
+  readonly #context: OperationContext & { backingIds: BackingIds | null };
   #initResolve!: (c: Connection) => void;
   #initReject!: (e: Error) => void;
   /** Settles when INIT has been answered (rejects if it was refused). */
@@ -155,6 +161,7 @@ export class Dispatcher {
           (n) => this.#reply(r.ex, r.unique, 0, n),
           (e) => this.#replyError(r.ex, r.unique, e, r.opcode),
         ),
+      backingIds: null, // until INIT agrees on kernel passthrough
     };
     this.initialized = new Promise((resolve, reject) => {
       this.#initResolve = resolve;
@@ -407,7 +414,7 @@ export class Dispatcher {
       maxWrite: result.maxWrite,
       maxRead: result.maxRead,
     };
-    this.#setxattrExt = (result.flags & InitFlag.SETXATTR_EXT) !== 0n;
+    this.#agreed(result.flags);
     const info = connectionInfo(conn);
     if (this.#debug) {
       this.#debug(
@@ -429,13 +436,25 @@ export class Dispatcher {
     });
   }
 
+  /** Take up what INIT agreed on that changes how requests are served. */
+  #agreed(flags: bigint): void {
+    this.#setxattrExt = (flags & InitFlag.SETXATTR_EXT) !== 0n;
+    const passthrough = (flags & InitFlag.PASSTHROUGH) !== 0n;
+    this.#context.backingIds = passthrough ? this.#options.backingIds ?? null : null;
+  }
+
+  /** Kernel passthrough's backing ids, when the connection has it; else null. */
+  get backingIds(): BackingIds | null {
+    return this.#context.backingIds;
+  }
+
   /**
    * Serve a connection whose INIT another dispatcher answered (the one on
    * the session's thread): for a dispatcher in a queue thread. Runs the
    * file system's `init` first.
    */
   async adopt(conn: Connection): Promise<void> {
-    this.#setxattrExt = (conn.flags & InitFlag.SETXATTR_EXT) !== 0n;
+    this.#agreed(conn.flags);
     await this.fs.init?.(connectionInfo(conn));
     this.#conn = conn;
     this.#initResolve(conn);

@@ -58,6 +58,14 @@ export interface InitOptions {
    * longer asks for `security.capability` before every write.
    */
   handleKillpriv?: boolean;
+  /**
+   * Kernel passthrough (FUSE_PASSTHROUGH, Linux 6.9+): an open answered with
+   * a whole-file `backingFd` is handed to the kernel, which moves its data
+   * itself. Needs CAP_SYS_ADMIN; the kernel will not combine it with
+   * `writebackCache`, which it then replaces (default off). Files with
+   * setuid or setgid bits stay with the server: see ops/backing_ids.ts.
+   */
+  passthrough?: boolean;
 }
 
 /** The outcome of negotiation. */
@@ -143,7 +151,9 @@ export function negotiate(k: KernelInit, o: InitOptions = {}): InitResult {
   if (o.readdirplus) {
     want |= InitFlag.DO_READDIRPLUS | InitFlag.READDIRPLUS_AUTO;
   }
-  if (o.writebackCache) want |= InitFlag.WRITEBACK_CACHE;
+  // The kernel leaves passthrough off under a writeback cache: passthrough wins.
+  if (o.passthrough) want |= InitFlag.PASSTHROUGH;
+  else if (o.writebackCache) want |= InitFlag.WRITEBACK_CACHE;
   if (o.atomicOTrunc) want |= InitFlag.ATOMIC_O_TRUNC;
   if (o.cacheSymlinks) want |= InitFlag.CACHE_SYMLINKS;
   if (o.posixLocks) want |= InitFlag.POSIX_LOCKS;
@@ -172,6 +182,8 @@ export function negotiate(k: KernelInit, o: InitOptions = {}): InitResult {
     v.setUint32(InitOut.time_gran, 1, true);
     v.setUint16(InitOut.max_pages, maxPages, true);
     v.setUint32(InitOut.flags2, Number(flags >> 32n), true);
+    // Backing files are not FUSE files of another mount (stacking depth 1).
+    if (flags & InitFlag.PASSTHROUGH) v.setUint32(InitOut.max_stack_depth, 1, true);
   }
   return { kind: "ready", minor, flags, maxWrite, maxRead, reply };
 }

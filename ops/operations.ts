@@ -78,6 +78,7 @@ import {
   WRITE,
 } from "./answers.ts";
 import type { BackingFdTable } from "./backing_fds.ts";
+import type { BackingIds } from "./backing_ids.ts";
 import { DirectoryList, DirectoryPlusList } from "./directory.ts";
 import { FuseError } from "./error.ts";
 import type {
@@ -119,6 +120,8 @@ export interface OperationContext {
   readonly debug?: (line: string) => void;
   /** Reply to `r` once `length` settles (a write the transport finishes itself). */
   replyLater(r: Request, length: Promise<number>): void;
+  /** Kernel passthrough, when the connection has it (see ops/backing_ids.ts). */
+  readonly backingIds: BackingIds | null;
 }
 
 /** How one opcode is served, typed against its method `K`. */
@@ -203,14 +206,25 @@ function open(o: OpenReply, r: Request): number {
   return encodeOpen(r.ex.out, r.ex.outOffset, o);
 }
 
-/** Enter a handle served from an fd before the reply leaves, so its first READ finds it. */
-function backed(o: OpenReply, c: OperationContext): void {
-  if (o.backingFd === undefined) return;
+/**
+ * Enter a handle served from an fd before the reply leaves, so its first
+ * READ finds it; with kernel passthrough, a whole-file fd goes to the
+ * kernel instead: the backing id to reply with, or 0.
+ */
+function backed(o: OpenReply, nodeId: number, c: OperationContext): number {
+  if (o.backingFd === undefined) return 0;
+  const whole = o.backingOffset === undefined && o.backingLength === undefined;
+  if (whole && !o.directIo && c.backingIds) {
+    const id = c.backingIds.acquire(nodeId, o.fh ?? 0, o.backingFd);
+    // The kernel serves its data, but the fd stays the handle's (flush, fsync, locks).
+    if (id > 0) return (c.backingFds.set(o.fh ?? 0, o.backingFd), id);
+  }
   const windowed = o.backingOffset !== undefined || o.backingLength !== undefined;
   const window = windowed
     ? { offset: o.backingOffset ?? 0, length: o.backingLength ?? Infinity }
     : undefined;
   c.backingFds.set(o.fh ?? 0, o.backingFd, window);
+  return 0;
 }
 
 /** `struct fuse_write_out` with `n` bytes written. */
@@ -480,7 +494,7 @@ export const OPERATIONS: Readonly<Record<number, ServedOperation>> = {
     answer: OPEN,
     request: OpenIn,
     decode: (r) => [r.nodeId, r.u32(OpenIn.flags)],
-    encode: (o, r, c) => (backed(o, c), open(o, r)),
+    encode: (o, r, c) => encodeOpen(r.ex.out, r.ex.outOffset, o, backed(o, r.nodeId, c)),
     missing: () => ({}),
     killSuidgid: { field: OpenIn.open_flags, bit: FUSE_OPEN_KILL_SUIDGID },
   }),
@@ -496,8 +510,8 @@ export const OPERATIONS: Readonly<Record<number, ServedOperation>> = {
     ],
     encode: (o, r, c) => {
       const n = entry(o.entry, r, c);
-      backed(o, c);
-      return n + encodeOpen(r.ex.out, r.ex.outOffset + n, o);
+      const id = backed(o, o.entry.nodeId, c);
+      return n + encodeOpen(r.ex.out, r.ex.outOffset + n, o, id);
     },
     killSuidgid: { field: CreateIn.open_flags, bit: FUSE_OPEN_KILL_SUIDGID },
   }),
@@ -565,7 +579,10 @@ export const OPERATIONS: Readonly<Record<number, ServedOperation>> = {
     request: ReleaseIn,
     decode: (r) => [r.nodeId, r.u64(ReleaseIn.fh), r.u32(ReleaseIn.flags)],
     // The fd goes with the handle, whether or not the file system answers.
-    before: ([, fh], c) => c.backingFds.delete(fh),
+    before: ([nodeId, fh], c) => {
+      c.backingFds.delete(fh);
+      c.backingIds?.release(nodeId, fh);
+    },
     encode: none,
     missing: () => {},
   }),

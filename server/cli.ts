@@ -42,6 +42,9 @@ export const MOUNT_OPTIONS_HELP = `Options:
                             users other than root always do
      auto_unmount           have fusermount3 unmount when the server ends,
                             however it ends (a crash, kill -9)
+     passthrough            hand whole-file opens to the kernel, which then
+                            moves their data itself (FUSE_PASSTHROUGH; root)
+     nopassthrough          serve all file data from the server
      io_uring               require FUSE-over-io_uring (fail if unavailable)
      no_io_uring            serve over /dev/fuse only
      io_uring_q_depth=N     ring entries per queue (default 8)
@@ -176,6 +179,12 @@ export function parseMountArgs(
             break;
           case "rw":
             options.readOnly = false;
+            break;
+          case "passthrough":
+            options.passthrough = true;
+            break;
+          case "nopassthrough":
+            options.passthrough = false;
             break;
           case "fsname":
           case "subtype":

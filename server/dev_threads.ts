@@ -115,6 +115,7 @@ export class DevThreads {
           slots: this.#o.slots,
           slotSize: this.#o.slotSize,
           backingFds: dispatcher.backingFds.shared,
+          backingIds: dispatcher.backingIds?.shared,
           interrupts: dispatcher.interrupts.buffer,
           counters: this.#counters,
           backingIo: this.#o.backingIo,

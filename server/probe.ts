@@ -25,7 +25,7 @@ import {
   FUSE_KERNEL_VERSION,
   IORING_REGISTER_KMBUF_RING,
 } from "../ops/abi.ts";
-import { openFuseDevice } from "./mount.ts";
+import { canMount, openFuseDevice } from "./mount.ts";
 import { uringUnavailable } from "./uring_transport.ts";
 
 /** One feature: whether this kernel offers it, and what was seen. */
@@ -103,6 +103,16 @@ export function probe(): ProbeLine[] {
   }
   const uringOff = uringUnavailable();
   line("FUSE-over-io_uring", fuse && uringOff === null, uringOff ?? "enable_uring=Y");
+  // The kernel's side (6.9+, CONFIG_FUSE_PASSTHROUGH) shows only at INIT; the process's, here.
+  const admin = canMount();
+  line(
+    "kernel passthrough",
+    fuse && admin,
+    admin
+      ? "this process may make backing files (CAP_SYS_ADMIN); the kernel offers FUSE_PASSTHROUGH " +
+        "at INIT (Linux 6.9+; -d shows it)"
+      : "needs CAP_SYS_ADMIN (root): the server moves file data itself",
+  );
 
   let ring: Ring;
   try {

@@ -19,6 +19,7 @@ import { prepMsgRing, Ring } from "../ffi/ring.ts";
 import { DevTransport } from "./dev_transport.ts";
 import { cloneFuseDevice, closeFuseDevice } from "./mount.ts";
 import { type BackingFdShared, BackingFdTable } from "../ops/backing_fds.ts";
+import { BackingIds, type BackingIdsShared } from "../ops/backing_ids.ts";
 import { type Connection, Dispatcher } from "../ops/dispatch.ts";
 import type { FileSystem, MaybePromise } from "../ops/filesystem.ts";
 import {
@@ -36,6 +37,8 @@ interface ThreadSetup {
   backingFds: BackingFdShared;
   /** The session's {@linkcode InterruptBoard}. */
   interrupts: SharedArrayBuffer;
+  /** The session's backing ids, when the connection has kernel passthrough. */
+  backingIds?: BackingIdsShared;
   /** Counters, shared with the session's thread. */
   counters: SharedArrayBuffer;
   /** Backing calls as ring operations or direct calls. */
@@ -141,6 +144,9 @@ async function localDispatcher(
     debug: s.debug ? (line) => console.error(line) : undefined,
     backingFds,
     interrupts: new InterruptBoard(s.interrupts),
+    backingIds: s.backingIds
+      ? new BackingIds(s.fuseFd, s.backingIds, (why) => console.error(`denofuse: ${why}`))
+      : undefined,
   });
   await dispatcher.adopt(s.connection);
   return dispatcher;

@@ -7,6 +7,7 @@
 
 import { fdLimit, raiseFdLimit } from "./fd_limit.ts";
 import { Notifier } from "./notifier.ts";
+import { BackingIds } from "../ops/backing_ids.ts";
 import { Dispatcher, type DispatcherOptions } from "../ops/dispatch.ts";
 import type { Connection } from "../ops/dispatch.ts";
 import type { FileSystem } from "../ops/filesystem.ts";
@@ -195,6 +196,7 @@ export class Session {
   #devThreads: DevThreads | null;
   #unmounter: Unmounter;
   #unmounted = false;
+  #backingIds: BackingIds | null;
 
   /** @internal Use {@linkcode mount}. */
   constructor(
@@ -207,7 +209,9 @@ export class Session {
     closed: Promise<void>,
     notify: Notifier,
     mountedBy: "mount" | "fusermount3",
+    backingIds: BackingIds | null,
   ) {
+    this.#backingIds = backingIds;
     this.notify = notify;
     this.mountedBy = mountedBy;
     this.#unmounter = unmounterOf(mountedBy);
@@ -220,6 +224,16 @@ export class Session {
     this.#dev = dev;
     this.#uring = uring;
     this.closed = closed;
+  }
+
+  /** Whether opens of whole backing files go to the kernel (FUSE_PASSTHROUGH was agreed). */
+  get kernelPassthrough(): boolean {
+    return this.#backingIds?.active ?? false;
+  }
+
+  /** Backing files the kernel holds for this session now (one per inode open in passthrough). */
+  get backingFiles(): number {
+    return this.#backingIds?.held ?? 0;
   }
 
   /** Request counts per transport, and fixed-buffer read/write counts. */
@@ -381,7 +395,6 @@ async function mountWith(
   }
   const wantUring = fallbackReason === null;
   const modes = wantUring ? uringModes(options.uringMode ?? "auto") : [];
-  const dispatcher = new Dispatcher(fs, { ...options, ioUring: wantUring });
   // fusermount3 mounts first and hands over the fd; mount(2) needs the fd first.
   const mountedBy = (options.fusermount ?? (options.autoUnmount || !canMount()))
     ? "fusermount3"
@@ -394,6 +407,20 @@ async function mountWith(
   const unmounter = unmounterOf(mountedBy);
   const helper = mountedBy === "fusermount3" ? await fusermountMount(path, options) : null;
   const fd = helper ? helper.fd : openFuseDevice();
+  // Kernel passthrough needs CAP_SYS_ADMIN (in the initial namespace) for its ioctls.
+  const passthrough = options.passthrough === true && canMount();
+  if (options.passthrough && !passthrough) {
+    notice(
+      "kernel passthrough needs CAP_SYS_ADMIN (root): " +
+        "serving file data from the server",
+    );
+  }
+  const dispatcher = new Dispatcher(fs, {
+    ...options,
+    ioUring: wantUring,
+    passthrough,
+    backingIds: passthrough ? new BackingIds(fd, undefined, notice) : undefined,
+  });
   let dev: DevTransport;
   try {
     // A page for headers, then the largest write or reply, page-aligned.
@@ -627,6 +654,7 @@ async function mountWith(
       closed,
       notifier,
       mountedBy,
+      dispatcher.backingIds,
     );
   } catch (e) {
     dev.stop();

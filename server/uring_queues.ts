@@ -424,6 +424,7 @@ export class UringQueues {
       mode,
       memory: memory.addresses,
       backingFds: this.#dispatcher.backingFds.shared,
+      backingIds: this.#dispatcher.backingIds?.shared,
       interrupts: this.#dispatcher.interrupts.buffer,
       counters: this.#counters,
       backingIo: this.#o.backingIo,

@@ -196,6 +196,13 @@ fusermountTest(
 
       const started = await startServer(args, as(), repo.deno);
       server = started.child;
+      // Kernel passthrough (the passthrough's default) needs CAP_SYS_ADMIN: it says so and
+      // serves the data itself.
+      const said = server.stderr.pipeThrough(new TextDecoderStream()).getReader();
+      let notices = "";
+      while (!notices.includes("\n")) notices += (await said.read()).value ?? "\n";
+      said.releaseLock();
+      assert.match(notices, /kernel passthrough needs CAP_SYS_ADMIN \(root\): serving file data/);
       assert.match(
         started.out,
         uringMissing ? /over dev/ : /over io_uring/,

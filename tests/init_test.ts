@@ -37,6 +37,21 @@ Deno.test("init: 7.45 kernel gets 7.45, 1 MiB writes, 256 pages, INIT_EXT", () =
   assert.equal(flags & InitFlag.DO_READDIRPLUS, 0n);
 });
 
+Deno.test("init: kernel passthrough with max_stack_depth 1, instead of a writeback cache", () => {
+  const offered = kernelFlags | InitFlag.PASSTHROUGH;
+  const k = { major: 7, minor: 45, maxReadahead: 131072, flags: offered };
+  const r = negotiate(k, { passthrough: true, writebackCache: true, handleKillpriv: true });
+  assert.equal(r.kind, "ready");
+  if (r.kind !== "ready") return;
+  assert.ok(r.flags & InitFlag.PASSTHROUGH);
+  assert.equal(r.flags & InitFlag.WRITEBACK_CACHE, 0n); // the kernel would drop passthrough
+  assert.equal(replyView(r).getUint32(InitOut.max_stack_depth, true), 1);
+  // Not offered (before 6.9, or without CONFIG_FUSE_PASSTHROUGH): not agreed, no depth.
+  const old = negotiate({ ...k, flags: kernelFlags }, { passthrough: true });
+  assert.equal(old.kind === "ready" && old.flags & InitFlag.PASSTHROUGH, 0n);
+  assert.equal(replyView(old).getUint32(InitOut.max_stack_depth, true), 0);
+});
+
 Deno.test("init: options turn on what the kernel offers, never what it does not", () => {
   const r = negotiate(
     { major: 7, minor: 45, maxReadahead: 131072, flags: kernelFlags },

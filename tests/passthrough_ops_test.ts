@@ -437,3 +437,10 @@ uringTest(
   "passthrough: setuid/setgid cleared as on the source with one io_uring thread",
   () => killprivMatchesSource("io_uring", ["-o", "threads=1"]),
 );
+
+transportTest(
+  "passthrough: with kernel passthrough, setuid/setgid are cleared as on the source",
+  // The kernel writes the backing file itself, and asks the server to clear
+  // the bits (SETATTR with FATTR_KILL_SUIDGID) before a caller's write.
+  (transport) => killprivMatchesSource(transport, ["-o", "passthrough"]),
+);

@@ -264,7 +264,17 @@ uringTest("queue threads: -o threads and -d as a user runs the passthrough", asy
     assert.match(bad.stderr, /-o threads needs a positive whole number/);
     assert.equal(isMounted(mnt), false);
     const child = new Deno.Command(Deno.execPath(), {
-      args: ["run", "--allow-ffi", "examples/passthrough.ts", src, mnt, "-d", "-o", "threads=2"],
+      // nopassthrough: the READ this test follows must reach the server.
+      args: [
+        "run",
+        "--allow-ffi",
+        "examples/passthrough.ts",
+        src,
+        mnt,
+        "-d",
+        "-o",
+        "threads=2,nopassthrough",
+      ],
       cwd: new URL("..", import.meta.url).pathname,
       stdout: "piped",
       stderr: "piped",

@@ -1,0 +1,204 @@
+/**
+ * Kernel passthrough (FUSE_PASSTHROUGH, Linux 6.9+): an open file whose
+ * data is a whole backing fd can be handed to the kernel, which then reads,
+ * writes, splices and maps the backing file itself; the server sees no
+ * READ or WRITE of it.
+ *
+ * The kernel names a backing file by a backing id, which
+ * `FUSE_DEV_IOC_BACKING_OPEN` on the /dev/fuse fd makes from an fd and
+ * `FUSE_DEV_IOC_BACKING_CLOSE` drops. Its rules, which this table keeps:
+ * an inode has one backing file at a time (a second gives EBUSY), so every
+ * open of an inode while one is open shares its id; the id is dropped when
+ * the last of those opens is released. The kernel opens a backing file of
+ * its own for each open, with that open's flags, from the id's path, so
+ * which fd made the id does not matter.
+ *
+ * A file with setuid or setgid bits is not handed over: under
+ * FUSE_HANDLE_KILLPRIV_V2 the kernel leaves clearing them on a write by an
+ * unprivileged caller to the server's WRITE, which a passed-through write
+ * never reaches. Its data stays with the server, which clears them as a
+ * local file system would. (An inode already open in passthrough keeps
+ * it: the kernel wants every open of such an inode passed through.)
+ *
+ * The table lives in shared memory: OPEN and RELEASE of one inode may be
+ * dispatched by different serving threads. A small lock guards it; the
+ * critical section is one lookup and, at most, one ioctl.
+ *
+ * @module
+ */
+
+import { AT, cstr, errno, libc } from "../ffi/libc.ts";
+import { Errno, errnoName } from "../ffi/errno.ts";
+
+/** `FUSE_DEV_IOC_BACKING_OPEN`: `_IOW(229, 1, struct fuse_backing_map)`. */
+const FUSE_DEV_IOC_BACKING_OPEN = 0x4010e501n;
+/** `FUSE_DEV_IOC_BACKING_CLOSE`: `_IOW(229, 2, uint32_t)`. */
+const FUSE_DEV_IOC_BACKING_CLOSE = 0x4004e502n;
+
+/** Inodes that may hold a backing id at once; past it, opens are served by the session. */
+const CAPACITY = 1 << 14;
+/** Handles whose opens went to the kernel can be told apart up to this number. */
+const HANDLES = 1 << 20;
+
+// The header of the shared memory (Int32 words).
+const LOCK = 0;
+/** 0: passthrough in use; 1: refused (the first failure turns it off for the mount). */
+const REFUSED = 1;
+const HEADER = 4;
+
+const S_ISUID = 0o4000, S_ISGID = 0o2000;
+const STATX_MODE = 2;
+const EMPTY = cstr("");
+
+/** Whether the file open at `fd` has setuid or setgid bits (or cannot be told: then yes). */
+function privileged(fd: number): boolean {
+  const buf = new Uint8Array(256);
+  if (libc.statx(fd, EMPTY, AT.EMPTY_PATH, STATX_MODE, buf) < 0) return true;
+  return (new DataView(buf.buffer).getUint16(28, true) & (S_ISUID | S_ISGID)) !== 0;
+}
+
+/** What a {@linkcode BackingIds} keeps in shared memory. */
+export interface BackingIdsShared {
+  /** Lock, state, and per slot: backing id, open count. */
+  readonly words: SharedArrayBuffer;
+  /** Per slot: the node id (0: free, -1: freed). */
+  readonly nodes: SharedArrayBuffer;
+  /** Per handle: 1 when its open went to the kernel. */
+  readonly handles: SharedArrayBuffer;
+}
+
+/** Backing ids per inode, shared by the serving threads of one session. */
+export class BackingIds {
+  /** The shared memory, for another thread's view. */
+  readonly shared: BackingIdsShared;
+  readonly #fuseFd: number;
+  readonly #words: Int32Array;
+  readonly #nodes: Float64Array;
+  readonly #handles: Uint8Array;
+  /** Says, once, why kernel passthrough was turned off. */
+  #onRefused: (why: string) => void;
+
+  /**
+   * The table of the connection on `fuseFd` (a new one, or a view of
+   * another thread's `shared`); `onRefused` hears why passthrough stopped.
+   */
+  constructor(fuseFd: number, shared?: BackingIdsShared, onRefused?: (why: string) => void) {
+    this.#fuseFd = fuseFd;
+    this.shared = shared ?? {
+      words: new SharedArrayBuffer((HEADER + 2 * CAPACITY) * 4),
+      nodes: new SharedArrayBuffer(CAPACITY * 8),
+      handles: new SharedArrayBuffer(HANDLES),
+    };
+    this.#words = new Int32Array(this.shared.words);
+    this.#nodes = new Float64Array(this.shared.nodes);
+    this.#handles = new Uint8Array(this.shared.handles);
+    this.#onRefused = onRefused ?? (() => {});
+  }
+
+  /** False once the kernel refused a backing file: the mount serves file data itself. */
+  get active(): boolean {
+    return Atomics.load(this.#words, REFUSED) === 0;
+  }
+
+  /** Backing ids held now (for tests: none after every release). */
+  get held(): number {
+    let n = 0;
+    for (let i = 0; i < CAPACITY; i++) if (this.#nodes[i] > 0) n++;
+    return n;
+  }
+
+  /**
+   * The backing id for an open `fh` of `nodeId` whose data is all of `fd`:
+   * the inode's existing one, or a new one made from `fd`; 0 when the open
+   * cannot go to the kernel (the session then serves its data).
+   */
+  acquire(nodeId: number, fh: number, fd: number): number {
+    if (!this.active || !(fh >= 0 && fh < HANDLES) || nodeId <= 0) return 0;
+    this.#lock();
+    try {
+      let slot = this.#find(nodeId);
+      if (slot < 0) {
+        slot = this.#free(nodeId);
+        if (slot < 0) return 0; // full: this open is served by the session
+        if (privileged(fd)) return 0;
+        const id = this.#open(fd);
+        if (id <= 0) return 0;
+        this.#nodes[slot] = nodeId;
+        this.#words[HEADER + 2 * slot] = id;
+        this.#words[HEADER + 2 * slot + 1] = 0;
+      }
+      this.#words[HEADER + 2 * slot + 1]++;
+      this.#handles[fh] = 1;
+      return this.#words[HEADER + 2 * slot];
+    } finally {
+      this.#unlock();
+    }
+  }
+
+  /** Handle `fh` of `nodeId` is released: the inode's last one drops its backing id. */
+  release(nodeId: number, fh: number): void {
+    if (!(fh >= 0 && fh < HANDLES) || this.#handles[fh] === 0) return;
+    this.#lock();
+    try {
+      this.#handles[fh] = 0;
+      const slot = this.#find(nodeId);
+      if (slot < 0 || --this.#words[HEADER + 2 * slot + 1] > 0) return;
+      const id = new Uint32Array([this.#words[HEADER + 2 * slot]]);
+      libc.ioctl(this.#fuseFd, FUSE_DEV_IOC_BACKING_CLOSE, new Uint8Array(id.buffer));
+      this.#nodes[slot] = -1;
+    } finally {
+      this.#unlock();
+    }
+  }
+
+  /** `FUSE_DEV_IOC_BACKING_OPEN` of `fd`: the id, or 0 (and passthrough is off for good). */
+  #open(fd: number): number {
+    const map = new Int32Array(4); // struct fuse_backing_map { s32 fd; u32 flags; u64 padding; }
+    map[0] = fd;
+    const id = libc.ioctl(this.#fuseFd, FUSE_DEV_IOC_BACKING_OPEN, new Uint8Array(map.buffer));
+    if (id > 0) return id;
+    const e = errno();
+    // EBUSY: this inode has a backing file we did not make (cannot happen
+    // through this table); anything else says the kernel will not do it.
+    if (e !== Errno.EBUSY && Atomics.compareExchange(this.#words, REFUSED, 0, 1) === 0) {
+      this.#onRefused(
+        `the kernel refused a backing file (FUSE_DEV_IOC_BACKING_OPEN: ${errnoName(e)}); ` +
+          "serving file data from the server",
+      );
+    }
+    return 0;
+  }
+
+  #slotOf(nodeId: number, i: number): number {
+    return (nodeId * 2654435761 + i) % CAPACITY;
+  }
+
+  #find(nodeId: number): number {
+    for (let i = 0; i < CAPACITY; i++) {
+      const slot = this.#slotOf(nodeId, i);
+      const n = this.#nodes[slot];
+      if (n === nodeId) return slot;
+      if (n === 0) return -1;
+    }
+    return -1;
+  }
+
+  #free(nodeId: number): number {
+    for (let i = 0; i < CAPACITY; i++) {
+      const slot = this.#slotOf(nodeId, i);
+      if (this.#nodes[slot] <= 0) return slot;
+    }
+    return -1;
+  }
+
+  #lock(): void {
+    while (Atomics.compareExchange(this.#words, LOCK, 0, 1) !== 0) {
+      Atomics.wait(this.#words, LOCK, 1, 1);
+    }
+  }
+
+  #unlock(): void {
+    Atomics.store(this.#words, LOCK, 0);
+    Atomics.notify(this.#words, LOCK, 1);
+  }
+}
