@@ -3,6 +3,7 @@
 import assert from "node:assert/strict";
 import { close, libc, O, open, readSmallFile } from "../ffi/libc.ts";
 import { abortFuseConnection, fuseConnectionAt } from "../server/mount.ts";
+import type { SessionCounters } from "../server/session.ts";
 
 /** True when this process may mount FUSE file systems here. */
 export const canMount = libc.geteuid() === 0 && hasFuseDevice();
@@ -265,4 +266,44 @@ export async function killServer(child: Deno.ChildProcess): Promise<void> {
     child.kill("SIGKILL");
   } catch { /* already gone */ }
   await reap(child);
+}
+
+/**
+ * Start a server as a user would (`deno run --allow-ffi ARGS -d`), run `fn`
+ * while its debug log drains, stop it with SIGINT (it must exit 0), and
+ * give the log and the counters it ends with. Never leaves it running.
+ */
+export async function serveLogged(
+  args: string[],
+  fn: () => Promise<void>,
+): Promise<{ log: string; counters: SessionCounters }> {
+  const { child } = await startServer([...args, "-d"]);
+  // -d logs every request: drain it as it comes, or the server would block.
+  const log = new Response(child.stderr).text();
+  try {
+    await fn();
+    child.kill("SIGINT");
+    assert.equal((await child.status).code, 0);
+    const text = await log;
+    const line = text.split("\n").find((l) => l.startsWith("counters: "));
+    assert.ok(line, `no counters in the log:\n${text.slice(-2000)}`);
+    return { log: text, counters: JSON.parse(line.slice("counters: ".length)) };
+  } finally {
+    try {
+      child.kill("SIGKILL");
+    } catch { /* gone */ }
+    await log.catch(() => "");
+  }
+}
+
+/**
+ * File data the server moved itself: fd reads and writes of every
+ * /dev/fuse thread, and fixed-buffer reads and writes on io_uring.
+ */
+export function serverData(c: SessionCounters): { reads: number; writes: number } {
+  const dev = [c.dev, ...(c.devThreads ?? [])];
+  return {
+    reads: dev.reduce((n, t) => n + t.fdReads, 0) + (c.uring?.fixedReads ?? 0),
+    writes: dev.reduce((n, t) => n + t.fdWrites, 0) + (c.uring?.fixedWrites ?? 0),
+  };
 }

@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import { TarFs } from "../examples/tarfs.ts";
 import { Errno, FuseError } from "../mod.ts";
 import { TestSession } from "../testing.ts";
-import { run, sh, startServer, tempMountpoint, transportTest } from "./helpers.ts";
+import { run, serveLogged, serverData, sh, tempMountpoint, transportTest } from "./helpers.ts";
 
 /** A tree with what tar has to say something about, and its archive. */
 async function archive(): Promise<{ dir: string; tree: string; tar: string }> {
@@ -74,38 +74,24 @@ for (const threads of [1, undefined]) {
       const [mnt, cleanup] = await tempMountpoint();
       const options = [transport === "io_uring" ? "io_uring" : "no_io_uring"];
       if (threads) options.push(`threads=${threads}`);
-      const { child } = await startServer([
-        "examples/tarfs.ts",
-        tar,
-        mnt,
-        "-d",
-        "-o",
-        options.join(","),
-      ]);
-      const log = new Response(child.stderr).text();
       try {
-        assert.equal((await run("diff", "-r", tree, mnt)).code, 0);
-        await sh(`dd if=${mnt}/big of=${dir}/direct bs=1M iflag=direct status=none`);
-        assert.equal((await run("cmp", `${tree}/big`, `${dir}/direct`)).code, 0);
-        assert.equal(
-          await sh(`cd ${mnt} && stat -c '%n %a %h %s' big hard sub/a odd empty`),
-          await sh(`cd ${tree} && stat -c '%n %a %h %s' big hard sub/a odd empty`),
+        const { counters } = await serveLogged(
+          ["examples/tarfs.ts", tar, mnt, "-o", options.join(",")],
+          async () => {
+            assert.equal((await run("diff", "-r", tree, mnt)).code, 0);
+            await sh(`dd if=${mnt}/big of=${dir}/direct bs=1M iflag=direct status=none`);
+            assert.equal((await run("cmp", `${tree}/big`, `${dir}/direct`)).code, 0);
+            assert.equal(
+              await sh(`cd ${mnt} && stat -c '%n %a %h %s' big hard sub/a odd empty`),
+              await sh(`cd ${tree} && stat -c '%n %a %h %s' big hard sub/a odd empty`),
+            );
+            const write = await run("sh", "-c", `echo x > ${mnt}/new`);
+            assert.match(write.stderr, /Read-only file system/);
+          },
         );
-        const write = await run("sh", "-c", `echo x > ${mnt}/new`);
-        assert.match(write.stderr, /Read-only file system/);
-        child.kill("SIGINT");
-        assert.equal((await child.status).code, 0);
         // The data came from the archive's fd, read by the session.
-        const line = (await log).split("\n").find((l) => l.startsWith("counters: "))!;
-        const c = JSON.parse(line.slice("counters: ".length));
-        const fdReads = transport === "io_uring" ? c.uring.fixedReads : c.dev.fdReads +
-          (c.devThreads ?? []).reduce((n: number, t: { fdReads: number }) => n + t.fdReads, 0);
-        assert.ok(fdReads > 0, line);
+        assert.ok(serverData(counters).reads > 0, JSON.stringify(counters));
       } finally {
-        try {
-          child.kill("SIGKILL");
-        } catch { /* gone */ }
-        await log.catch(() => "");
         await cleanup();
         await Deno.remove(dir, { recursive: true });
       }
