@@ -20,7 +20,10 @@ function hasFuseDevice(): boolean {
 
 const inCI = Deno.env.get("CI") === "true";
 if (!canMount && !inCI) {
-  console.error("mount tests skipped: they need root and /dev/fuse (CI=true makes them mandatory)");
+  sayOnce(
+    "MOUNT",
+    "mount tests skipped: they need root and /dev/fuse (CI=true makes them mandatory)",
+  );
 }
 
 /** Define a test that mounts: skipped without privileges (except in CI), time-limited. */
@@ -144,8 +147,16 @@ export const uringMissing: string | null = (() => {
     return "the kernel has no FUSE-over-io_uring";
   }
 })();
+/** Say `line` once per test run: every test module loads this file, all in one process. */
+function sayOnce(key: string, line: string): void {
+  const said = `DENOFUSE_TESTS_SAID_${key}`;
+  if (Deno.env.get(said)) return;
+  Deno.env.set(said, "1");
+  console.error(line);
+}
+
 if (uringMissing && !inCI && canMount) {
-  console.error(`io_uring tests skipped: ${uringMissing} (CI=true makes them mandatory)`);
+  sayOnce("URING", `io_uring tests skipped: ${uringMissing} (CI=true makes them mandatory)`);
 }
 
 /**
