@@ -210,9 +210,12 @@ for (const mode of MODES) {
           assert.equal(u.bufferSelects, 0);
           assert.ok(u.fixedReads > 0 && u.fixedWrites > 0, JSON.stringify(u));
         } else {
-          // Payloads came in kernel-managed buffers the kernel picked, and
-          // some in a buffer an entry kept from its previous request.
-          assert.ok(u.bufferSelects > 0 && u.bufferKept > 0, JSON.stringify(u));
+          // Payloads came in kernel-managed buffers the kernel picked. (Whether
+          // an entry also gets a request in the buffer it kept from its
+          // previous one depends on the kernel's timing: under TCG it did in
+          // most runs, not all, so it is not asserted here; the data check
+          // above covers that path whenever it is taken.)
+          assert.ok(u.bufferSelects > 0, JSON.stringify(u));
         }
         if (mode === "zero_copy") {
           // File data went straight between the backing file and the client's pages...
