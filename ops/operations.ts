@@ -213,18 +213,15 @@ function open(o: OpenReply, r: Request): number {
  */
 function backed(o: OpenReply, nodeId: number, c: OperationContext): number {
   if (o.backingFd === undefined) return 0;
+  const fh = o.fh ?? 0;
   const whole = o.backingOffset === undefined && o.backingLength === undefined;
-  if (whole && !o.directIo && c.backingIds) {
-    const id = c.backingIds.acquire(nodeId, o.fh ?? 0, o.backingFd);
-    // The kernel serves its data, but the fd stays the handle's (flush, fsync, locks).
-    if (id > 0) return (c.backingFds.set(o.fh ?? 0, o.backingFd), id);
-  }
-  const windowed = o.backingOffset !== undefined || o.backingLength !== undefined;
-  const window = windowed
-    ? { offset: o.backingOffset ?? 0, length: o.backingLength ?? Infinity }
-    : undefined;
-  c.backingFds.set(o.fh ?? 0, o.backingFd, window);
-  return 0;
+  const window = whole ? undefined : {
+    offset: o.backingOffset ?? 0,
+    length: o.backingLength ?? Infinity,
+  };
+  // The fd stays the handle's also when the kernel moves the data (flush, fsync, locks).
+  c.backingFds.set(fh, o.backingFd, window);
+  return whole && !o.directIo && c.backingIds ? c.backingIds.acquire(nodeId, fh, o.backingFd) : 0;
 }
 
 /** `struct fuse_write_out` with `n` bytes written. */
