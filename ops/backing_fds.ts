@@ -19,6 +19,8 @@
  * @module
  */
 
+import { Errno } from "../ffi/errno.ts";
+
 /** Handle numbers the table can hold by default (the kernel's default `nr_open`). */
 export const DEFAULT_BACKING_FD_CAPACITY = 1 << 20;
 
@@ -95,12 +97,15 @@ export class BackingFdTable {
   }
 
   /**
-   * How many of `size` bytes from `offset` of backed handle `fh` its data
-   * has: all of them for a whole file; up to the window's end for a window.
+   * How many of the `size` bytes a READ (or, with `write`, a WRITE) at
+   * `offset` of backed handle `fh` moves: all of them for a whole file; for
+   * a window, a read ends at its end (as at the end of a file) and a write
+   * that would cross it is refused: -EFBIG.
    */
-  span(fh: number, offset: number, size: number): number {
+  extent(fh: number, offset: number, size: number, write: boolean): number {
     if (Atomics.load(this.#slots, fh) >= 0) return size;
-    return Math.max(0, Math.min(size, this.#windows[2 * fh + 1] - offset));
+    const n = Math.max(0, Math.min(size, this.#windows[2 * fh + 1] - offset));
+    return write && n < size ? -Errno.EFBIG : n;
   }
 
   /** Forget `fh` (on RELEASE, before the FileSystem closes the fd). */

@@ -522,7 +522,7 @@ export const OPERATIONS: Readonly<Record<number, ServedOperation>> = {
       const fd = t.get(fh);
       if (fd < 0) return undefined;
       const offset = r.u64(ReadIn.offset);
-      return { fd, offset: t.start(fh, offset), length: t.span(fh, offset, readSize(r)) };
+      return { fd, offset: t.start(fh, offset), length: t.extent(fh, offset, readSize(r), false) };
     },
     encode: (data: ReadReply, r, c) => {
       const size = readSize(r);
@@ -552,8 +552,8 @@ export const OPERATIONS: Readonly<Record<number, ServedOperation>> = {
       if (fd < 0) return undefined;
       const size = writeSize(r);
       const offset = r.u64(WriteIn.offset);
-      // A window is a file of its length: no write may cross its end.
-      if (t.span(fh, offset, size) < size) throw new FuseError(Errno.EFBIG);
+      const n = t.extent(fh, offset, size, true);
+      if (n < 0) throw new FuseError(-n);
       return { fd, offset: t.start(fh, offset) };
     },
     encode: (w: WriteReply, r, c) => {

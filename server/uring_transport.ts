@@ -861,18 +861,15 @@ export class UringTransport {
       this.reply(entry, -Errno.EINVAL, 0);
       return true;
     }
-    // A handle that is a window of its fd: reads end, and writes may not cross, at its end.
-    const room = table.span(
+    const room = table.extent(
       fh,
       offset,
       read && !entry.pages ? Math.min(size, this.slotSize) : size,
+      !read,
     );
-    if (read && room === 0) {
-      this.reply(entry, 0, 0);
-      return true;
-    }
-    if (!read && room < size) {
-      this.reply(entry, -Errno.EFBIG, 0);
+    if (room <= 0 && (read || room < 0)) {
+      // A read at a window's end, or a write that would cross it.
+      this.reply(entry, room, 0);
       return true;
     }
     let n: number | Promise<number>;
