@@ -20,15 +20,9 @@ export interface Job {
   /**
    * Target as a ratio to tmpfs (from libfuse's passthrough_hp -o io_uring on
    * this machine): at least this for MiB/s and IOPS, at most this for seconds.
-   * Used when the run has no `--compare` configuration.
+   * Used when the run has no peers to compare with.
    */
   target: number;
-  /**
-   * Target for the io_uring passthrough as its speed relative to the
-   * `--compare` server measured in the same run (value / theirs; for
-   * seconds, their time / ours): at least this.
-   */
-  compareTarget: number;
 }
 
 /** The jobs, in the order they run and print. */
@@ -40,7 +34,6 @@ export const JOBS: Job[] = [
     rw: "read",
     bs: "1M",
     target: 0.25,
-    compareTarget: 0.8,
   },
   {
     id: "randread",
@@ -49,7 +42,6 @@ export const JOBS: Job[] = [
     rw: "randread",
     bs: "4k",
     target: 0.09,
-    compareTarget: 0.6,
   },
   {
     id: "seqwrite",
@@ -58,7 +50,6 @@ export const JOBS: Job[] = [
     rw: "write",
     bs: "1M",
     target: 0.47,
-    compareTarget: 0.8,
   },
   {
     id: "randwrite",
@@ -67,9 +58,8 @@ export const JOBS: Job[] = [
     rw: "randwrite",
     bs: "4k",
     target: 0.12,
-    compareTarget: 0.6,
   },
-  { id: "metadata", label: "metadata", unit: "s", target: 13, compareTarget: 0.6 },
+  { id: "metadata", label: "metadata", unit: "s", target: 13 },
 ];
 
 /** The configuration the other io_uring modes are measured against in `--modes`. */
@@ -111,6 +101,12 @@ export function median(xs: number[]): number {
   return s.length % 2 ? s[mid] : (s[mid - 1] + s[mid]) / 2;
 }
 
+/**
+ * A server configuration must be at least this fast relative to its peer
+ * (value / theirs; for seconds, their time / ours) when it is `targeted`.
+ */
+export const PEER_TARGET = 1.0;
+
 /** One row of the summary: a job on a configuration. */
 export interface Row {
   job: string;
@@ -125,17 +121,16 @@ export interface Row {
   peakRssKiB: number;
   /** Server CPU µs per client operation (a fio I/O; a create, stat or unlink); NaN without a count. */
   cpuUsPerOp: number;
-  /** Speed relative to the `compare` configuration (null without one, or for itself). */
-  vsCompare: number | null;
+  /** The configuration this row is measured against (see {@linkcode Comparison}), or null. */
+  peer: string | null;
+  /** Speed relative to the peer: value / theirs, for seconds their time / ours; null without a peer. */
+  vsPeer: number | null;
+  /** CPU µs per operation over the peer's; null without a peer or a count. */
+  cpuVsPeer: number | null;
   /**
-   * In a comparison of io_uring modes (`--modes`): speed relative to the
-   * `io_uring:mainline` row of the same job; else null.
-   */
-  vsMainline: number | null;
-  /**
-   * Whether the row meets its target: with a `compare` run, the io_uring
-   * row against `compareTarget` (other rows null); without, every server
-   * row against the tmpfs `target` (tmpfs null).
+   * Whether the row meets its target: a `targeted` row against
+   * {@linkcode PEER_TARGET} × its peer (other rows null); in a run without
+   * peers, every server row against the job's tmpfs `target` (tmpfs null).
    */
   meetsTarget: boolean | null;
 }
@@ -148,6 +143,60 @@ export interface OpCounts {
   files: number;
 }
 
+/**
+ * Who is measured against whom. Without peers, server rows are judged by
+ * their ratio to tmpfs; with peers, only `targeted` rows have a target.
+ */
+export interface Comparison {
+  /** Configuration → the configuration it is measured against (it may be itself). */
+  peers?: Record<string, string>;
+  /** Configurations that must reach {@linkcode PEER_TARGET} × their peer's speed. */
+  targeted?: string[];
+}
+
+/** The benchmark's own configurations, in the order they run: see bench/run.ts. */
+export const OUR_CONFIGS = ["tmpfs", "dev", "io_uring", "default"];
+
+/** A `--compare` server: its label and its command. */
+export interface Compared {
+  label: string;
+  command: string;
+  /** Whether it leaves file data to the kernel: its command does not say `nopassthrough`. */
+  kernelPassthrough: boolean;
+}
+
+/**
+ * A `--compare` argument, `[LABEL=]COMMAND`: without a label, the program's
+ * name, with `-nopt` when the command says `--nopassthrough` or `-o
+ * nopassthrough` (libfuse's passthrough_hp and this project spell it so).
+ */
+export function parseCompare(arg: string): Compared {
+  const m = /^([\w.+-]+)=(.*)$/s.exec(arg);
+  const command = (m ? m[2] : arg).trim();
+  const kernelPassthrough = !/(^|[\s,])(--)?nopassthrough(?=$|[\s,])/.test(command);
+  const program = command.split(/\s+/)[0].split("/").at(-1)!;
+  return {
+    label: m ? m[1] : program + (kernelPassthrough ? "" : "-nopt"),
+    command,
+    kernelPassthrough,
+  };
+}
+
+/**
+ * Who our configurations are measured against: `default` (as a user starts
+ * it) against the first compared server with kernel passthrough, `io_uring`
+ * and `dev` (the server moving the data) against the first without; the
+ * first two are targeted.
+ */
+export function peersOf(compared: Compared[]): Comparison {
+  const kernel = compared.find((c) => c.kernelPassthrough)?.label;
+  const served = compared.find((c) => !c.kernelPassthrough)?.label;
+  const peers: Record<string, string> = {};
+  if (kernel) peers.default = kernel;
+  if (served) peers.io_uring = peers.dev = served;
+  return { peers, targeted: ["default", "io_uring"].filter((c) => peers[c]) };
+}
+
 function opsOf(job: Job, value: number, counts: OpCounts | undefined): number {
   if (!counts) return NaN;
   // IOPS × s, or MiB/s × s with 1 MiB blocks: the I/Os made.
@@ -157,7 +206,7 @@ function opsOf(job: Job, value: number, counts: OpCounts | undefined): number {
 /** The summary of a run: per job and configuration, plus io_uring over dev per job. */
 export interface Summary {
   rows: Row[];
-  /** (c)/(b): io_uring value over dev value, per job id. */
+  /** io_uring value over dev value (as speed), per job id. */
   uringOverDev: Record<string, number>;
   /** Whether io_uring reaches 1.3x dev on rand read 4k (null without both). */
   uringTargetMet: boolean | null;
@@ -165,72 +214,72 @@ export interface Summary {
 
 /**
  * Medians, ratios and targets from raw samples. `configs[0]` is the
- * reference (tmpfs); a configuration named "compare" is the yardstick
- * server of `--compare`.
+ * reference (tmpfs).
  */
 export function summarize(
   results: Results,
   configs: string[],
-  jobs: Job[] = JOBS,
+  comparison: Comparison = {},
   counts?: OpCounts,
+  jobs: Job[] = JOBS,
 ): Summary {
   const rows: Row[] = [];
   const uringOverDev: Record<string, number> = {};
   const reference = configs[0];
-  const hasCompare = configs.includes("compare");
-  // A comparison of io_uring modes: ratios between them, no absolute targets
-  // (it runs in an emulated guest, whose speed says nothing about the code's).
-  const modes = configs.includes(MAINLINE);
-  const med = (config: string, job: Job) =>
-    median((results[config]?.[job.id] ?? []).map((s) => s.value));
+  const peers = comparison.peers ?? {};
+  const targeted = new Set(comparison.targeted ?? []);
+  const byTmpfs = Object.keys(peers).length === 0;
+  const samplesOf = (config: string, job: Job) => results[config]?.[job.id] ?? [];
   for (const job of jobs) {
-    const base = med(reference, job);
-    const theirs = hasCompare ? med("compare", job) : NaN;
-    const mainline = modes ? med(MAINLINE, job) : NaN;
+    // Speed: higher is better for every unit (seconds are inverted).
+    const speed = (value: number) => (job.unit === "s" ? 1 / value : value);
+    const stats = new Map<string, { median: number; cpuUsPerOp: number }>();
     for (const config of configs) {
-      const samples = results[config]?.[job.id] ?? [];
+      const samples = samplesOf(config, job);
       if (samples.length === 0) continue;
       const m = median(samples.map((s) => s.value));
-      const ratio = m / base;
-      const cpuSeconds = median(samples.map((s) => s.cpuSeconds));
-      const vsCompare = !hasCompare || config === "compare" || config === reference
-        ? null
-        : job.unit === "s"
-        ? theirs / m
-        : m / theirs;
+      const cpu = median(samples.map((s) => s.cpuSeconds));
+      stats.set(config, {
+        median: m,
+        cpuUsPerOp: config === reference ? NaN : cpu * 1e6 / opsOf(job, m, counts),
+      });
+    }
+    const base = stats.get(reference)?.median ?? NaN;
+    for (const config of configs) {
+      const own = stats.get(config);
+      if (!own) continue;
+      const samples = samplesOf(config, job);
+      const theirs = peers[config] === undefined ? undefined : stats.get(peers[config]);
+      const vsPeer = theirs ? speed(own.median) / speed(theirs.median) : null;
+      const cpuVsPeer = theirs && Number.isFinite(own.cpuUsPerOp / theirs.cpuUsPerOp)
+        ? own.cpuUsPerOp / theirs.cpuUsPerOp
+        : null;
+      const ratio = own.median / base;
       rows.push({
         job: job.id,
         config,
         unit: job.unit,
-        median: m,
+        median: own.median,
         ratioToTmpfs: ratio,
-        cpuSeconds,
+        cpuSeconds: median(samples.map((s) => s.cpuSeconds)),
         peakRssKiB: Math.max(...samples.map((s) => s.peakRssKiB)),
-        cpuUsPerOp: config === reference ? NaN : cpuSeconds * 1e6 / opsOf(job, m, counts),
-        vsCompare,
-        vsMainline: !modes || !config.startsWith("io_uring:")
-          ? null
-          : job.unit === "s"
-          ? mainline / m
-          : m / mainline,
-        meetsTarget: modes
-          ? null
-          : hasCompare
-          ? config === "io_uring" && vsCompare !== null ? vsCompare >= job.compareTarget : null
-          : config === reference
-          ? null
-          : job.unit === "s"
-          ? ratio <= job.target
-          : ratio >= job.target,
+        cpuUsPerOp: own.cpuUsPerOp,
+        peer: theirs ? peers[config] : null,
+        vsPeer,
+        cpuVsPeer,
+        meetsTarget: byTmpfs
+          ? config === reference
+            ? null
+            : job.unit === "s"
+            ? ratio <= job.target
+            : ratio >= job.target
+          : targeted.has(config) && vsPeer !== null
+          ? vsPeer >= PEER_TARGET
+          : null,
       });
     }
-    const dev = rows.find((r) => r.job === job.id && r.config === "dev");
-    const uring = rows.find((r) => r.job === job.id && r.config === "io_uring");
-    if (dev && uring) {
-      uringOverDev[job.id] = job.unit === "s"
-        ? dev.median / uring.median
-        : uring.median / dev.median;
-    }
+    const dev = stats.get("dev"), uring = stats.get("io_uring");
+    if (dev && uring) uringOverDev[job.id] = speed(uring.median) / speed(dev.median);
   }
   const rr = uringOverDev["randread"];
   return {
@@ -238,10 +287,6 @@ export function summarize(
     uringOverDev,
     uringTargetMet: rr === undefined ? null : rr >= URING_OVER_DEV_RANDREAD,
   };
-}
-
-function ratio(x: number | null): string {
-  return x === null ? "" : x.toFixed(2);
 }
 
 function fmt(x: number, unit: Job["unit"]): string {
@@ -252,25 +297,23 @@ function fmt(x: number, unit: Job["unit"]): string {
 
 /**
  * The summary as a Markdown table (one line per job and configuration).
- * "vs compare" is the speed relative to the `--compare` server; the target
- * is against it when there is one, else against tmpfs.
+ * "vs peer" is the speed relative to the configuration named after it; the
+ * target is against the peer when the run has peers, else against tmpfs.
  */
 export function markdownTable(summary: Summary, jobs: Job[] = JOBS): string {
   const lines = [
-    "| job | config | median | ratio to tmpfs | vs compare | target | met | io_uring/dev | " +
-    "server CPU s | CPU µs/op | peak RSS MiB |",
-    "|---|---|---:|---:|---:|---|---|---:|---:|---:|---:|",
+    "| job | config | median | ratio to tmpfs | vs peer | target | met | io_uring/dev | " +
+    "server CPU s | CPU µs/op | CPU/op vs peer | peak RSS MiB |",
+    "|---|---|---:|---:|---:|---|---|---:|---:|---:|---:|---:|",
   ];
-  const hasCompare = summary.rows.some((r) => r.config === "compare");
-  const modes = summary.rows.some((r) => r.vsMainline !== null);
-  if (modes) lines[0] = lines[0].replace("| vs compare |", "| vs mainline |");
+  const byTmpfs = summary.rows.every((r) => r.peer === null);
   for (const job of jobs) {
     for (const r of summary.rows.filter((r) => r.job === job.id)) {
       const target = r.meetsTarget === null
         ? ""
-        : hasCompare
-        ? `≥ ${job.compareTarget}× compare`
-        : `${job.unit === "s" ? "≤" : "≥"} ${job.target}`;
+        : byTmpfs
+        ? `${job.unit === "s" ? "≤" : "≥"} ${job.target}`
+        : `≥ ${PEER_TARGET}× peer`;
       const met = r.meetsTarget === null ? "" : r.meetsTarget ? "yes" : "no";
       const cd = r.config === "io_uring" && summary.uringOverDev[job.id] !== undefined
         ? summary.uringOverDev[job.id].toFixed(2) +
@@ -278,19 +321,22 @@ export function markdownTable(summary: Summary, jobs: Job[] = JOBS): string {
         : "";
       const server = r.config !== "tmpfs";
       const perOp = server && Number.isFinite(r.cpuUsPerOp) ? r.cpuUsPerOp.toFixed(1) : "";
+      const vs = r.vsPeer === null || r.peer === r.config
+        ? ""
+        : `${r.vsPeer.toFixed(2)} (${r.peer})`;
+      const cpuVs = r.cpuVsPeer === null || r.peer === r.config ? "" : r.cpuVsPeer.toFixed(2);
       lines.push(
         `| ${job.label} | ${r.config} | ${fmt(r.median, r.unit)} ${r.unit} | ` +
           `${r.ratioToTmpfs.toFixed(r.unit === "s" ? 1 : 3)}${r.unit === "s" ? "×" : ""} | ` +
-          `${ratio(modes ? r.vsMainline : r.vsCompare)} | ` +
-          `${target} | ${met} | ${cd} | ${server ? r.cpuSeconds.toFixed(2) : ""} | ${perOp} | ` +
-          `${server ? (r.peakRssKiB / 1024).toFixed(0) : ""} |`,
+          `${vs} | ${target} | ${met} | ${cd} | ${server ? r.cpuSeconds.toFixed(2) : ""} | ` +
+          `${perOp} | ${cpuVs} | ${server ? (r.peakRssKiB / 1024).toFixed(0) : ""} |`,
       );
     }
   }
   return lines.join("\n");
 }
 
-const COLORS = ["#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#b07aa1"];
+const COLORS = ["#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#b07aa1", "#76b7b2", "#edc948"];
 
 function escapeXml(s: string): string {
   return s.replace(
@@ -302,36 +348,39 @@ function escapeXml(s: string): string {
 /**
  * A grouped bar chart of speed relative to tmpfs (value / tmpfs for
  * throughput, tmpfs time / time for metadata), one group per job and one
- * bar per server configuration, with each job's target as a dashed line.
+ * bar per server configuration; a dashed mark over a bar is its target.
  */
 export function svgChart(summary: Summary, title: string, jobs: Job[] = JOBS): string {
   const configs = [...new Set(summary.rows.map((r) => r.config))].filter((c) => c !== "tmpfs");
+  const rowOf = (job: Job, config: string) =>
+    summary.rows.find((r) => r.job === job.id && r.config === config);
   const speed = (r: Row) => (r.unit === "s" ? 1 / r.ratioToTmpfs : r.ratioToTmpfs);
-  // With a compare server, the io_uring target is a share of its speed.
-  const compareRow = (j: Job) => summary.rows.find((r) => r.job === j.id && r.config === "compare");
-  const hasCompare = configs.includes("compare");
-  const targets = summary.rows.some((r) => r.meetsTarget !== null);
-  const targetSpeed = (j: Job) => {
-    if (!targets) return 0;
-    const c = compareRow(j);
-    if (hasCompare) return c ? speed(c) * j.compareTarget : 0;
-    return j.unit === "s" ? 1 / j.target : j.target;
+  const byTmpfs = summary.rows.every((r) => r.peer === null);
+  // A targeted row's target as speed relative to tmpfs, or null.
+  const targetSpeed = (job: Job, r: Row): number | null => {
+    if (r.meetsTarget === null) return null;
+    if (byTmpfs) return job.unit === "s" ? 1 / job.target : job.target;
+    const peer = rowOf(job, r.peer!);
+    return peer ? speed(peer) * PEER_TARGET : null;
   };
   const max = Math.max(
     0.1,
-    ...summary.rows.filter((r) => r.config !== "tmpfs").map(speed),
-    ...jobs.map(targetSpeed),
+    ...summary.rows.filter((r) => r.config !== "tmpfs").flatMap((r) => {
+      const t = targetSpeed(jobs.find((j) => j.id === r.job)!, r);
+      return t === null ? [speed(r)] : [speed(r), t];
+    }),
   ) * 1.1;
-  const W = 760, H = 360, left = 50, bottom = 300, top = 50;
+  const W = 900, H = 380, left = 50, bottom = 300, top = 50;
   const groupW = (W - left - 20) / jobs.length;
   const barW = Math.min(40, (groupW - 20) / Math.max(1, configs.length));
   const y = (v: number) => bottom - (v / max) * (bottom - top);
+  const anyTarget = summary.rows.some((r) => r.meetsTarget !== null);
   const out: string[] = [
     `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" font-family="sans-serif" font-size="11">`,
     `<rect width="${W}" height="${H}" fill="white"/>`,
     `<text x="${W / 2}" y="20" text-anchor="middle" font-size="14">${escapeXml(title)}</text>`,
     `<text x="${W / 2}" y="36" text-anchor="middle">speed relative to tmpfs (1 = tmpfs)${
-      !targets ? "" : `; dashed: target${hasCompare ? " for io_uring (0.6× or 0.8× compare)" : ""}`
+      !anyTarget ? "" : byTmpfs ? "; dashed: target" : `; dashed: ${PEER_TARGET}× the bar's peer`
     }</text>`,
     `<line x1="${left}" y1="${bottom}" x2="${W - 10}" y2="${bottom}" stroke="black"/>`,
     `<line x1="${left}" y1="${top}" x2="${left}" y2="${bottom}" stroke="black"/>`,
@@ -346,35 +395,36 @@ export function svgChart(summary: Summary, title: string, jobs: Job[] = JOBS): s
   jobs.forEach((job, j) => {
     const x0 = left + j * groupW + (groupW - barW * configs.length) / 2;
     configs.forEach((config, c) => {
-      const row = summary.rows.find((r) => r.job === job.id && r.config === config);
+      const row = rowOf(job, config);
       if (!row) return;
       const v = speed(row);
+      const x = x0 + c * barW;
       out.push(
-        `<rect class="bar" x="${x0 + c * barW}" y="${y(v)}" width="${barW - 2}" ` +
+        `<rect class="bar" x="${x}" y="${y(v)}" width="${barW - 2}" ` +
           `height="${bottom - y(v)}" fill="${COLORS[c % COLORS.length]}">` +
           `<title>${escapeXml(`${job.label} ${config}: ${v.toFixed(3)}`)}</title></rect>`,
-        `<text x="${x0 + c * barW + barW / 2 - 1}" y="${y(v) - 3}" text-anchor="middle" ` +
+        `<text x="${x + barW / 2 - 1}" y="${y(v) - 3}" text-anchor="middle" ` +
           `font-size="9">${v.toFixed(2)}</text>`,
       );
+      const t = targetSpeed(job, row);
+      if (t !== null) {
+        out.push(
+          `<line x1="${x - 1}" y1="${y(t)}" x2="${x + barW - 1}" y2="${y(t)}" ` +
+            `stroke="black" stroke-width="2" stroke-dasharray="4 2"/>`,
+        );
+      }
     });
-    const t = targetSpeed(job);
-    if (targets) {
-      out.push(
-        `<line x1="${x0 - 4}" y1="${y(t)}" x2="${x0 + barW * configs.length + 2}" y2="${y(t)}" ` +
-          `stroke="black" stroke-dasharray="4 3"/>`,
-      );
-    }
     out.push(
       `<text x="${left + j * groupW + groupW / 2}" y="${bottom + 16}" text-anchor="middle">` +
         `${escapeXml(job.label)}</text>`,
     );
   });
+  const legendW = (W - left) / Math.max(1, configs.length);
   configs.forEach((config, c) => {
+    const x = left + c * legendW;
     out.push(
-      `<rect x="${left + c * 120}" y="${H - 24}" width="12" height="12" fill="${
-        COLORS[c % COLORS.length]
-      }"/>`,
-      `<text x="${left + c * 120 + 16}" y="${H - 14}">${escapeXml(config)}</text>`,
+      `<rect x="${x}" y="${H - 44}" width="12" height="12" fill="${COLORS[c % COLORS.length]}"/>`,
+      `<text x="${x + 16}" y="${H - 34}">${escapeXml(config)}</text>`,
     );
   });
   out.push("</svg>");

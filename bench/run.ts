@@ -1,18 +1,28 @@
 /**
- * The benchmark: fio and a metadata job on a fresh tmpfs, on the classic
- * transport and on the io_uring transport of the passthrough example, and
- * optionally on any other FUSE server, side by side in one run.
+ * The benchmark: fio and a metadata job on a fresh tmpfs, through the
+ * passthrough example and optionally through other FUSE servers, side by
+ * side in one run.
  *
  *     deno task bench [--quick] [--rounds N] [--runtime S] [--size SIZE]
- *                     [--files N] [--compare 'COMMAND'] [--modes] [--out DIR]
+ *                     [--files N] [--compare '[LABEL=]COMMAND' ...] [--modes]
+ *                     [--out DIR]
  *
- * Configurations: (a) the tmpfs itself, (b) `examples/passthrough.ts -o
- * no_io_uring`, (c) `examples/passthrough.ts -o io_uring`, and with
- * `--compare` (d) COMMAND SOURCE MOUNTPOINT (e.g. libfuse's passthrough_hp;
- * the command may fork to the background). Each round runs them in turn,
- * in alternating order; a server is started for each job so that its CPU
- * time and peak RSS belong to that job. Prints a Markdown table and writes
- * JSON and an SVG chart under bench/results/.
+ * Configurations: `tmpfs` itself; `dev` and `io_uring`, the passthrough
+ * serving file data itself (`-o no_io_uring,nopassthrough` and
+ * `-o io_uring,nopassthrough`); `default`, the passthrough as a user starts
+ * it (no options: io_uring when the kernel offers it, kernel passthrough as
+ * root); and one per `--compare`, run as `COMMAND SOURCE MOUNTPOINT` (e.g.
+ * libfuse's passthrough_hp; it may fork to the background), labelled LABEL
+ * or after the command's program (`-nopt` added when it says
+ * `nopassthrough`). Each round runs them in turn, in alternating order; a
+ * server is started for each job so that its CPU time and peak RSS belong
+ * to that job. Prints a Markdown table and writes JSON and an SVG chart
+ * under bench/results/.
+ *
+ * Peers: `default` is measured against the first compared server that
+ * keeps kernel passthrough (a command without `nopassthrough`), `io_uring`
+ * and `dev` against the first that does not; `default` and `io_uring` must
+ * be at least as fast as their peers ({@linkcode PEER_TARGET}).
  *
  * `--modes` compares the io_uring modes instead (mainline, buf_ring,
  * zero_copy: `-o io_uring_mode=...`), for a kernel with the FUSE
@@ -26,11 +36,16 @@ import { parseArgs } from "node:util";
 import { libc, readSmallFile } from "../ffi/libc.ts";
 import { memoryKiB, sh } from "./proc.ts";
 import {
+  type Comparison,
   type Job,
   JOBS,
   MAINLINE,
   markdownTable,
+  OUR_CONFIGS,
+  parseCompare,
   parseFio,
+  PEER_TARGET,
+  peersOf,
   type Results,
   type Sample,
   summarize,
@@ -45,7 +60,7 @@ const { values } = parseArgs({
     runtime: { type: "string" },
     size: { type: "string" },
     files: { type: "string" },
-    compare: { type: "string" },
+    compare: { type: "string", multiple: true },
     modes: { type: "boolean", default: false },
     out: { type: "string", default: new URL("./results", import.meta.url).pathname },
   },
@@ -65,6 +80,19 @@ if (libc.geteuid() !== 0) {
 }
 
 const repo = new URL("..", import.meta.url).pathname;
+
+const compared = (values.compare ?? []).map(parseCompare);
+const labels = compared.map((c) => c.label);
+if (labels.some((l, i) => OUR_CONFIGS.includes(l) || labels.indexOf(l) !== i || l === "")) {
+  console.error(
+    `bench: each --compare needs a label of its own (LABEL=COMMAND): ${labels.join(", ")}`,
+  );
+  Deno.exit(2);
+}
+if (values.modes && compared.length > 0) {
+  console.error("bench: --modes compares io_uring modes with each other; it takes no --compare");
+  Deno.exit(2);
+}
 const CLK_TCK = 100;
 
 function mountedFuse(path: string): boolean {
@@ -102,24 +130,28 @@ interface Server {
   pid: number;
 }
 
+/** The passthrough's `-o` options for one of our configurations (none: as a user starts it). */
+function oursOptions(config: string): string[] {
+  // dev and io_uring measure the transports: the server moves the file data.
+  if (config === "dev") return ["-o", "no_io_uring,nopassthrough"];
+  if (config === "io_uring") return ["-o", "io_uring,nopassthrough"];
+  if (config.startsWith("io_uring:")) {
+    return ["-o", `io_uring,nopassthrough,io_uring_mode=${config.slice("io_uring:".length)}`];
+  }
+  return [];
+}
+
 async function startServer(config: string, src: string, mnt: string): Promise<Server> {
   const before = fuseServers();
-  const command = config === "compare" ? ["sh", "-c", `${values.compare} "$0" "$1"`, src, mnt] : [
+  const other = compared.find((c) => c.label === config);
+  const command = other ? ["sh", "-c", `${other.command} "$0" "$1"`, src, mnt] : [
     Deno.execPath(),
     "run",
     "--allow-ffi",
     `${repo}examples/passthrough.ts`,
     src,
     mnt,
-    "-o",
-    // The server moves the file data itself in every configuration here
-    // (kernel passthrough, the passthrough's default as root, would leave
-    // the transports nothing to measure).
-    (config === "dev"
-      ? "no_io_uring"
-      : config.startsWith("io_uring:")
-      ? `io_uring,io_uring_mode=${config.slice("io_uring:".length)}`
-      : "io_uring") + ",nopassthrough",
+    ...oursOptions(config),
   ];
   const child = new Deno.Command(command[0], {
     args: command.slice(1),
@@ -136,7 +168,9 @@ async function startServer(config: string, src: string, mnt: string): Promise<Se
     }
     await new Promise((r) => setTimeout(r, 20));
   }
-  const pid = [...fuseServers()].find((p) => !before.has(p));
+  // Ours is the process itself; another server may have forked, so take the
+  // process that newly holds /dev/fuse.
+  const pid = other ? [...fuseServers()].find((p) => !before.has(p)) : child.pid;
   if (pid === undefined) throw new Error(`${config}: no new process holds /dev/fuse`);
   return { child, pid };
 }
@@ -170,7 +204,11 @@ async function runJob(job: Job, dir: string): Promise<number> {
 
 const configs = values.modes
   ? ["tmpfs", MAINLINE, "io_uring:buf_ring", "io_uring:zero_copy"]
-  : ["tmpfs", "dev", "io_uring", ...(values.compare ? ["compare"] : [])];
+  : [...OUR_CONFIGS, ...labels];
+const comparison: Comparison = values.modes
+  ? { peers: Object.fromEntries(configs.slice(1).map((c) => [c, MAINLINE])) }
+  : peersOf(compared);
+
 const results: Results = Object.fromEntries(configs.map((c) => [c, {}]));
 const base = await Deno.makeTempDir({ prefix: "denofuse-bench-" });
 const src = `${base}/src`;
@@ -222,18 +260,20 @@ try {
   await Deno.remove(base, { recursive: true });
 }
 
-const summary = summarize(results, configs, undefined, { runtime, files });
+const summary = summarize(results, configs, comparison, { runtime, files });
 const table = markdownTable(summary);
 const title = `denofuse bench ${values.modes ? "of io_uring modes " : ""}` +
   `${started.toISOString().slice(0, 16)}Z` + (quick ? " (quick)" : "") + `, ${rounds} rounds`;
 console.log(`${title}\n\n${table}`);
-if (values.modes) {
-  for (const r of summary.rows.filter((r) => r.vsMainline !== null && r.config !== MAINLINE)) {
-    console.log(`${r.config} / mainline on ${r.job}: ${r.vsMainline!.toFixed(2)}`);
-  }
-} else {
+for (const r of summary.rows.filter((r) => r.vsPeer !== null && r.peer !== r.config)) {
+  const target = r.meetsTarget === null
+    ? ""
+    : ` (target ≥ ${PEER_TARGET}: ${r.meetsTarget ? "met" : "not met"})`;
+  console.log(`${r.config} / ${r.peer} on ${r.job}: ${r.vsPeer!.toFixed(2)}${target}`);
+}
+if (!values.modes) {
   console.log(
-    `\nio_uring/dev on rand read 4k: ${summary.uringOverDev.randread?.toFixed(2)} ` +
+    `io_uring/dev on rand read 4k: ${summary.uringOverDev.randread?.toFixed(2)} ` +
       `(target ≥ 1.3: ${summary.uringTargetMet ? "met" : "not met"})`,
   );
 }
@@ -253,10 +293,11 @@ await Deno.writeTextFile(
         runtime,
         size,
         files,
-        compare: values.compare ?? null,
+        compare: compared,
         modes: values.modes,
       },
       configs,
+      comparison,
       results,
       summary,
     },

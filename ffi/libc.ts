@@ -125,6 +125,7 @@ const symbols = {
   realpath: { parameters: ["buffer", "buffer"], result: "pointer" },
   getuid: { parameters: [], result: "u32" },
   geteuid: { parameters: [], result: "u32" },
+  getegid: { parameters: [], result: "u32" },
   getgid: { parameters: [], result: "u32" },
   getpid: { parameters: [], result: "i32" },
   umask: { parameters: ["u32"], result: "u32" },

@@ -17,8 +17,17 @@
  * FUSE_HANDLE_KILLPRIV_V2 the kernel leaves clearing them on a write by an
  * unprivileged caller to the server's WRITE, which a passed-through write
  * never reaches. Its data stays with the server, which clears them as a
- * local file system would. (An inode already open in passthrough keeps
- * it: the kernel wants every open of such an inode passed through.)
+ * local file system would.
+ *
+ * The kernel also wants all opens of an inode in one mode at a time: while
+ * one is passed through, another open without passthrough fails (EIO); while
+ * one is served through the page cache, a passed-through open fails
+ * (ETXTBSY, then EIO). So the table counts both kinds per inode: an inode
+ * open in passthrough passes every further whole-file open through (a file
+ * made setuid meanwhile included), and an inode with a served open serves
+ * every further one, until the last of them is released. (A `directIo`
+ * open takes no side; a window of a file cannot be passed through, so it
+ * fails while the inode is.)
  *
  * The table lives in shared memory: OPEN and RELEASE of one inode may be
  * dispatched by different serving threads. A small lock guards it; the
@@ -37,8 +46,13 @@ const FUSE_DEV_IOC_BACKING_CLOSE = 0x4004e502n;
 
 /** Inodes that may hold a backing id at once; past it, opens are served by the session. */
 const CAPACITY = 1 << 14;
-/** Handles whose opens went to the kernel can be told apart up to this number. */
+/** Handles whose opens are counted can be told apart up to this number. */
 const HANDLES = 1 << 20;
+
+/** What a handle's open counted (per handle, in shared memory). */
+const PASSED = 1, SERVED = 2;
+/** Words per inode slot: backing id, passed-through opens, served opens. */
+const SLOT = 3;
 
 // The header of the shared memory (Int32 words).
 const LOCK = 0;
@@ -59,11 +73,11 @@ function privileged(fd: number): boolean {
 
 /** What a {@linkcode BackingIds} keeps in shared memory. */
 export interface BackingIdsShared {
-  /** Lock, state, and per slot: backing id, open count. */
+  /** Lock, state, and per slot: backing id, passed-through opens, served opens. */
   readonly words: SharedArrayBuffer;
   /** Per slot: the node id (0: free, -1: freed). */
   readonly nodes: SharedArrayBuffer;
-  /** Per handle: 1 when its open went to the kernel. */
+  /** Per handle: what its open counted (passed through, served, or nothing). */
   readonly handles: SharedArrayBuffer;
 }
 
@@ -85,7 +99,7 @@ export class BackingIds {
   constructor(fuseFd: number, shared?: BackingIdsShared, onRefused?: (why: string) => void) {
     this.#fuseFd = fuseFd;
     this.shared = shared ?? {
-      words: new SharedArrayBuffer((HEADER + 2 * CAPACITY) * 4),
+      words: new SharedArrayBuffer((HEADER + SLOT * CAPACITY) * 4),
       nodes: new SharedArrayBuffer(CAPACITY * 8),
       handles: new SharedArrayBuffer(HANDLES),
     };
@@ -103,49 +117,76 @@ export class BackingIds {
   /** Backing ids held now (for tests: none after every release). */
   get held(): number {
     let n = 0;
-    for (let i = 0; i < CAPACITY; i++) if (this.#nodes[i] > 0) n++;
+    for (let i = 0; i < CAPACITY; i++) {
+      if (this.#nodes[i] > 0 && this.#words[HEADER + SLOT * i + 1] > 0) n++;
+    }
     return n;
   }
 
   /**
-   * The backing id for an open `fh` of `nodeId` whose data is all of `fd`:
-   * the inode's existing one, or a new one made from `fd`; 0 when the open
-   * cannot go to the kernel (the session then serves its data).
+   * The backing id for an open `fh` of `nodeId` served from `fd`, or 0 when
+   * the session serves its data. `whole`: the open's data is all of `fd`
+   * (no window) and it may go to the kernel (not `directIo`); `directIo`:
+   * the kernel neither caches nor passes it through.
    */
-  acquire(nodeId: number, fh: number, fd: number): number {
-    if (!this.active || !(fh >= 0 && fh < HANDLES) || nodeId <= 0) return 0;
+  acquire(nodeId: number, fh: number, fd: number, whole: boolean, directIo: boolean): number {
+    if (!(fh >= 0 && fh < HANDLES) || nodeId <= 0) return 0;
     this.#lock();
     try {
       let slot = this.#find(nodeId);
+      const passed = slot < 0 ? 0 : this.#words[HEADER + SLOT * slot + 1];
+      const served = slot < 0 ? 0 : this.#words[HEADER + SLOT * slot + 2];
+      if (passed > 0) {
+        // The kernel wants this open passed through as well.
+        if (!whole) return 0; // (it will fail it: documented)
+        this.#words[HEADER + SLOT * slot + 1]++;
+        this.#handles[fh] = PASSED;
+        return this.#words[HEADER + SLOT * slot];
+      }
+      // Once refused, nothing new goes to the kernel (inodes already passed
+      // through keep their ids, above).
+      if (directIo || !this.active) return 0;
       if (slot < 0) {
         slot = this.#free(nodeId);
-        if (slot < 0) return 0; // full: this open is served by the session
-        if (privileged(fd)) return 0;
-        const id = this.#open(fd);
-        if (id <= 0) return 0;
+        if (slot < 0) return 0; // full: this open is served, uncounted
         this.#nodes[slot] = nodeId;
-        this.#words[HEADER + 2 * slot] = id;
-        this.#words[HEADER + 2 * slot + 1] = 0;
+        this.#words.fill(0, HEADER + SLOT * slot, HEADER + SLOT * (slot + 1));
       }
-      this.#words[HEADER + 2 * slot + 1]++;
-      this.#handles[fh] = 1;
-      return this.#words[HEADER + 2 * slot];
+      const id = whole && served === 0 && !privileged(fd) ? this.#open(fd) : 0;
+      if (id > 0) {
+        this.#words[HEADER + SLOT * slot] = id;
+        this.#words[HEADER + SLOT * slot + 1] = 1;
+        this.#handles[fh] = PASSED;
+      } else {
+        this.#words[HEADER + SLOT * slot + 2]++;
+        this.#handles[fh] = SERVED;
+      }
+      return id;
     } finally {
       this.#unlock();
     }
   }
 
-  /** Handle `fh` of `nodeId` is released: the inode's last one drops its backing id. */
+  /**
+   * Handle `fh` of `nodeId` is released: the inode's last passed-through
+   * open drops its backing id, and its last counted open its slot.
+   */
   release(nodeId: number, fh: number): void {
     if (!(fh >= 0 && fh < HANDLES) || this.#handles[fh] === 0) return;
     this.#lock();
     try {
+      const kind = this.#handles[fh];
       this.#handles[fh] = 0;
       const slot = this.#find(nodeId);
-      if (slot < 0 || --this.#words[HEADER + 2 * slot + 1] > 0) return;
-      const id = new Uint32Array([this.#words[HEADER + 2 * slot]]);
-      libc.ioctl(this.#fuseFd, FUSE_DEV_IOC_BACKING_CLOSE, new Uint8Array(id.buffer));
-      this.#nodes[slot] = -1;
+      if (slot < 0) return;
+      const at = HEADER + SLOT * slot;
+      if (kind === PASSED && --this.#words[at + 1] === 0) {
+        const id = new Uint32Array([this.#words[at]]);
+        libc.ioctl(this.#fuseFd, FUSE_DEV_IOC_BACKING_CLOSE, new Uint8Array(id.buffer));
+        this.#words[at] = 0;
+      }
+      if (kind === SERVED) this.#words[at + 2]--;
+      if (this.#words[at + 1] <= 0 && this.#words[at + 2] <= 0) this.#nodes[slot] = -1;
     } finally {
       this.#unlock();
     }

@@ -221,7 +221,8 @@ function backed(o: OpenReply, nodeId: number, c: OperationContext): number {
   };
   // The fd stays the handle's also when the kernel moves the data (flush, fsync, locks).
   c.backingFds.set(fh, o.backingFd, window);
-  return whole && !o.directIo && c.backingIds ? c.backingIds.acquire(nodeId, fh, o.backingFd) : 0;
+  const direct = o.directIo === true;
+  return c.backingIds ? c.backingIds.acquire(nodeId, fh, o.backingFd, whole && !direct, direct) : 0;
 }
 
 /** `struct fuse_write_out` with `n` bytes written. */

@@ -296,7 +296,8 @@ export async function runMain(
   }
   console.log(
     `${name}: mounted on ${session.mountpoint} over ${session.transport}` +
-      `${session.uringMode ? ` (${session.uringMode})` : ""}; Ctrl-C to unmount`,
+      `${session.uringMode ? ` (${session.uringMode})` : ""}` +
+      `${session.kernelPassthrough ? ", file data by kernel passthrough" : ""}; Ctrl-C to unmount`,
   );
   try {
     await session.closed;

@@ -19,6 +19,7 @@ export function off(n: number): bigint {
 }
 
 let root: boolean | undefined;
+let ownGid: number | undefined;
 
 /** Whether this server runs as root (only root can act as another user); asked once. */
 export function asRoot(): boolean {
@@ -28,17 +29,21 @@ export function asRoot(): boolean {
 /**
  * Run `fn` with the fsuid/fsgid of `caller` (when running as root; an
  * unprivileged server can only create as itself). fsuid is per thread, and
- * synchronous FFI calls run on this one.
+ * synchronous FFI calls run on this one. A caller who is root with the
+ * server's group needs no switch: four system calls saved on every create
+ * by root.
  */
 export function asCaller<T>(caller: Caller | undefined, fn: () => T): T {
   if (!caller || !asRoot()) return fn();
+  const gid = ownGid ??= libc.getegid();
+  if (caller.uid === 0 && caller.gid === gid) return fn();
   libc.setfsgid(caller.gid);
   libc.setfsuid(caller.uid);
   try {
     return fn();
   } finally {
     libc.setfsuid(0);
-    libc.setfsgid(0);
+    libc.setfsgid(gid);
   }
 }
 

@@ -5,7 +5,9 @@ import {
   JOBS,
   markdownTable,
   median,
+  parseCompare,
   parseFio,
+  peersOf,
   type Results,
   rssVerdict,
   summarize,
@@ -67,7 +69,7 @@ Deno.test("bench: medians, ratios to tmpfs, io_uring over dev, and targets", () 
   const table = markdownTable(sum);
   assert.match(
     table,
-    /^\| rand read 4k \| io_uring \| 125 IOPS \| 0\.114 \| {2}\| ≥ 0\.09 \| yes \| 1\.39 \(≥ 1\.3\) \| 2\.00 \| {2}\| 88 \|$/m,
+    /^\| rand read 4k \| io_uring \| 125 IOPS \| 0\.114 \| {2}\| ≥ 0\.09 \| yes \| 1\.39 \(≥ 1\.3\) \| 2\.00 \| {2}\| {2}\| 88 \|$/m,
   );
   assert.match(table, /^\| metadata \| dev \| 1\.350 s \| 13\.5× \| {2}\| ≤ 13 \| no \|/m);
   assert.equal(table.split("\n").length, 2 + 6);
@@ -80,45 +82,98 @@ Deno.test("bench: medians, ratios to tmpfs, io_uring over dev, and targets", () 
   assert.match(svg, /metadata io_uring: 0\.083/);
 });
 
-Deno.test("bench: against a --compare server, targets are ratios to it; CPU per operation", () => {
+Deno.test("bench: --compare arguments: labels, and which data path each server takes", () => {
+  const hp = "/opt/libfuse/build/example/passthrough_hp";
+  assert.deepEqual(parseCompare(`${hp} --foreground -o io_uring`), {
+    label: "passthrough_hp",
+    command: `${hp} --foreground -o io_uring`,
+    kernelPassthrough: true,
+  });
+  assert.equal(
+    parseCompare(`${hp} --foreground --nopassthrough -o io_uring`).label,
+    "passthrough_hp-nopt",
+  );
+  assert.equal(parseCompare(`${hp} -o io_uring,nopassthrough`).kernelPassthrough, false);
+  // A word that merely contains it is not the option.
+  assert.equal(parseCompare(`${hp} -o io_uring --no-nopassthroughs`).kernelPassthrough, true);
+  const labelled = parseCompare(`hp2=${hp} -o x=y`);
+  assert.equal(labelled.label, "hp2");
+  assert.equal(labelled.command, `${hp} -o x=y`);
+  // A path with "=" after the program is no label.
+  assert.equal(parseCompare(`${hp} -o a=b`).label, "passthrough_hp");
+  const both = [parseCompare(`${hp} -o io_uring`), parseCompare(`${hp} --nopassthrough`)];
+  assert.deepEqual(peersOf(both), {
+    peers: {
+      default: "passthrough_hp",
+      io_uring: "passthrough_hp-nopt",
+      dev: "passthrough_hp-nopt",
+    },
+    targeted: ["default", "io_uring"],
+  });
+  assert.deepEqual(peersOf([both[1]]), {
+    peers: { io_uring: "passthrough_hp-nopt", dev: "passthrough_hp-nopt" },
+    targeted: ["io_uring"],
+  });
+  assert.deepEqual(peersOf([]), { peers: {}, targeted: [] });
+});
+
+Deno.test("bench: against compared servers, targets are ratios to peers; CPU per operation", () => {
   const s = (value: number, cpuSeconds = 0) => ({ value, cpuSeconds, peakRssKiB: 1024 });
   const results: Results = {
     tmpfs: { randread: [s(1000)], seqwrite: [s(9000)], metadata: [s(0.1)] },
     dev: { randread: [s(100, 3)], seqwrite: [s(3000, 5)], metadata: [s(4, 2)] },
     io_uring: { randread: [s(140, 2)], seqwrite: [s(7000, 6)], metadata: [s(2.5, 1.5)] },
-    compare: { randread: [s(200, 2)], seqwrite: [s(8000, 4)], metadata: [s(2, 1)] },
+    default: { randread: [s(900, 1)], seqwrite: [s(8800, 1)], metadata: [s(2.2, 1.5)] },
+    hp: { randread: [s(800, 1)], seqwrite: [s(9000, 1)], metadata: [s(2, 1)] },
+    "hp-nopt": { randread: [s(200, 2)], seqwrite: [s(7000, 4)], metadata: [s(2, 1)] },
   };
-  const sum = summarize(results, ["tmpfs", "dev", "io_uring", "compare"], undefined, {
-    runtime: 10,
-    files: 1000,
-  });
+  const configs = ["tmpfs", "dev", "io_uring", "default", "hp", "hp-nopt"];
+  const comparison = {
+    peers: { default: "hp", io_uring: "hp-nopt", dev: "hp-nopt" },
+    targeted: ["default", "io_uring"],
+  };
+  const sum = summarize(results, configs, comparison, { runtime: 10, files: 1000 });
   const row = (jobId: string, config: string) =>
     sum.rows.find((r) => r.job === jobId && r.config === config)!;
-  // Speed relative to the compare server: 140 / 200; for seconds, 2 / 2.5.
-  assert.equal(row("randread", "io_uring").vsCompare, 0.7);
-  assert.equal(row("randread", "io_uring").meetsTarget, true); // ≥ 0.6
-  assert.equal(row("seqwrite", "io_uring").vsCompare, 0.875);
-  assert.equal(row("seqwrite", "io_uring").meetsTarget, true); // ≥ 0.8
-  assert.equal(row("metadata", "io_uring").vsCompare, 0.8);
-  assert.equal(row("metadata", "io_uring").meetsTarget, true);
-  assert.equal(row("randread", "dev").vsCompare, 0.5);
-  assert.equal(row("randread", "dev").meetsTarget, null); // the targets are io_uring's
-  assert.equal(row("randread", "compare").vsCompare, null);
+  // Speed relative to the peer: 140 / 200; for seconds, 2 / 2.5.
+  assert.equal(row("randread", "io_uring").peer, "hp-nopt");
+  assert.equal(row("randread", "io_uring").vsPeer, 0.7);
+  assert.equal(row("randread", "io_uring").meetsTarget, false); // < 1.0
+  assert.equal(row("seqwrite", "io_uring").vsPeer, 1);
+  assert.equal(row("seqwrite", "io_uring").meetsTarget, true); // ≥ 1.0
+  assert.equal(row("metadata", "io_uring").vsPeer, 0.8);
+  assert.equal(row("randread", "default").peer, "hp");
+  assert.equal(row("randread", "default").vsPeer, 1.125);
+  assert.equal(row("randread", "default").meetsTarget, true);
+  assert.equal(row("seqwrite", "default").meetsTarget, false); // 8800 / 9000
+  assert.equal(row("randread", "dev").vsPeer, 0.5);
+  assert.equal(row("randread", "dev").meetsTarget, null); // dev is not targeted
+  assert.equal(row("randread", "hp").vsPeer, null);
+  assert.equal(row("randread", "hp").meetsTarget, null);
+  assert.equal(row("randread", "tmpfs").meetsTarget, null); // no tmpfs targets with peers
   // CPU per operation: 2 s over 140 IOPS × 10 s; metadata: 1.5 s over 3 × 1000 ops.
   assert.ok(Math.abs(row("randread", "io_uring").cpuUsPerOp - 2e6 / 1400) < 1e-9);
   assert.equal(row("metadata", "io_uring").cpuUsPerOp, 500);
   assert.ok(Number.isNaN(row("randread", "tmpfs").cpuUsPerOp));
+  // ... and over the peer's: 500 / 333.3 µs.
+  assert.ok(Math.abs(row("metadata", "io_uring").cpuVsPeer! - 1.5) < 1e-9);
+  assert.equal(row("metadata", "hp").cpuVsPeer, null);
   // io_uring over dev: 1.4 on rand read, and as speed for seconds (4 / 2.5).
   assert.equal(sum.uringOverDev.metadata, 1.6);
   const table = markdownTable(sum);
   assert.match(
     table,
-    /^\| rand read 4k \| io_uring \| 140 IOPS \| 0\.140 \| 0\.70 \| ≥ 0\.6× compare \| yes \| 1\.40 \(≥ 1\.3\) \| 2\.00 \| 1428\.6 \| 1 \|$/m,
+    /^\| rand read 4k \| io_uring \| 140 IOPS \| 0\.140 \| 0\.70 \(hp-nopt\) \| ≥ 1× peer \| no \| 1\.40 \(≥ 1\.3\) \| 2\.00 \| 1428\.6 \| 1\.43 \| 1 \|$/m,
   );
   assert.match(
     table,
-    /^\| metadata \| compare \| 2\.000 s \| 20\.0× \| {2}\| {2}\| {2}\| {2}\| 1\.00 \| 333\.3 \| 1 \|$/m,
+    /^\| metadata \| hp \| 2\.000 s \| 20\.0× \| {2}\| {2}\| {2}\| {2}\| 1\.00 \| 333\.3 \| {2}\| 1 \|$/m,
   );
+  assert.equal(table.split("\n").length, 2 + 3 * 6);
+  const svg = svgChart(sum, "peers");
+  assert.equal((svg.match(/class="bar"/g) ?? []).length, 3 * 5);
+  // A target mark over each targeted bar: default and io_uring on 3 jobs.
+  assert.equal((svg.match(/stroke-dasharray/g) ?? []).length, 2 * 3);
 });
 
 Deno.test("bench: --modes compares io_uring modes with mainline, without absolute targets", () => {
@@ -130,19 +185,24 @@ Deno.test("bench: --modes compares io_uring modes with mainline, without absolut
     "io_uring:zero_copy": { randread: [s(132)], metadata: [s(4.4)] },
   };
   const configs = ["tmpfs", "io_uring:mainline", "io_uring:buf_ring", "io_uring:zero_copy"];
-  const sum = summarize(results, configs);
+  const peers = Object.fromEntries(configs.slice(1).map((c) => [c, "io_uring:mainline"]));
+  const sum = summarize(results, configs, { peers });
   const row = (jobId: string, config: string) =>
     sum.rows.find((r) => r.job === jobId && r.config === config)!;
   // Medians 110 / 99 / 132: ratios to mainline; for seconds, as speed (4 / 5).
-  assert.equal(row("randread", "io_uring:mainline").vsMainline, 1);
-  assert.equal(row("randread", "io_uring:buf_ring").vsMainline, 0.9);
-  assert.equal(row("randread", "io_uring:zero_copy").vsMainline, 1.2);
-  assert.equal(row("metadata", "io_uring:buf_ring").vsMainline, 0.8);
-  assert.equal(row("randread", "tmpfs").vsMainline, null);
+  assert.equal(row("randread", "io_uring:mainline").vsPeer, 1);
+  assert.equal(row("randread", "io_uring:buf_ring").vsPeer, 0.9);
+  assert.equal(row("randread", "io_uring:zero_copy").vsPeer, 1.2);
+  assert.equal(row("metadata", "io_uring:buf_ring").vsPeer, 0.8);
+  assert.equal(row("randread", "tmpfs").vsPeer, null);
   for (const r of sum.rows) assert.equal(r.meetsTarget, null);
   const table = markdownTable(sum);
-  assert.match(table, /\| vs mainline \|/);
-  assert.match(table, /^\| rand read 4k \| io_uring:zero_copy \| 132 IOPS \| 0\.132 \| 1\.20 \|/m);
+  assert.match(
+    table,
+    /^\| rand read 4k \| io_uring:zero_copy \| 132 IOPS \| 0\.132 \| 1\.20 \(io_uring:mainline\) \|/m,
+  );
+  // A row is not shown against itself.
+  assert.match(table, /^\| rand read 4k \| io_uring:mainline \| 110 IOPS \| 0\.110 \| {2}\|/m);
   const svg = svgChart(sum, "modes");
   assert.equal((svg.match(/class="bar"/g) ?? []).length, 6);
   assert.doesNotMatch(svg, /stroke-dasharray/); // no target lines

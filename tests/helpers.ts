@@ -70,7 +70,31 @@ function defineMountTest(
         throw new Error("CI=true but this process cannot mount (needs root and /dev/fuse)");
       }
       if (needsUring && uringMissing) throw new Error(`CI=true but io_uring: ${uringMissing}`);
-      await withTimeout(fn, timeoutMs);
+      // The connections mounted on this test's mountpoints, noted while
+      // they are mounted: a test stuck on one never reaches its cleanup, and
+      // a detached mount no longer shows where it was.
+      const seen = new Set<string>();
+      const note = () => {
+        for (const dir of liveMountpoints) {
+          const minor = fuseConnectionAt(dir);
+          if (minor) seen.add(minor);
+        }
+      };
+      const noting = setInterval(note, 100);
+      try {
+        await withTimeout(fn, timeoutMs);
+      } catch (e) {
+        if (/^timed out after/.test((e as Error).message)) {
+          // Abort them, so that neither this process nor a server in it
+          // waits on them for ever (and the process can exit).
+          note();
+          for (const minor of seen) abortFuseConnection(minor);
+          for (const dir of liveMountpoints) await forceUnmount(dir);
+        }
+        throw e;
+      } finally {
+        clearInterval(noting);
+      }
     },
   });
 }
@@ -115,12 +139,17 @@ export async function forceUnmount(path: string): Promise<void> {
   await run("umount", "-l", path);
 }
 
+/** Mountpoints of this process not yet cleaned up: what a timed-out test leaves. */
+const liveMountpoints = new Set<string>();
+
 /** A fresh temporary directory, removed (after a forced unmount) by the returned cleanup. */
 export async function tempMountpoint(): Promise<[string, () => Promise<void>]> {
   const dir = await Deno.makeTempDir({ prefix: "denofuse-mnt-" });
+  liveMountpoints.add(dir);
   return [dir, async () => {
     await forceUnmount(dir);
     await Deno.remove(dir, { recursive: true }).catch(() => {});
+    liveMountpoints.delete(dir);
   }];
 }
 
@@ -177,6 +206,35 @@ export function transportTest(
     );
   }
 }
+
+/**
+ * How file data moves through the passthrough: `kernel`, its default as
+ * root (FUSE_PASSTHROUGH: the kernel reads and writes the backing files),
+ * or `server` (`-o nopassthrough`: the server moves every byte).
+ */
+export const DATA_PATHS = ["kernel", "server"] as const;
+
+/** The passthrough's command-line options for a data path. */
+export function dataPathArgs(data: typeof DATA_PATHS[number]): string[] {
+  return data === "server" ? ["-o", "nopassthrough"] : [];
+}
+
+/** A {@linkcode transportTest} for each data path as well: four tests. */
+export function dataPathTest(
+  name: string,
+  fn: (transport: typeof TRANSPORTS[number], data: typeof DATA_PATHS[number]) => Promise<void>,
+  timeoutMs?: number,
+): void {
+  for (const data of DATA_PATHS) {
+    transportTest(`${name} {data by ${data}}`, (transport) => fn(transport, data), timeoutMs);
+  }
+}
+
+/** Whether this kernel has FUSE_PASSTHROUGH (Linux 6.9+; tests mount as root). */
+export const kernelHasPassthrough = (() => {
+  const [major, minor] = Deno.osRelease().split(".").map(Number);
+  return major > 6 || (major === 6 && minor >= 9);
+})();
 
 /**
  * Start a server as a user would (`deno run --allow-ffi ARGS...`, from the
@@ -240,6 +298,10 @@ export async function withPassthrough(
   ], wrapper);
   try {
     assert.match(out, new RegExp(`over ${transport}`));
+    // The data path is the one asked for: kernel passthrough unless
+    // -o nopassthrough (the passthrough's default as root).
+    const served = extraArgs.some((a) => /(^|,)nopassthrough(,|$)/.test(a));
+    assert.equal(/kernel passthrough/.test(out), kernelHasPassthrough && !served, out);
     await fn(mnt, src, server.pid);
     server.kill("SIGTERM");
     assert.equal((await server.status).code, 0);

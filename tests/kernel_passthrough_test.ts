@@ -109,3 +109,59 @@ transportTest(
     }
   },
 );
+
+transportTest(
+  "kernel passthrough: opens of one inode stay in one mode while another is open (setuid added or removed meanwhile)",
+  async (transport) => {
+    const [mnt, cleanup] = await tempMountpoint();
+    const src = await Deno.makeTempDir({ prefix: "denofuse-src-" });
+    await Deno.writeTextFile(`${src}/s`, "setuid\n");
+    await Deno.chmod(`${src}/s`, 0o4755);
+    await Deno.writeTextFile(`${src}/p`, "plain\n");
+    const fs = new Passthrough(src);
+    const session = await mount(fs, mnt, {
+      transport,
+      handleSignals: false,
+      passthrough: true,
+      defaultPermissions: true,
+      perQueue: { source: PASSTHROUGH_QUEUE_SOURCE, data: fs.shared },
+    });
+    try {
+      // A setuid file is served; made plain while open, its next open is
+      // served too (a passed-through one would fail: the kernel's ETXTBSY).
+      const served = await Deno.open(`${mnt}/s`, { read: true });
+      try {
+        await Deno.chmod(`${mnt}/s`, 0o755);
+        assert.equal(await Deno.readTextFile(`${mnt}/s`), "setuid\n");
+        assert.equal(session.backingFiles, 0);
+      } finally {
+        served.close();
+      }
+      // Closed: the next open of the now plain file is passed through.
+      await waitFor(async () => {
+        const f = await Deno.open(`${mnt}/s`, { read: true });
+        const passed = session.backingFiles === 1;
+        f.close();
+        return passed;
+      });
+      // A plain file open in passthrough, made setuid meanwhile: its next
+      // open shares the backing file (one served would fail with EIO).
+      const passed = await Deno.open(`${mnt}/p`, { read: true, write: true });
+      try {
+        await waitFor(() => Promise.resolve(session.backingFiles === 1));
+        await Deno.chmod(`${mnt}/p`, 0o4755);
+        assert.equal(await Deno.readTextFile(`${mnt}/p`), "plain\n");
+        await passed.write(new TextEncoder().encode("PLAIN"));
+      } finally {
+        passed.close();
+      }
+      assert.equal(await Deno.readTextFile(`${src}/p`), "PLAIN\n");
+      await waitFor(() => Promise.resolve(session.backingFiles === 0));
+    } finally {
+      await session.unmount();
+      assert.equal(session.backingFiles, 0);
+      await cleanup();
+      await Deno.remove(src, { recursive: true });
+    }
+  },
+);

@@ -4,6 +4,8 @@
 // source) and fds run out, only the requests that needed one fail.
 import assert from "node:assert/strict";
 import {
+  dataPathArgs,
+  dataPathTest,
   killServer,
   reap,
   run,
@@ -23,14 +25,14 @@ function fdsOf(pid: number): number {
   return [...Deno.readDirSync(`/proc/${pid}/fd`)].length;
 }
 
-transportTest(
+dataPathTest(
   "large tree: 100,000 entries list, stat and work through the mount on 10,000 fds",
-  async (transport) => {
+  async (transport, data) => {
     const [mnt, cleanup] = await tempMountpoint();
     const src = await Deno.makeTempDir({ prefix: "denofuse-src-" });
     await sh(`cd ${src} && mkdir big && cd big && seq -f 'f%06g' 100000 | xargs touch`);
     const { child } = await startServer(
-      ["examples/passthrough.ts", src, mnt, ...opt(transport)],
+      ["examples/passthrough.ts", src, mnt, ...opt(transport), ...dataPathArgs(data)],
       ["prlimit", "--nofile=10000:10000"],
     );
     try {

@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import { check, close, errno, libc, O, open } from "../ffi/libc.ts";
 import { Errno } from "../ffi/errno.ts";
-import { run, transportTest, waitFor, withPassthrough } from "./helpers.ts";
+import { dataPathArgs, dataPathTest, run, waitFor, withPassthrough } from "./helpers.ts";
 
 const F_GETLK = 5, F_SETLK = 6, F_OFD_SETLK = 37;
 const F_RDLCK = 0, F_WRLCK = 1, F_UNLCK = 2;
@@ -40,9 +40,9 @@ function output(child: Deno.ChildProcess): (ms: number) => Promise<string | null
   };
 }
 
-transportTest(
+dataPathTest(
   "locks: POSIX locks and flock through the mount conflict with the source's own users",
-  (transport) =>
+  (transport, data) =>
     withPassthrough(transport, async (mnt, src) => {
       await Deno.writeTextFile(`${src}/f`, "0123456789".repeat(10));
       const tryLock = (path: string) =>
@@ -84,12 +84,12 @@ transportTest(
       await holder.stdin.close();
       assert.equal((await holder.status).code, 0);
       assert.equal((await run("flock", "-n", "-x", `${mnt}/f`, "true")).code, 0);
-    }),
+    }, dataPathArgs(data)),
 );
 
-transportTest(
+dataPathTest(
   "locks: a waiting lock gets it when freed, and a killed waiter is let go at once",
-  (transport) =>
+  (transport, data) =>
     withPassthrough(transport, async (mnt, src) => {
       await Deno.writeTextFile(`${src}/f`, "x");
       const direct = open(`${src}/f`, O.RDWR);
@@ -141,5 +141,5 @@ transportTest(
           await waiter.status;
         }
       }
-    }),
+    }, dataPathArgs(data)),
 );

@@ -8,6 +8,8 @@
 // another (027).
 import assert from "node:assert/strict";
 import {
+  dataPathArgs,
+  dataPathTest,
   killServer,
   run,
   sh,
@@ -113,9 +115,9 @@ function listing(dir: string): Promise<string> {
   );
 }
 
-transportTest(
+dataPathTest(
   "multi-user: NAME_MAX, sticky directories, utimensat and ownership rules match the backing file system",
-  (transport) =>
+  (transport, data) =>
     withPassthrough(
       transport,
       async (mnt, src) => {
@@ -138,7 +140,7 @@ transportTest(
           await Deno.remove(ref, { recursive: true });
         }
       },
-      ["-o", "allow_other"],
+      ["-o", "allow_other", ...dataPathArgs(data)],
       undefined,
       SERVER_UMASK,
     ),

@@ -1,7 +1,7 @@
 // The passthrough example on a real mount, on each transport, driven with
 // ordinary tools and Deno's fs API, and compared with the backing directory.
 import assert from "node:assert/strict";
-import { run, sh, transportTest, withPassthrough } from "./helpers.ts";
+import { dataPathArgs, dataPathTest, run, sh, transportTest, withPassthrough } from "./helpers.ts";
 
 const repo = new URL("..", import.meta.url).pathname;
 
@@ -14,48 +14,41 @@ function bytes(n: number, seed = 1): Uint8Array {
 
 // As root the passthrough hands file data to the kernel (FUSE_PASSTHROUGH);
 // -o nopassthrough serves it from the server: both must round-trip.
-for (
-  const [setting, args] of [["kernel passthrough", []], ["nopassthrough", [
-    "-o",
-    "nopassthrough",
-  ]]] as const
-) {
-  transportTest(
-    `passthrough: data round trips match the backing files (${setting})`,
-    (transport) =>
-      withPassthrough(transport, async (mnt, src) => {
-        const cases: [string, Uint8Array][] = [
-          ["empty", new Uint8Array(0)],
-          ["one", new Uint8Array([42])],
-          ["odd", bytes(12345)],
-          ["big", bytes(3 * 1024 * 1024 + 17)],
-        ];
-        for (const [name, data] of cases) {
-          await Deno.writeFile(`${mnt}/${name}`, data);
-          assert.deepEqual(await Deno.readFile(`${src}/${name}`), data, name);
-          assert.deepEqual(await Deno.readFile(`${mnt}/${name}`), data, name);
-        }
-        // Unaligned overwrite, append, and a sparse file with a hole.
-        const f = await Deno.open(`${mnt}/odd`, { write: true });
-        await f.seek(4097, Deno.SeekMode.Start);
-        await f.write(new TextEncoder().encode("middle"));
-        f.close();
-        await Deno.writeFile(`${mnt}/odd`, new TextEncoder().encode("tail"), { append: true });
-        assert.deepEqual(await Deno.readFile(`${mnt}/odd`), await Deno.readFile(`${src}/odd`));
-        await sh(`dd if=/dev/urandom of=${mnt}/sparse bs=4096 count=1 seek=1000 status=none`);
-        assert.equal((await Deno.stat(`${src}/sparse`)).size, 1001 * 4096);
-        assert.equal(await sh(`cmp ${mnt}/sparse ${src}/sparse && echo same`), "same\n");
-        const blocks = await sh(`stat -c %b ${src}/sparse`);
-        assert.ok(Number(blocks) < 100, `sparse file uses ${blocks} blocks`);
-        // fio writes and verifies with direct I/O through the mount.
-        await sh(
-          `fio --name=v --filename=${mnt}/fio.bin --rw=randwrite --bs=4k --size=8M --direct=1 ` +
-            `--ioengine=sync --verify=crc32c --do_verify=1 --verify_state_save=0 --output=/dev/null`,
-        );
-        assert.equal(await sh(`cmp ${mnt}/fio.bin ${src}/fio.bin && echo same`), "same\n");
-      }, [...args]),
-  );
-}
+dataPathTest(
+  "passthrough: data round trips match the backing files",
+  (transport, data) =>
+    withPassthrough(transport, async (mnt, src) => {
+      const cases: [string, Uint8Array][] = [
+        ["empty", new Uint8Array(0)],
+        ["one", new Uint8Array([42])],
+        ["odd", bytes(12345)],
+        ["big", bytes(3 * 1024 * 1024 + 17)],
+      ];
+      for (const [name, data] of cases) {
+        await Deno.writeFile(`${mnt}/${name}`, data);
+        assert.deepEqual(await Deno.readFile(`${src}/${name}`), data, name);
+        assert.deepEqual(await Deno.readFile(`${mnt}/${name}`), data, name);
+      }
+      // Unaligned overwrite, append, and a sparse file with a hole.
+      const f = await Deno.open(`${mnt}/odd`, { write: true });
+      await f.seek(4097, Deno.SeekMode.Start);
+      await f.write(new TextEncoder().encode("middle"));
+      f.close();
+      await Deno.writeFile(`${mnt}/odd`, new TextEncoder().encode("tail"), { append: true });
+      assert.deepEqual(await Deno.readFile(`${mnt}/odd`), await Deno.readFile(`${src}/odd`));
+      await sh(`dd if=/dev/urandom of=${mnt}/sparse bs=4096 count=1 seek=1000 status=none`);
+      assert.equal((await Deno.stat(`${src}/sparse`)).size, 1001 * 4096);
+      assert.equal(await sh(`cmp ${mnt}/sparse ${src}/sparse && echo same`), "same\n");
+      const blocks = await sh(`stat -c %b ${src}/sparse`);
+      assert.ok(Number(blocks) < 100, `sparse file uses ${blocks} blocks`);
+      // fio writes and verifies with direct I/O through the mount.
+      await sh(
+        `fio --name=v --filename=${mnt}/fio.bin --rw=randwrite --bs=4k --size=8M --direct=1 ` +
+          `--ioengine=sync --verify=crc32c --do_verify=1 --verify_state_save=0 --output=/dev/null`,
+      );
+      assert.equal(await sh(`cmp ${mnt}/fio.bin ${src}/fio.bin && echo same`), "same\n");
+    }, dataPathArgs(data)),
+);
 
 transportTest(
   "passthrough: metadata, links and renames match the backing directory",
