@@ -396,23 +396,24 @@ export class Ring {
   }
 
   /**
-   * Wait on this thread for up to `micros` µs for a completion; returns
-   * whether one is queued. Because the kernel runs this ring's task work
-   * while the submitting thread waits in `io_uring_enter`, a request that
-   * arrives meanwhile is delivered without waking any other thread. It
-   * blocks the event loop for at most `micros`, so keep it short.
+   * Wait on this thread for up to `micros` µs (`Infinity`: until one comes)
+   * for a completion; returns whether one is queued. Because the kernel
+   * runs this ring's task work while the submitting thread waits in
+   * `io_uring_enter`, a request that arrives meanwhile is delivered without
+   * waking any other thread. It blocks the event loop meanwhile: only a
+   * thread with nothing else to do waits without a limit.
    */
   waitHere(micros: number): boolean {
     if (this.#stashed.length > 0) return true;
     if (Atomics.load(this.#cqHead, 0) !== Atomics.load(this.#cqTail, 0)) return true;
-    const v = this.#mem.view;
-    v.setBigInt64(TIMESPEC, 0n, true);
-    v.setBigInt64(TIMESPEC + 8, BigInt(micros * 1000), true);
-    liburing().io_uring_wait_cqe_timeout(
-      this.pointer,
-      this.#mem.at(CQE_PTR),
-      this.#mem.at(TIMESPEC),
-    );
+    let timeout: Deno.PointerValue = null;
+    if (micros !== Infinity) {
+      const v = this.#mem.view;
+      v.setBigInt64(TIMESPEC, 0n, true);
+      v.setBigInt64(TIMESPEC + 8, BigInt(micros * 1000), true);
+      timeout = this.#mem.at(TIMESPEC);
+    }
+    liburing().io_uring_wait_cqe_timeout(this.pointer, this.#mem.at(CQE_PTR), timeout);
     return Atomics.load(this.#cqHead, 0) !== Atomics.load(this.#cqTail, 0);
   }
 

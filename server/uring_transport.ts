@@ -85,11 +85,6 @@ import { BUSY_WAIT_US, coalesced, makeYield, settleHandlers } from "./yield.ts";
 const BATCH_BUDGET = 64;
 /** The longest the serving loop runs before yielding to the event loop. */
 const YIELD_EVERY_MS = 2;
-/**
- * A Worker that waits on its own thread wakes this often when idle (µs),
- * so that its timers and messages still run.
- */
-const IDLE_WAKE_US = 100_000;
 const TWO_32 = 4294967296;
 
 /** Counters of the io_uring transport. */
@@ -616,8 +611,10 @@ export class UringTransport {
       } else if (onThread) {
         // Nothing else runs on a queue thread: wait right here. With a
         // handler still pending (waiting on something other than the ring),
-        // wake soon and let the event loop run.
-        const waited = this.#ring.waitHere(this.#pending > 0 ? BUSY_WAIT_US : IDLE_WAKE_US);
+        // wake soon and let the event loop run; idle, sleep until the kernel
+        // or the session (stop, fault: MSG_RING) puts a completion here,
+        // so an idle mount costs no wake-ups.
+        const waited = this.#ring.waitHere(this.#pending > 0 ? BUSY_WAIT_US : Infinity);
         if (!waited) {
           await yieldNow();
           lastYield = performance.now();

@@ -441,3 +441,50 @@ transportTest(
     }
   },
 );
+
+/** Context switches (voluntary and not) of each thread of `pid` named `worker-*`. */
+function workerSwitches(pid: number): Map<string, number> {
+  const out = new Map<string, number>();
+  for (const t of Deno.readDirSync(`/proc/${pid}/task`)) {
+    const dir = `/proc/${pid}/task/${t.name}`;
+    if (!Deno.readTextFileSync(`${dir}/comm`).startsWith("worker-")) continue;
+    const status = Deno.readTextFileSync(`${dir}/status`);
+    const n = [...status.matchAll(/^(?:non)?voluntary_ctxt_switches:\s+(\d+)$/gm)]
+      .reduce((sum, m) => sum + Number(m[1]), 0);
+    out.set(t.name, n);
+  }
+  return out;
+}
+
+uringTest(
+  "queue threads: an idle mount's queue threads sleep in the kernel, no wake-ups",
+  async () => {
+    const [mnt, cleanup] = await tempMountpoint();
+    const src = await Deno.makeTempDir({ prefix: "denofuse-src-" });
+    const { child } = await startServer(["examples/passthrough.ts", src, mnt, "-o", "io_uring"]);
+    try {
+      // Every queue thread has served (and gone idle again).
+      const online = [...Array(navigator.hardwareConcurrency).keys()].join(" ");
+      await sh(`for c in ${online}; do taskset -c $c ls ${mnt} > /dev/null; done`);
+      await new Promise((r) => setTimeout(r, 500));
+      const before = workerSwitches(child.pid);
+      assert.equal(before.size, navigator.hardwareConcurrency, "one queue thread per CPU");
+      await new Promise((r) => setTimeout(r, 3000));
+      const after = workerSwitches(child.pid);
+      for (const [tid, n] of before) {
+        // At most one a second (they used to wake every 100 ms: 30 here).
+        assert.ok(
+          after.get(tid)! - n <= 3,
+          `thread ${tid} woke ${after.get(tid)! - n} times in 3 s`,
+        );
+      }
+      // And still serves at once.
+      assert.equal((await run("ls", mnt)).code, 0);
+    } finally {
+      child.kill("SIGTERM");
+      await reap(child);
+      await cleanup();
+      await Deno.remove(src, { recursive: true });
+    }
+  },
+);
