@@ -134,14 +134,13 @@ export class BackingIds {
     this.#lock();
     try {
       let slot = this.#find(nodeId);
-      const passed = slot < 0 ? 0 : this.#words[HEADER + SLOT * slot + 1];
-      const served = slot < 0 ? 0 : this.#words[HEADER + SLOT * slot + 2];
-      if (passed > 0) {
-        // The kernel wants this open passed through as well.
+      const w = this.#words;
+      if (slot >= 0 && w[HEADER + SLOT * slot + 1] > 0) {
+        // The inode is open in passthrough: the kernel wants this open so too.
         if (!whole) return 0; // (it will fail it: documented)
-        this.#words[HEADER + SLOT * slot + 1]++;
+        w[HEADER + SLOT * slot + 1]++;
         this.#handles[fh] = PASSED;
-        return this.#words[HEADER + SLOT * slot];
+        return w[HEADER + SLOT * slot];
       }
       // Once refused, nothing new goes to the kernel (inodes already passed
       // through keep their ids, above).
@@ -150,15 +149,17 @@ export class BackingIds {
         slot = this.#free(nodeId);
         if (slot < 0) return 0; // full: this open is served, uncounted
         this.#nodes[slot] = nodeId;
-        this.#words.fill(0, HEADER + SLOT * slot, HEADER + SLOT * (slot + 1));
+        w.fill(0, HEADER + SLOT * slot, HEADER + SLOT * (slot + 1));
       }
-      const id = whole && served === 0 && !privileged(fd) ? this.#open(fd) : 0;
+      const at = HEADER + SLOT * slot;
+      // An inode with a served open has its pages cached: serve this one too.
+      const id = whole && w[at + 2] === 0 && !privileged(fd) ? this.#open(fd) : 0;
       if (id > 0) {
-        this.#words[HEADER + SLOT * slot] = id;
-        this.#words[HEADER + SLOT * slot + 1] = 1;
+        w[at] = id;
+        w[at + 1] = 1;
         this.#handles[fh] = PASSED;
       } else {
-        this.#words[HEADER + SLOT * slot + 2]++;
+        w[at + 2]++;
         this.#handles[fh] = SERVED;
       }
       return id;
