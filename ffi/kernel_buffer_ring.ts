@@ -19,7 +19,7 @@ import {
   IORING_REGISTER_KMBUF_RING,
   IORING_UNREGISTER_KMBUF_RING,
   IoUringBufReg,
-} from "../ops/abi.ts";
+} from "./uring_abi.ts";
 
 const PROT_RW = 3;
 const MAP_SHARED = 1;

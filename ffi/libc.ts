@@ -219,6 +219,15 @@ export function check64(
   return Number(ret);
 }
 
+/**
+ * An offset or length as the kernel's signed 64-bit `loff_t`: what arrives
+ * as an unsigned 64-bit field keeps its bits (a huge value turns negative
+ * and the call answers EINVAL) rather than failing the FFI conversion.
+ */
+export function off(n: number): bigint {
+  return BigInt.asIntN(64, BigInt(n));
+}
+
 const encoder = new TextEncoder();
 
 /** A NUL-terminated C string for a path or name argument. */

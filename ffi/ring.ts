@@ -20,69 +20,9 @@
 import { Errno, SystemError } from "./errno.ts";
 import { checkUring, liburing } from "./liburing.ts";
 import { PinnedRegion } from "./memory.ts";
+import { IORING_FSYNC_DATASYNC, IORING_OP, IORING_SETUP, IOSQE, Sqe } from "./uring_abi.ts";
 
-/** io_uring opcodes used by this project. */
-export const IORING_OP = {
-  NOP: 0,
-  READV: 1,
-  WRITEV: 2,
-  FSYNC: 3,
-  READ_FIXED: 4,
-  WRITE_FIXED: 5,
-  FALLOCATE: 17,
-  OPENAT: 18,
-  CLOSE: 19,
-  STATX: 21,
-  READ: 22,
-  WRITE: 23,
-  OPENAT2: 28,
-  RENAMEAT: 35,
-  UNLINKAT: 36,
-  MKDIRAT: 37,
-  SYMLINKAT: 38,
-  LINKAT: 39,
-  MSG_RING: 40,
-  URING_CMD: 46,
-  FTRUNCATE: 55,
-} as const;
-
-/** `io_uring_setup` flags. */
-export const IORING_SETUP = {
-  CQSIZE: 1 << 3,
-  SUBMIT_ALL: 1 << 7,
-  COOP_TASKRUN: 1 << 8,
-  SQE128: 1 << 10,
-  CQE32: 1 << 11,
-} as const;
-
-/** SQE flags. */
-export const IOSQE = {
-  FIXED_FILE: 1,
-  IO_DRAIN: 2,
-  IO_LINK: 4,
-  IO_HARDLINK: 8,
-  CQE_SKIP_SUCCESS: 64,
-} as const;
-/** `fsync_flags` for IORING_OP_FSYNC. */
-export const IORING_FSYNC_DATASYNC = 1;
 const IORING_ENTER_GETEVENTS = 1;
-
-/** Byte offsets inside a 64-byte SQE (the first half of a 128-byte one). */
-export const Sqe = {
-  opcode: 0,
-  flags: 1,
-  ioprio: 2,
-  fd: 4,
-  off: 8, // also addr2, and cmd_op for URING_CMD
-  addr: 16,
-  len: 24,
-  opFlags: 28, // rw_flags, open_flags, statx_flags, fsync_flags, uring_cmd_flags ...
-  userData: 32,
-  bufIndex: 40,
-  personality: 42,
-  fileIndex: 44,
-  cmd: 48, // 80 bytes of command with SQE128
-} as const;
 
 // struct io_uring (liburing 2.3; checked by tests/ring_test.ts with offsetof).
 const R = {

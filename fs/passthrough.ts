@@ -33,6 +33,7 @@ import {
   errno,
   libc,
   O,
+  off,
   S,
   setFdFlags,
 } from "../ffi/libc.ts";
@@ -52,14 +53,14 @@ import type {
   StatFs,
 } from "../ops/filesystem.ts";
 import { LOCK_TO_EOF, LockType } from "../ops/filesystem.ts";
-import { asCaller, off } from "../server/direct_io.ts";
+import { asCaller } from "../ffi/credentials.ts";
 import { attrFromStatx } from "./files.ts";
 import { fileHandleOf, InodeFileHandles } from "./inode_file_handles.ts";
 import { OpenHandles } from "./open_handles.ts";
 import { InodeFlag, type InodeKey, NO_FD, SharedInodeTable } from "./shared_inodes.ts";
 
 export { attrFromStatx };
-import { fdLimit } from "../server/fd_limit.ts";
+import { fdLimit } from "../ffi/fd_limit.ts";
 
 const STATX_BASIC_STATS = 0x7ff;
 const AT_STATX_SYNC_TYPE = 0x6000;

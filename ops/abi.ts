@@ -549,33 +549,3 @@ export const FUSE_URING_BUF_RING = 1 << 0;
 export const FUSE_URING_ZERO_COPY = 1 << 1;
 /** The buffer group FUSE takes payload buffers from (`FUSE_URING_RINGBUF_GROUP`). */
 export const FUSE_URING_RINGBUF_GROUP = 0;
-
-/** io_uring_register opcodes of kernel-managed buffer rings (38/39 on the 7.2 port). */
-export const IORING_REGISTER_KMBUF_RING = 38;
-/** See {@linkcode IORING_REGISTER_KMBUF_RING}. */
-export const IORING_UNREGISTER_KMBUF_RING = 39;
-/** The numbers v4 was posted with: 37 is IORING_REGISTER_BPF_FILTER on 7.1+, so never tried. */
-export const IORING_REGISTER_KMBUF_RING_AS_POSTED = 37;
-/** mmap offset of a kernel-managed ring's buffers, plus `bgid << IORING_OFF_KMBUF_SHIFT`. */
-export const IORING_OFF_KMBUF_RING = 0x88000000n;
-/** See {@linkcode IORING_OFF_KMBUF_RING}. */
-export const IORING_OFF_KMBUF_SHIFT = 16n;
-/** CQE flag: the completion carries a selected buffer id (mainline io_uring). */
-export const IORING_CQE_F_BUFFER = 1 << 0;
-/** The buffer id sits in the CQE flags above this shift. */
-export const IORING_CQE_BUFFER_SHIFT = 16;
-
-/**
- * `struct io_uring_buf_reg` (mainline; the series reads `buf_size` where a
- * provided ring has `ring_addr`): what IORING_REGISTER_KMBUF_RING takes.
- */
-export const IoUringBufReg = {
-  SIZE: 40,
-  ring_addr: 0,
-  buf_size: 0,
-  ring_entries: 8,
-  bgid: 12,
-  flags: 14,
-  min_left: 16,
-  resv: 20,
-} as const;

@@ -7,7 +7,7 @@
 
 import { Attr as AttrLayout, AttrOut, EntryOut, OpenOut, StatfsOut, StatxOut } from "./abi.ts";
 import { FOPEN } from "./abi.ts";
-import type { Attr, Entry, OpenReply, StatFs } from "./filesystem.ts";
+import type { Attr, Entry, OpenReply, StatFs } from "./records.ts";
 
 const TWO_32 = 4294967296;
 

@@ -7,7 +7,7 @@
 
 import { Dirent, direntAlign, DirentPlus } from "./abi.ts";
 import { encodeEntry, setU64 } from "./codec.ts";
-import type { Entry } from "./filesystem.ts";
+import type { Entry } from "./records.ts";
 
 const encoder = new TextEncoder();
 

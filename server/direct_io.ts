@@ -5,47 +5,9 @@
  * @module
  */
 
-import { check } from "../ffi/libc.ts";
-import { libc } from "../ffi/libc.ts";
+import { check, libc, off } from "../ffi/libc.ts";
+import { asCaller } from "../ffi/credentials.ts";
 import type { BackingIo, Caller } from "../ops/backing_io.ts";
-
-/**
- * An offset or length as the kernel's signed 64-bit `loff_t`: what arrives
- * as an unsigned 64-bit field keeps its bits (a huge value turns negative
- * and the call answers EINVAL) rather than failing the FFI conversion.
- */
-export function off(n: number): bigint {
-  return BigInt.asIntN(64, BigInt(n));
-}
-
-let root: boolean | undefined;
-let ownGid: number | undefined;
-
-/** Whether this server runs as root (only root can act as another user); asked once. */
-export function asRoot(): boolean {
-  return root ??= libc.geteuid() === 0;
-}
-
-/**
- * Run `fn` with the fsuid/fsgid of `caller` (when running as root; an
- * unprivileged server can only create as itself). fsuid is per thread, and
- * synchronous FFI calls run on this one. A caller who is root with the
- * server's group needs no switch: four system calls saved on every create
- * by root.
- */
-export function asCaller<T>(caller: Caller | undefined, fn: () => T): T {
-  if (!caller || !asRoot()) return fn();
-  const gid = ownGid ??= libc.getegid();
-  if (caller.uid === 0 && caller.gid === gid) return fn();
-  libc.setfsgid(caller.gid);
-  libc.setfsuid(caller.uid);
-  try {
-    return fn();
-  } finally {
-    libc.setfsuid(0);
-    libc.setfsgid(gid);
-  }
-}
 
 /** Synchronous backing calls behind the asynchronous interface. */
 export class DirectIo implements BackingIo {

@@ -18,13 +18,10 @@ import { errnoName } from "../ffi/errno.ts";
 import { close, readSmallFile } from "../ffi/libc.ts";
 import { liburing } from "../ffi/liburing.ts";
 import { PinnedRegion } from "../ffi/memory.ts";
-import { IORING_OP, Ring } from "../ffi/ring.ts";
+import { Ring } from "../ffi/ring.ts";
+import { IORING_OP, IORING_REGISTER_KMBUF_RING } from "../ffi/uring_abi.ts";
 import { kernelBufferRingsMissing } from "../ffi/kernel_buffer_ring.ts";
-import {
-  FUSE_KERNEL_MINOR_VERSION,
-  FUSE_KERNEL_VERSION,
-  IORING_REGISTER_KMBUF_RING,
-} from "../ops/abi.ts";
+import { FUSE_KERNEL_MINOR_VERSION, FUSE_KERNEL_VERSION } from "../ops/abi.ts";
 import { canMount, openFuseDevice } from "./mount.ts";
 import { uringUnavailable } from "./uring_transport.ts";
 

@@ -31,10 +31,10 @@ import {
   prepUnlinkat,
   prepWrite,
   Ring,
-  Sqe,
 } from "../ffi/ring.ts";
+import { Sqe } from "../ffi/uring_abi.ts";
 import type { BackingIo, Caller } from "../ops/backing_io.ts";
-import { asCaller, asRoot } from "./direct_io.ts";
+import { asCaller, asRoot } from "../ffi/credentials.ts";
 import { addressOf as address, preadPinned, pwritePinned } from "../ffi/libc.ts";
 import { Errno } from "../ffi/errno.ts";
 

@@ -5,7 +5,7 @@
  * @module
  */
 
-import { fdLimit, raiseFdLimit } from "./fd_limit.ts";
+import { fdLimit, raiseFdLimit } from "../ffi/fd_limit.ts";
 import { Notifier } from "./notifier.ts";
 import { BackingIds } from "../ops/backing_ids.ts";
 import { Dispatcher, type DispatcherOptions } from "../ops/dispatch.ts";

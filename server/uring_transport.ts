@@ -52,14 +52,13 @@ import { KernelBufferRing } from "../ffi/kernel_buffer_ring.ts";
 import { liburing } from "../ffi/liburing.ts";
 import { alignUp, PAGE_SIZE, PinnedRegion } from "../ffi/memory.ts";
 import { prepMsgRing, prepReadFixed, prepWriteFixed, Ring } from "../ffi/ring.ts";
+import { IORING_CQE_BUFFER_SHIFT, IORING_CQE_F_BUFFER } from "../ffi/uring_abi.ts";
 import {
   FUSE_URING_BUF_RING,
   FUSE_URING_RINGBUF_GROUP,
   FUSE_URING_ZERO_COPY,
   FUSE_WRITE_KILL_SUIDGID,
   InHeader,
-  IORING_CQE_BUFFER_SHIFT,
-  IORING_CQE_F_BUFFER,
   NotifyRetrieveIn,
   Opcode,
   OutHeader,

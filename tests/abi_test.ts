@@ -1,9 +1,10 @@
-// The struct layouts of ops/abi.ts against the kernel's own header: a C
+// The struct layouts of ops/abi.ts (and ffi/uring_abi.ts) against the kernel's own header: a C
 // program compiled against <linux/fuse.h> prints sizeof/offsetof for every
 // struct and field the installed header has; structs newer than the header
 // are checked against the sizes of the 7.45 uapi header.
 import assert from "node:assert/strict";
 import * as abi from "../ops/abi.ts";
+import * as uring from "../ffi/uring_abi.ts";
 
 type Layout = Record<string, number>;
 
@@ -266,13 +267,13 @@ Deno.test({
     const values: [string, string, number | bigint][] = [
       ["FUSE_URING_BUF_RING", "FUSE_URING_BUF_RING", abi.FUSE_URING_BUF_RING],
       ["FUSE_URING_ZERO_COPY", "FUSE_URING_ZERO_COPY", abi.FUSE_URING_ZERO_COPY],
-      ["REGISTER_KMBUF", "IORING_REGISTER_KMBUF_RING", abi.IORING_REGISTER_KMBUF_RING],
-      ["UNREGISTER_KMBUF", "IORING_UNREGISTER_KMBUF_RING", abi.IORING_UNREGISTER_KMBUF_RING],
-      ["BPF_FILTER", "IORING_REGISTER_BPF_FILTER", abi.IORING_REGISTER_KMBUF_RING_AS_POSTED],
-      ["OFF_KMBUF", "IORING_OFF_KMBUF_RING", abi.IORING_OFF_KMBUF_RING],
-      ["OFF_KMBUF_SHIFT", "IORING_OFF_KMBUF_SHIFT", abi.IORING_OFF_KMBUF_SHIFT],
-      ["CQE_F_BUFFER", "IORING_CQE_F_BUFFER", abi.IORING_CQE_F_BUFFER],
-      ["CQE_BUFFER_SHIFT", "IORING_CQE_BUFFER_SHIFT", abi.IORING_CQE_BUFFER_SHIFT],
+      ["REGISTER_KMBUF", "IORING_REGISTER_KMBUF_RING", uring.IORING_REGISTER_KMBUF_RING],
+      ["UNREGISTER_KMBUF", "IORING_UNREGISTER_KMBUF_RING", uring.IORING_UNREGISTER_KMBUF_RING],
+      ["BPF_FILTER", "IORING_REGISTER_BPF_FILTER", uring.IORING_REGISTER_KMBUF_RING_AS_POSTED],
+      ["OFF_KMBUF", "IORING_OFF_KMBUF_RING", uring.IORING_OFF_KMBUF_RING],
+      ["OFF_KMBUF_SHIFT", "IORING_OFF_KMBUF_SHIFT", uring.IORING_OFF_KMBUF_SHIFT],
+      ["CQE_F_BUFFER", "IORING_CQE_F_BUFFER", uring.IORING_CQE_F_BUFFER],
+      ["CQE_BUFFER_SHIFT", "IORING_CQE_BUFFER_SHIFT", uring.IORING_CQE_BUFFER_SHIFT],
       ["cmd_req.SIZE", "sizeof(struct fuse_uring_cmd_req)", abi.UringCmdReq.SIZE],
       ["cmd_req.qid", "offsetof(struct fuse_uring_cmd_req, qid)", abi.UringCmdReq.qid],
       [
@@ -286,23 +287,23 @@ Deno.test({
         abi.UringCmdReq.init_queue_depth,
       ],
       ["req_header.SIZE", "sizeof(struct fuse_uring_req_header)", abi.UringReqHeader.SIZE],
-      ["buf_reg.SIZE", "sizeof(struct io_uring_buf_reg)", abi.IoUringBufReg.SIZE],
+      ["buf_reg.SIZE", "sizeof(struct io_uring_buf_reg)", uring.IoUringBufReg.SIZE],
       [
         "buf_reg.buf_size",
         "offsetof(struct io_uring_buf_reg, buf_size)",
-        abi.IoUringBufReg.buf_size,
+        uring.IoUringBufReg.buf_size,
       ],
       [
         "buf_reg.ring_entries",
         "offsetof(struct io_uring_buf_reg, ring_entries)",
-        abi.IoUringBufReg.ring_entries,
+        uring.IoUringBufReg.ring_entries,
       ],
-      ["buf_reg.bgid", "offsetof(struct io_uring_buf_reg, bgid)", abi.IoUringBufReg.bgid],
-      ["buf_reg.flags", "offsetof(struct io_uring_buf_reg, flags)", abi.IoUringBufReg.flags],
+      ["buf_reg.bgid", "offsetof(struct io_uring_buf_reg, bgid)", uring.IoUringBufReg.bgid],
+      ["buf_reg.flags", "offsetof(struct io_uring_buf_reg, flags)", uring.IoUringBufReg.flags],
       [
         "buf_reg.min_left",
         "offsetof(struct io_uring_buf_reg, min_left)",
-        abi.IoUringBufReg.min_left,
+        uring.IoUringBufReg.min_left,
       ],
     ];
     const dir = await Deno.makeTempDir();

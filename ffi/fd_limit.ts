@@ -6,8 +6,8 @@
  * @module
  */
 
-import { Errno, SystemError } from "../ffi/errno.ts";
-import { errno, libc, readSmallFile } from "../ffi/libc.ts";
+import { Errno, SystemError } from "./errno.ts";
+import { errno, libc, readSmallFile } from "./libc.ts";
 
 const RLIMIT_NOFILE = 7;
 
