@@ -722,12 +722,15 @@ export class UringTransport {
     // the entry's own slot (the only payload memory that thread knows).
     this.#count(entry, QueueCounter.forwarded);
     if (!this.#buffers) return this.#handOver(entry);
+    // Pending until handed over: the serving loop must not sleep in the
+    // kernel while the hand-over still waits for its microtasks.
+    this.#pending++;
     this.#stageIn(entry).then(
-      () => this.#handOver(entry),
-      (e: SystemError) => {
-        this.#pending++; // reply() balances it
-        this.reply(entry, -(e.errno ?? Errno.EIO), 0);
+      () => {
+        this.#pending--;
+        this.#handOver(entry);
       },
+      (e: SystemError) => this.reply(entry, -(e.errno ?? Errno.EIO), 0), // reply() balances it
     );
   }
 
@@ -935,12 +938,16 @@ export class UringTransport {
    */
   #stageOut(entry: UringEntry, length: number): void {
     this.#count(entry, QueueCounter.staged);
+    // Pending until committed: the commit is prepared a few microtasks after
+    // the copy completes, and the serving loop must not sleep before that.
+    this.#pending++;
     // The memfd at the entry's own slot into the client's pages (slot `id`).
     const fd = this.#o.memory.payloadsFd;
     this.#fixed(true, fd, 0n, length, entry.ownOffset, entry.id)
       .then((n) => n, (e: SystemError) => -e.errno)
       .then((n) => {
         if (n !== length) writeUringReply(entry.header, entry.headerOffset, -Errno.EIO, 0);
+        this.#pending--;
         this.#commit(entry);
       });
   }
