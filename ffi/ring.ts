@@ -24,7 +24,7 @@ import { IORING_FSYNC_DATASYNC, IORING_OP, IORING_SETUP, IOSQE, Sqe } from "./ur
 
 const IORING_ENTER_GETEVENTS = 1;
 
-// struct io_uring (liburing 2.3; checked by tests/ring_test.ts with offsetof).
+// struct io_uring (liburing 2.3; checked by tests/unit/ring_test.ts with offsetof).
 const R = {
   SIZE: 216,
   sq: 0,

@@ -2,8 +2,8 @@
  * io_uring's kernel interface as this project uses it: opcodes, setup and
  * SQE flags, the SQE layout, and the kernel-managed buffer rings of the
  * FUSE buffer-ring series. (FUSE's own structs are in ops/abi.ts; both are
- * checked against the kernel's headers by tests/abi_test.ts and
- * tests/ring_test.ts.)
+ * checked against the kernel's headers by tests/unit/abi_test.ts and
+ * tests/unit/ring_test.ts.)
  *
  * @module
  */

@@ -4,7 +4,7 @@
  *
  * Struct layouts are tables of byte offsets plus a `SIZE`; all fields are
  * little-endian on the platforms Linux FUSE runs on here (x86_64, aarch64).
- * `tests/abi_test.ts` checks them against the kernel header's sizes.
+ * `tests/unit/abi_test.ts` checks them against the kernel header's sizes.
  *
  * @module
  */
