@@ -233,7 +233,7 @@ export function summarize(
   for (const job of jobs) {
     // Speed: higher is better for every unit (seconds are inverted).
     const speed = (value: number) => (job.unit === "s" ? 1 / value : value);
-    const stats = new Map<string, { median: number; cpuUsPerOp: number }>();
+    const stats = new Map<string, { median: number; cpuSeconds: number; cpuUsPerOp: number }>();
     for (const config of configs) {
       const samples = samplesOf(config, job);
       if (samples.length === 0) continue;
@@ -241,6 +241,7 @@ export function summarize(
       const cpu = median(samples.map((s) => s.cpuSeconds));
       stats.set(config, {
         median: m,
+        cpuSeconds: cpu,
         cpuUsPerOp: config === reference ? NaN : cpu * 1e6 / opsOf(job, m, counts),
       });
     }
@@ -248,7 +249,6 @@ export function summarize(
     for (const config of configs) {
       const own = stats.get(config);
       if (!own) continue;
-      const samples = samplesOf(config, job);
       const theirs = peers[config] === undefined ? undefined : stats.get(peers[config]);
       const vsPeer = theirs ? speed(own.median) / speed(theirs.median) : null;
       const cpuVsPeer = theirs && Number.isFinite(own.cpuUsPerOp / theirs.cpuUsPerOp)
@@ -261,8 +261,8 @@ export function summarize(
         unit: job.unit,
         median: own.median,
         ratioToTmpfs: ratio,
-        cpuSeconds: median(samples.map((s) => s.cpuSeconds)),
-        peakRssKiB: Math.max(...samples.map((s) => s.peakRssKiB)),
+        cpuSeconds: own.cpuSeconds,
+        peakRssKiB: Math.max(...samplesOf(config, job).map((s) => s.peakRssKiB)),
         cpuUsPerOp: own.cpuUsPerOp,
         peer: theirs ? peers[config] : null,
         vsPeer,

@@ -142,8 +142,8 @@ function oursOptions(config: string): string[] {
 }
 
 async function startServer(config: string, src: string, mnt: string): Promise<Server> {
-  const before = fuseServers();
   const other = compared.find((c) => c.label === config);
+  const before = other ? fuseServers() : null;
   const command = other ? ["sh", "-c", `${other.command} "$0" "$1"`, src, mnt] : [
     Deno.execPath(),
     "run",
@@ -170,7 +170,7 @@ async function startServer(config: string, src: string, mnt: string): Promise<Se
   }
   // Ours is the process itself; another server may have forked, so take the
   // process that newly holds /dev/fuse.
-  const pid = other ? [...fuseServers()].find((p) => !before.has(p)) : child.pid;
+  const pid = before ? [...fuseServers()].find((p) => !before.has(p)) : child.pid;
   if (pid === undefined) throw new Error(`${config}: no new process holds /dev/fuse`);
   return { child, pid };
 }

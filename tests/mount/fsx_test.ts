@@ -6,6 +6,7 @@
 // with the server moving it, where page cache, mmap and O_DIRECT meet.
 import assert from "node:assert/strict";
 import { errno, libc, O } from "../../ffi/libc.ts";
+import { PinnedRegion } from "../../ffi/memory.ts";
 import { closeFile, fstatFile, openFile, preadFile, pwriteFile } from "../../fs/files.ts";
 import { dataPathArgs, dataPathTest, withPassthrough } from "../helpers.ts";
 
@@ -13,7 +14,7 @@ const OPS = 10000;
 const MAX_SIZE = 1 << 20;
 const MAX_IO = 64 << 10;
 const PAGE = 4096;
-const PROT_READ = 1, PROT_WRITE = 2, MAP_SHARED = 1, MAP_PRIVATE = 2, MAP_ANONYMOUS = 0x20;
+const PROT_READ = 1, PROT_WRITE = 2, MAP_SHARED = 1;
 
 /** xorshift32: the same sequence for the same seed, so a failure can be replayed. */
 function prng(seed: number): (n: number) => number {
@@ -28,15 +29,9 @@ function prng(seed: number): (n: number) => number {
   };
 }
 
+/** A shared mapping of `length` bytes of the file open at `fd`, from `offset`. */
 function mapping(fd: number, length: number, offset: number, prot: number): Deno.PointerObject {
-  const p = libc.mmap(
-    null,
-    BigInt(length),
-    prot,
-    fd < 0 ? MAP_PRIVATE | MAP_ANONYMOUS : MAP_SHARED,
-    fd,
-    BigInt(offset),
-  );
+  const p = libc.mmap(null, BigInt(length), prot, MAP_SHARED, fd, BigInt(offset));
   if (p === null || Deno.UnsafePointer.value(p) === 0xffffffffffffffffn) {
     throw new Error(`mmap: errno ${errno()}`);
   }
@@ -74,8 +69,9 @@ function fsx(path: string, seed: number): Model {
   const model = new Model();
   let fd = openFile(path, O.RDWR | O.CREAT | O.TRUNC);
   let direct = openFile(path, O.RDWR | O.DIRECT);
-  const aligned = mapping(-1, MAX_IO, 0, PROT_READ | PROT_WRITE);
-  const alignedBytes = new Uint8Array(Deno.UnsafePointerView.getArrayBuffer(aligned, MAX_IO));
+  // O_DIRECT wants page-aligned memory: a region of whole pages.
+  const aligned = new PinnedRegion(MAX_IO);
+  const alignedBytes = aligned.bytes;
   const log: string[] = [];
   const where = () => `seed ${seed}, step ${log.length}: ${log.slice(-5).join("; ")}`;
   const expectRange = (got: Uint8Array, offset: number, length: number) => {
@@ -162,7 +158,7 @@ function fsx(path: string, seed: number): Model {
   } finally {
     closeFile(fd);
     closeFile(direct);
-    unmap(aligned, MAX_IO);
+    aligned.close();
   }
   return model;
 }
