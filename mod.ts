@@ -67,12 +67,13 @@ export {
   SIGNAL_EXIT_GRACE_MS,
   type TransportChoice,
 } from "./server/session.ts";
-export { type KernelMountOptions, MountError } from "./server/mount.ts";
+export { type KernelMountOptions, MountError } from "./server/mount/mount.ts";
 export { Notifier } from "./server/notifier.ts";
 export { formatProbe, probe, type ProbeLine } from "./server/probe.ts";
-export type { TransportCounters } from "./server/dev_transport.ts";
-export type { UringCounters, UringMode } from "./server/uring_transport.ts";
-export type { PerQueueFileSystem, PerQueueModule, QueueCounters } from "./server/uring_queues.ts";
+export type { TransportCounters } from "./server/dev/transport.ts";
+export type { UringCounters, UringMode } from "./server/uring/transport.ts";
+export type { QueueCounters } from "./server/uring/queues.ts";
+export type { PerQueueFileSystem, PerQueueModule } from "./server/workers/messages.ts";
 export { type FileSystemFactory, serveQueueThread } from "./server/queue_thread.ts";
 export {
   MOUNT_OPTIONS_HELP,

@@ -50,7 +50,7 @@ import { Dispatcher, type DispatcherOptions } from "./ops/dispatch.ts";
 import { FuseError } from "./ops/error.ts";
 import type { Exchange } from "./ops/exchange.ts";
 import type { Attr, FileSystem, StatFs } from "./ops/filesystem.ts";
-import { DirectIo } from "./server/direct_io.ts";
+import { DirectIo } from "./server/io/direct_io.ts";
 
 export { Opcode } from "./ops/abi.ts";
 

@@ -14,10 +14,10 @@
  */
 
 import { mount, runMain, S, UsageError } from "../mod.ts";
-import { checkMountpoint, realPath, statMode } from "../server/mount.ts";
+import { checkMountpoint, realPath, statMode } from "../server/mount/mount.ts";
 import { AT, cstr, libc } from "../ffi/libc.ts";
 import { Passthrough } from "../fs/passthrough.ts";
-import { PASSTHROUGH_QUEUE_SOURCE } from "../fs/gen/passthrough_queue_source.ts";
+import { PASSTHROUGH_QUEUE_SOURCE } from "../gen/passthrough_queue_source.ts";
 
 export { attrFromStatx, Passthrough } from "../fs/passthrough.ts";
 

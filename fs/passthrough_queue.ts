@@ -1,5 +1,5 @@
 /**
- * The passthrough in a queue thread (bundled into `fs/gen/` by `deno task
+ * The passthrough in a queue thread (bundled into `gen/` by `deno task
  * bundle`): an instance over the session's shared inode table answers every
  * request of the thread's queues on the queue's own CPU.
  *

@@ -8,7 +8,7 @@
 
 import type { FileSystem } from "../ops/filesystem.ts";
 import { FUSE_KERNEL_MINOR_VERSION, FUSE_KERNEL_VERSION } from "../ops/abi.ts";
-import { MountError } from "./mount.ts";
+import { MountError } from "./mount/mount.ts";
 import { formatProbe, probe } from "./probe.ts";
 import { mount, type MountOptions, type Session } from "./session.ts";
 

@@ -22,8 +22,8 @@ import { Ring } from "../ffi/ring.ts";
 import { IORING_OP, IORING_REGISTER_KMBUF_RING } from "../ffi/uring_abi.ts";
 import { kernelBufferRingsMissing } from "../ffi/kernel_buffer_ring.ts";
 import { FUSE_KERNEL_MINOR_VERSION, FUSE_KERNEL_VERSION } from "../ops/abi.ts";
-import { canMount, openFuseDevice } from "./mount.ts";
-import { uringUnavailable } from "./uring_transport.ts";
+import { canMount, openFuseDevice } from "./mount/mount.ts";
+import { uringUnavailable } from "./uring/transport.ts";
 
 /** One feature: whether this kernel offers it, and what was seen. */
 export interface ProbeLine {

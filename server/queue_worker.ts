@@ -1,5 +1,5 @@
 /**
- * The library's queue Worker (bundled into `server/gen/` by `deno task
+ * The library's queue Worker (bundled into `gen/` by `deno task
  * bundle`): serves READ and WRITE of fd-backed handles on its queues and
  * hands every other request to the FileSystem on the session's thread.
  *

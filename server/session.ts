@@ -1,174 +1,72 @@
 /**
- * A mounted file system: mount, INIT, choose the transport, serve until
- * unmounted, clean up.
+ * A mounted file system, made in phases as libfuse (`fuse_session_new`,
+ * `_mount`, `_loop`) and fuser (`new`, handshake, `run`) make theirs:
+ *
+ * 1. **plan** (`plan.ts`): from the options and probes of this machine,
+ *    the transport, io_uring depth and modes, and who mounts;
+ * 2. **open** ({@linkcode SessionRuntime.open}): the `/dev/fuse` fd (opened
+ *    here, or sent by fusermount3), the dispatcher, the /dev/fuse loop of
+ *    this thread, then mount(2);
+ * 3. **signals** (`signals.ts`), and serving /dev/fuse on this thread;
+ * 4. **INIT** ({@linkcode SessionRuntime.initialized});
+ * 5. **threads**: io_uring queues, or more /dev/fuse readers;
+ * 6. **describe** for `-d`;
+ *
+ * and, when the /dev/fuse loop ends, an ordered close
+ * ({@linkcode SessionRuntime.close}).
  *
  * @module
  */
 
 import { fdLimit, raiseFdLimit } from "../ffi/fd_limit.ts";
-import { Notifier } from "./notifier.ts";
-import { BackingIds } from "../ops/backing_ids.ts";
-import { Dispatcher, type DispatcherOptions } from "../ops/dispatch.ts";
-import type { Connection } from "../ops/dispatch.ts";
-import type { FileSystem } from "../ops/filesystem.ts";
+import { Ring } from "../ffi/ring.ts";
 import { InitFlag } from "../ops/abi.ts";
-import { DEFAULT_MAX_WRITE, MAX_PAGES } from "../ops/init.ts";
-import { DevTransport, type TransportCounters } from "./dev_transport.ts";
+import { DEFAULT_MAX_WRITE } from "../ops/init.ts";
+import { BackingIds } from "../ops/backing_ids.ts";
+import { type Connection, Dispatcher } from "../ops/dispatch.ts";
+import type { FileSystem } from "../ops/filesystem.ts";
+import { DevThreads } from "./dev/threads.ts";
+import { DevTransport } from "./dev/transport.ts";
+import { type FusermountMount, fusermountMount, fusermountUnmounter } from "./mount/fusermount.ts";
 import {
   abortFuseConnection,
-  canMount,
   checkMountpoint,
   checkNotMountedTwice,
   closeFuseDevice,
   fuseConnectionAt,
-  type KernelMountOptions,
   MountError,
   mountFuse,
   openFuseDevice,
   syscallUnmounter,
   type Unmounter,
-} from "./mount.ts";
-import { fusermountMount, fusermountUnmounter } from "./fusermount.ts";
-import { Ring } from "../ffi/ring.ts";
-import { libc } from "../ffi/libc.ts";
+} from "./mount/mount.ts";
+import { Notifier } from "./notifier.ts";
+import type { MountOptions, SessionCounters } from "./options.ts";
 import {
-  possibleCpus,
-  type UringCounters,
-  type UringMode,
-  uringUnavailable,
-} from "./uring_transport.ts";
-import { bufferRingMissing } from "./probe.ts";
-import {
-  type PerQueueFileSystem,
-  type PerQueueModule,
-  type QueueCounters,
-  UringQueues,
-} from "./uring_queues.ts";
-import { bundleQueueModule } from "./queue_module.ts";
-import { DevThreads } from "./dev_threads.ts";
-import { DEFAULT_QUEUE_DEPTH, planQueueDepth } from "./locked_memory.ts";
+  checkPlanOptions,
+  planTransport,
+  probeMachine,
+  type TransportPlan,
+  uringSlotSize,
+} from "./plan.ts";
+import { SessionSignals } from "./signals.ts";
+import { UringQueues } from "./uring/queues.ts";
+import { possibleCpus, type UringMode } from "./uring/transport.ts";
+import { bundleQueueModule } from "./workers/bundle.ts";
+import type { PerQueueFileSystem, PerQueueModule } from "./workers/messages.ts";
 
-/** Which transport serves requests. */
-export type TransportChoice = "auto" | "dev" | "io_uring";
+export type { MountOptions, SessionCounters } from "./options.ts";
+export type { TransportChoice } from "./plan.ts";
+export { SIGNAL_EXIT_GRACE_MS } from "./signals.ts";
 
-/** Everything {@linkcode mount} accepts. All fields are optional. */
-export interface MountOptions extends KernelMountOptions, DispatcherOptions {
-  /**
-   * `"auto"` (default): FUSE-over-io_uring when the kernel offers it, else
-   * /dev/fuse, saying once why. `"io_uring"`: fail if it cannot be had.
-   * `"dev"`: /dev/fuse only.
-   */
-  transport?: TransportChoice;
-  /**
-   * Ring entries per kernel queue for io_uring (default 8, fewer when the
-   * fixed buffers would not fit in RLIMIT_MEMLOCK; one given here that does
-   * not fit means /dev/fuse).
-   */
-  queueDepth?: number;
-  /**
-   * How io_uring queues take requests (see {@linkcode UringMode}).
-   * `"auto"` (default): the best this kernel offers, found by probing, never
-   * by version: `zero_copy` (as root), `buf_ring`, then `mainline`, each
-   * tried in turn until the kernel accepts one. A mode named here is the
-   * only one tried, and the mount fails with the reason if the kernel lacks
-   * it. The buffer-ring modes need a kernel with the FUSE buffer-ring
-   * series, and a serving thread per queue when `threads` is not 1.
-   */
-  uringMode?: "auto" | UringMode;
-  /**
-   * Serving threads, besides this thread's own /dev/fuse loop (default: one
-   * per possible CPU). On io_uring, Workers that each serve a kernel queue
-   * (one queue per CPU), pinned to its CPU; on /dev/fuse, Workers that each
-   * read a clone of the fd. Without a FileSystem of their own (`perQueue`)
-   * they serve READ and WRITE of fd-backed handles themselves and hand
-   * every other request to `fs` on this thread. `1`: this thread serves
-   * alone, with no Worker at all.
-   */
-  threads?: number;
-  /**
-   * Run a FileSystem in every queue thread as well (io_uring with more
-   * than one thread): bundled code ({@linkcode PerQueueFileSystem}) or a
-   * module ({@linkcode PerQueueModule}). Without it, queue
-   * threads hand what they do not serve themselves to `fs` on this thread.
-   */
-  perQueue?: PerQueueFileSystem | PerQueueModule;
-  /**
-   * How `ctx.io` backing calls and fd data are made. `"ring"` (default):
-   * as io_uring operations (on the io_uring transport's ring, or on a ring
-   * the /dev/fuse transport reaps), so a call that blocks never holds up
-   * other requests; plain calls when io_uring cannot be set up. `"direct"`:
-   * system calls on the serving thread, for backing stores where no call
-   * can block (tmpfs), since io_uring hands most calls (statx, unlinkat,
-   * and any read or write of a tmpfs file) to a worker thread and back.
-   */
-  backingIo?: "ring" | "direct";
-  /**
-   * Handle SIGINT, SIGTERM and SIGHUP (default true), as libfuse does: the
-   * first unmounts, so that Ctrl-C leaves no mount behind. A second one,
-   * while unmounting waits (a client keeps the mount busy, a method does not
-   * return), aborts the connection (clients get ENOTCONN at once), detaches
-   * the mount and ends the process with 128 + the signal's number if the
-   * session has not ended within {@linkcode SIGNAL_EXIT_GRACE_MS}.
-   */
-  handleSignals?: boolean;
-  /**
-   * Raise RLIMIT_NOFILE before serving (default true), as passthrough_hp
-   * does: the soft limit to the hard one, and both to `fs/nr_open` when the
-   * process may (CAP_SYS_RESOURCE). A file system holding an fd per inode
-   * needs it for large trees.
-   */
-  raiseFdLimit?: boolean;
-  /** Requests the /dev/fuse transport keeps in flight at once (default 16). */
-  maxInFlight?: number;
-  /**
-   * Mount through `fusermount3` (Debian package `fuse3`), as libfuse does
-   * for users who may not call mount(2). Default: only when this process
-   * lacks root and CAP_SYS_ADMIN. A user mount gets `nosuid,nodev`, and
-   * `allowOther` only where /etc/fuse.conf says `user_allow_other`.
-   */
-  fusermount?: boolean;
-  /**
-   * Have `fusermount3` unmount when this process ends, however it ends (a
-   * crash, SIGKILL), as libfuse's `auto_unmount` does: it stays behind,
-   * watching a socket only this process holds. Mounts through fusermount3.
-   * fusermount3 3.14 (Debian 12) unmounts only what it finds answering
-   * ENOTCONN to root: a mount served over /dev/fuse (an io_uring one
-   * answers ECONNABORTED once its rings are gone) that root may enter
-   * (root's own, or `allowOther`).
-   */
-  autoUnmount?: boolean;
-  /** Milliseconds to wait for INIT after mounting (default 10000). */
-  initTimeoutMs?: number;
-  /** Receives notices such as the reason for a fallback (default: stderr). */
-  onNotice?: (message: string) => void;
+/** What a {@linkcode Session} is made of. */
+interface SessionParts {
+  mountpoint: string;
+  connection: Connection;
+  runtime: SessionRuntime;
+  fallbackReason: string | null;
+  closed: Promise<void>;
 }
-
-/** Request counts of a session, per transport. */
-export interface SessionCounters {
-  /**
-   * The /dev/fuse transport on the session's thread (INIT, FORGET,
-   * INTERRUPT, and everything without io_uring): requests it read, and the
-   * replies and fd reads and writes it made, for those handed over by
-   * /dev/fuse threads too.
-   */
-  dev: TransportCounters;
-  /** The io_uring transport, when it serves. */
-  uring?: UringCounters;
-  /** Per kernel queue, when io_uring serves. */
-  queues?: QueueCounters[];
-  /**
-   * Per /dev/fuse Worker (each reading a clone of the fd), when they serve:
-   * the requests it read, and the replies and fd reads and writes it made
-   * itself (what it hands over is counted in `dev`).
-   */
-  devThreads?: TransportCounters[];
-}
-
-/** How long after unmounting on a signal a session still serving is said to be busy. */
-const BUSY_NOTICE_MS = 500;
-
-/** How long a second signal waits for the session to end before exiting the process. */
-export const SIGNAL_EXIT_GRACE_MS = 3000;
 
 /** A mounted, running file system. */
 export class Session {
@@ -191,58 +89,40 @@ export class Session {
    * names, store or retrieve cached pages (see {@linkcode Notifier}).
    */
   readonly notify: Notifier;
-  #dev: DevTransport;
-  #uring: UringQueues | null;
-  #devThreads: DevThreads | null;
-  #unmounter: Unmounter;
+  #runtime: SessionRuntime;
   #unmounted = false;
-  #backingIds: BackingIds | null;
 
   /** @internal Use {@linkcode mount}. */
-  constructor(
-    mountpoint: string,
-    connection: Connection,
-    dev: DevTransport,
-    uring: UringQueues | null,
-    devThreads: DevThreads | null,
-    fallbackReason: string | null,
-    closed: Promise<void>,
-    notify: Notifier,
-    mountedBy: "mount" | "fusermount3",
-    backingIds: BackingIds | null,
-  ) {
-    this.#backingIds = backingIds;
-    this.notify = notify;
-    this.mountedBy = mountedBy;
-    this.#unmounter = unmounterOf(mountedBy);
-    this.#devThreads = devThreads;
-    this.mountpoint = mountpoint;
-    this.connection = connection;
-    this.transport = uring ? "io_uring" : "dev";
-    this.uringMode = uring?.mode ?? null;
-    this.fallbackReason = fallbackReason;
-    this.#dev = dev;
-    this.#uring = uring;
-    this.closed = closed;
+  constructor(parts: SessionParts) {
+    const r = parts.runtime;
+    this.#runtime = r;
+    this.mountpoint = parts.mountpoint;
+    this.connection = parts.connection;
+    this.transport = r.uring ? "io_uring" : "dev";
+    this.uringMode = r.uring?.mode ?? null;
+    this.fallbackReason = parts.fallbackReason;
+    this.mountedBy = r.plan.mountedBy;
+    this.notify = r.notifier;
+    this.closed = parts.closed;
   }
 
   /** Whether opens of whole backing files go to the kernel (FUSE_PASSTHROUGH was agreed). */
   get kernelPassthrough(): boolean {
-    return this.#backingIds?.active ?? false;
+    return this.#runtime.dispatcher.backingIds?.active ?? false;
   }
 
   /** Backing files the kernel holds for this session now (one per inode open in passthrough). */
   get backingFiles(): number {
-    return this.#backingIds?.held ?? 0;
+    return this.#runtime.dispatcher.backingIds?.held ?? 0;
   }
 
   /** Request counts per transport, and fixed-buffer read/write counts. */
   get counters(): SessionCounters {
-    const uring = this.#uring;
+    const { uring, devThreads } = this.#runtime;
     // The session's thread answers requests read from its own fd and those
     // handed over by the /dev/fuse threads.
-    const dev = { ...this.#dev.counters };
-    const more = this.#devThreads?.handedOver;
+    const dev = { ...this.#runtime.dev.counters };
+    const more = devThreads?.handedOver;
     if (more) {
       dev.replies += more.replies;
       dev.fdReads += more.fdReads;
@@ -251,7 +131,7 @@ export class Session {
     return {
       dev,
       ...(uring ? { uring: uring.counters, queues: uring.perQueueCounters } : {}),
-      ...(this.#devThreads ? { devThreads: this.#devThreads.counters } : {}),
+      ...(devThreads ? { devThreads: devThreads.counters } : {}),
     };
   }
 
@@ -261,20 +141,21 @@ export class Session {
    * thread serves alone.
    */
   get threads(): number {
-    return this.#uring?.threads ?? this.#devThreads?.threads ?? 1;
+    return this.#runtime.uring?.threads ?? this.#runtime.devThreads?.threads ?? 1;
   }
 
   /** @internal Make queue thread `index` fail as a crash would (tests only). */
   [Symbol.for("denofuse.injectQueueFault")](index: number): void {
-    if (this.#uring) this.#uring.injectFault(index);
-    else this.#devThreads?.injectFault(index);
+    const { uring, devThreads } = this.#runtime;
+    if (uring) uring.injectFault(index);
+    else devThreads?.injectFault(index);
   }
 
   /** Unmount and wait for the session to end. Safe to call twice. */
   async unmount(): Promise<void> {
     if (!this.#unmounted) {
       this.#unmounted = true;
-      await this.#unmounter.unmount(this.mountpoint);
+      await this.#runtime.unmounter.unmount(this.mountpoint);
     }
     await this.closed;
   }
@@ -283,10 +164,6 @@ export class Session {
   async [Symbol.asyncDispose](): Promise<void> {
     await this.unmount();
   }
-}
-
-function unmounterOf(mountedBy: "mount" | "fusermount3"): Unmounter {
-  return mountedBy === "fusermount3" ? fusermountUnmounter : syscallUnmounter;
 }
 
 /** What the pinned entry memory holds, per mode (for `-d`). */
@@ -298,26 +175,329 @@ const MODE_MEMORY: Record<UringMode, string> = {
     "pages; staging slots in a memfd",
 };
 
+/** Requests the /dev/fuse transport keeps in flight by default. */
+const DEFAULT_IN_FLIGHT = 16;
+
 /**
- * The io_uring modes to try, best first, for what was asked: a named mode
- * alone (a MountError if this kernel cannot have it), or for `auto` every
- * mode this kernel has.
+ * Everything a session holds from the moment its device is open, the
+ * phases that fill it in, and the ordered close that empties it.
  */
-function uringModes(asked: "auto" | UringMode): UringMode[] {
-  if (asked === "mainline") return ["mainline"];
-  if (asked !== "auto" && asked !== "buf_ring" && asked !== "zero_copy") {
-    throw new MountError(
-      `unknown io_uring mode ${JSON.stringify(asked)}: use auto, mainline, buf_ring or zero_copy`,
+class SessionRuntime {
+  /** The io_uring queues, once started. */
+  uring: UringQueues | null = null;
+  /** More /dev/fuse readers, once started. */
+  devThreads: DevThreads | null = null;
+  /** The ring this thread's /dev/fuse loop reaps, if any. */
+  devRing: Ring | null = null;
+  /** Why the /dev/fuse loop has no ring, for `-d`. */
+  devIoNote = "";
+  /** Has what is prepared on {@linkcode devRing} submitted soon. */
+  kick: () => void = () => {};
+  /** Why a serving thread took the session down. */
+  fatal: string | null = null;
+  /** Set once the session has ended (the unmount was not only a detach). */
+  ended = false;
+  /** Settles when this thread's /dev/fuse loop ends. */
+  devRunning: Promise<void> = Promise.resolve();
+  readonly unmounter: Unmounter;
+  /** The connection's number, to abort it also once the mount is detached. */
+  connectionNumber: string | null = null;
+  #signals: SessionSignals | null = null;
+
+  private constructor(
+    readonly fs: FileSystem,
+    readonly path: string,
+    readonly plan: TransportPlan,
+    readonly options: MountOptions,
+    readonly fd: number,
+    readonly helper: FusermountMount | null,
+    readonly dispatcher: Dispatcher,
+    readonly dev: DevTransport,
+    readonly notifier: Notifier,
+  ) {
+    this.unmounter = plan.mountedBy === "fusermount3" ? fusermountUnmounter : syscallUnmounter;
+  }
+
+  /**
+   * Open the connection: the device (fusermount3 mounts first and sends
+   * the fd; mount(2) needs the fd first), the dispatcher and this thread's
+   * /dev/fuse transport, then mount. Undoes what it did if a step fails.
+   */
+  static async open(
+    fs: FileSystem,
+    path: string,
+    plan: TransportPlan,
+    options: MountOptions,
+  ): Promise<SessionRuntime> {
+    const helper = plan.mountedBy === "fusermount3" ? await fusermountMount(path, options) : null;
+    const fd = helper ? helper.fd : openFuseDevice();
+    const dispatcher = new Dispatcher(fs, {
+      ...options,
+      ioUring: plan.transport === "io_uring",
+      passthrough: plan.passthrough,
+      backingIds: plan.passthrough ? new BackingIds(fd, undefined, options.onNotice) : undefined,
+    });
+    let dev: DevTransport;
+    try {
+      // A page for headers, then the largest write or reply.
+      const largest = Math.max(
+        options.maxWrite ?? DEFAULT_MAX_WRITE,
+        options.maxRead ?? DEFAULT_MAX_WRITE,
+      );
+      const slotSize = largest + 4096;
+      dev = new DevTransport(fd, dispatcher, options.maxInFlight ?? DEFAULT_IN_FLIGHT, slotSize);
+    } catch (e) {
+      if (helper) {
+        fusermountUnmounter.unmountSync(path);
+        await helper.release();
+      }
+      closeFuseDevice(fd);
+      throw e;
+    }
+    const notifier = new Notifier(fd, dispatcher);
+    const runtime = new SessionRuntime(
+      fs,
+      path,
+      plan,
+      options,
+      fd,
+      helper,
+      dispatcher,
+      dev,
+      notifier,
     );
+    if (!helper) {
+      try {
+        mountFuse(fd, path, options);
+      } catch (e) {
+        await dev.close();
+        notifier.close();
+        closeFuseDevice(fd);
+        throw e;
+      }
+    }
+    runtime.connectionNumber = fuseConnectionAt(path);
+    return runtime;
   }
-  const missing = bufferRingMissing();
-  if (asked !== "auto") {
-    if (missing) throw new MountError(`io_uring ${asked} mode: ${missing}`);
-    return [asked];
+
+  /** Abort this session's own connection: clients get ENOTCONN at once. */
+  abort(): void {
+    if (this.connectionNumber !== null) abortFuseConnection(this.connectionNumber);
   }
-  if (missing) return ["mainline"];
-  // Zero-copy needs CAP_SYS_ADMIN; without it the kernel refuses and buf_ring is next.
-  return libc.geteuid() === 0 ? ["zero_copy", "buf_ring", "mainline"] : ["buf_ring", "mainline"];
+
+  /** Listen for SIGINT, SIGTERM and SIGHUP, if asked to. */
+  handleSignals(): void {
+    if (!(this.options.handleSignals ?? true)) return;
+    this.#signals = new SessionSignals({
+      path: this.path,
+      unmounter: this.unmounter,
+      abort: () => this.abort(),
+      ended: () => this.ended,
+    });
+  }
+
+  /**
+   * Give this thread's /dev/fuse loop a ring of its own: backing calls go
+   * through it (so they never block the loop), and queue threads hand
+   * requests over on it. Attach before the loop starts, so that its first
+   * wait watches the ring too.
+   */
+  attachDevRing(): void {
+    if (this.devRing) return;
+    try {
+      this.devRing = new Ring({ entries: 256 });
+      this.kick = this.dev.attachRing(this.devRing, this.options.backingIo !== "direct");
+    } catch (e) {
+      this.devIoNote = ` (io_uring unavailable: ${(e as Error).message})`;
+    }
+  }
+
+  /**
+   * Serve /dev/fuse on this thread; resolves with the promise that settles
+   * once the session has ended and released everything.
+   */
+  serve(): Promise<void> {
+    this.devRunning = this.dev.run();
+    return this.devRunning.catch((e) => {
+      console.error(`denofuse: ${this.path}: transport failed:`, e);
+      // Requests in flight cannot be answered: fail them, then unmount.
+      this.#abortAndDetach();
+    }).finally(() => this.close()).then(() => {
+      if (this.fatal) throw new Error(this.fatal);
+    });
+  }
+
+  /** A serving thread died: end the session, so that no client waits for a reply that cannot come. */
+  onFatal = (reason: string): void => {
+    if (this.fatal) return;
+    this.fatal = reason;
+    console.error(`denofuse: ${this.path}: ${reason}; aborting the connection`);
+    this.#abortAndDetach();
+  };
+
+  #abortAndDetach(): void {
+    try {
+      this.abort();
+      this.unmounter.unmountSync(this.path);
+    } catch { /* already gone */ }
+  }
+
+  /** Wait for the kernel's INIT (at most `initTimeoutMs`): what the connection agreed. */
+  async initialized(): Promise<Connection> {
+    const timeoutMs = this.options.initTimeoutMs ?? 10000;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    try {
+      return await Promise.race([
+        this.dispatcher.initialized,
+        this.devRunning.then(() => {
+          throw new MountError(`${this.path}: the kernel ended the connection before INIT`);
+        }),
+        new Promise<never>((_, reject) => {
+          timer = setTimeout(
+            () =>
+              reject(new MountError(`${this.path}: no INIT from the kernel in ${timeoutMs} ms`)),
+            timeoutMs,
+          );
+        }),
+      ]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /**
+   * Register the io_uring queues. Returns why io_uring is not serving when
+   * the kernel declined it at INIT; throws when it accepted it but the
+   * queues could not be registered (then nothing can serve).
+   */
+  async startUring(connection: Connection, perQueue?: PerQueueFileSystem): Promise<string | null> {
+    const o = this.options;
+    const queues = new UringQueues(
+      this.fd,
+      this.dispatcher,
+      this.devRing,
+      this.kick,
+      this.dev.io,
+      this.dev.ring,
+      {
+        queues: possibleCpus(),
+        threads: this.devRing ? this.plan.threads : 1,
+        queueDepth: this.plan.queueDepth,
+        modes: this.plan.modes,
+        slotSize: uringSlotSize(connection),
+        backingIo: o.backingIo ?? "ring",
+        perQueue,
+        entryTimeout: o.entryTimeout,
+        attrTimeout: o.attrTimeout,
+        debug: o.debug,
+      },
+    );
+    if ((connection.flags & InitFlag.OVER_IO_URING) === 0n) {
+      return "the kernel did not accept FUSE_OVER_IO_URING at INIT";
+    }
+    this.dev.watchPending(() => queues.holding);
+    const why = await queues.start(connection, this.onFatal);
+    if (why !== null) {
+      // The kernel agreed to io_uring at INIT and now holds every request
+      // until the queues are registered: /dev/fuse cannot take over.
+      throw new MountError(
+        `io_uring queues: ${why} (the kernel, having agreed to FUSE-over-io_uring ` +
+          "at INIT, serves nothing until they are registered; mount with -o no_io_uring)",
+      );
+    }
+    this.uring = queues;
+    return null;
+  }
+
+  /** More readers of /dev/fuse, each a clone of the fd; null, or why they did not start. */
+  async startDevThreads(
+    connection: Connection,
+    perQueue?: PerQueueFileSystem,
+  ): Promise<string | null> {
+    const o = this.options;
+    const more = new DevThreads({
+      threads: this.plan.threads,
+      slots: o.maxInFlight ?? DEFAULT_IN_FLIGHT,
+      slotSize: Math.max(connection.maxWrite, connection.maxRead) + 4096,
+      backingIo: o.backingIo ?? "ring",
+      perQueue,
+      entryTimeout: o.entryTimeout,
+      attrTimeout: o.attrTimeout,
+      debug: o.debug !== undefined,
+    });
+    this.dev.watchPending(() => more.holding);
+    const why = await more.start(
+      this.fd,
+      this.dispatcher,
+      connection,
+      this.onFatal,
+      this.devRing!,
+      o.backingIo !== "direct",
+    );
+    if (!why) this.devThreads = more;
+    return why;
+  }
+
+  /** What `-d` says of the session once it serves. */
+  describe(fallbackReason: string | null, fds: { soft: number; hard: number }): string[] {
+    const { uring, devThreads, dev } = this;
+    const lines = [
+      `transport: ${uring ? "io_uring" : "dev"}${fallbackReason ? ` (${fallbackReason})` : ""}`,
+      `dev: ${this.options.maxInFlight ?? DEFAULT_IN_FLIGHT} slots, ${dev.memory} bytes pinned`,
+      `open files: up to ${fds.soft} (hard limit ${fds.hard})`,
+    ];
+    if (devThreads) {
+      lines.push(`dev: ${devThreads.threads} more threads, each reading a clone of /dev/fuse`);
+    }
+    lines.push(`backing calls: ${uring ? uring.io.kind : dev.io.kind}${this.devIoNote}`);
+    if (!uring) return lines;
+    const threads = uring.threads === 1 ? "one thread" : `${uring.threads} queue threads`;
+    lines.push(
+      `io_uring: ${uring.mode} mode, ${uring.queues} queues x ${uring.depth} entries x ` +
+        `${uring.slotSize} bytes = ${uring.memory} bytes pinned (${MODE_MEMORY[uring.mode]}), ` +
+        threads + (uring.perQueue ? ", a FileSystem in each" : ""),
+    );
+    for (const q of uring.perQueueCounters) {
+      const where = q.cpus.length ? `on CPU ${q.cpus.join(",")}` : "on the main thread";
+      lines.push(`io_uring: queue ${q.qid} served ${where}, ${uring.memory / uring.queues} bytes`);
+    }
+    return lines;
+  }
+
+  /**
+   * The ordered close, once this thread's loop has ended: signals, the
+   * FileSystem's destroy, the threads (which may still use the device and
+   * the entries' memory), this thread's transport, the memory, the rings,
+   * the device, and fusermount3.
+   */
+  async close(): Promise<void> {
+    this.ended = true;
+    this.#signals?.[Symbol.dispose]();
+    try {
+      await this.fs.destroy?.();
+    } catch (e) {
+      console.error("denofuse: destroy failed:", e);
+    }
+    await this.uring?.stop();
+    await this.devThreads?.stop();
+    await this.devThreads?.close();
+    await this.dev.close();
+    await this.uring?.close();
+    await this.devRing?.close();
+    this.notifier.close();
+    closeFuseDevice(this.fd);
+    await this.helper?.release();
+  }
+}
+
+/** The queue threads' code of `perQueue` (bundled from its module), if threads will run it. */
+async function resolvePerQueue(
+  perQueue: PerQueueFileSystem | PerQueueModule | undefined,
+  threads: number,
+): Promise<PerQueueFileSystem | undefined> {
+  if (!perQueue || !("module" in perQueue)) return perQueue;
+  if (threads <= 1) return undefined;
+  return { source: await bundleQueueModule(perQueue.module), data: perQueue.data };
 }
 
 /**
@@ -331,339 +511,75 @@ function uringModes(asked: "auto" | UringMode): UringMode[] {
  * await session.closed; // until unmounted (Ctrl-C unmounts)
  * ```
  */
-export function mount(
+export async function mount(
   fs: FileSystem,
   mountpoint: string,
   options?: MountOptions,
 ): Promise<Session> {
-  return mountWith(fs, mountpoint, options ?? {});
-}
-
-/** The queue threads' code of `perQueue` (bundled from its module), if threads will run it. */
-async function resolvePerQueue(
-  perQueue: PerQueueFileSystem | PerQueueModule | undefined,
-  threads: number,
-): Promise<PerQueueFileSystem | undefined> {
-  if (!perQueue || !("module" in perQueue)) return perQueue;
-  if (threads <= 1) return undefined;
-  return { source: await bundleQueueModule(perQueue.module), data: perQueue.data };
-}
-
-/** {@linkcode mount}, with its options given. */
-async function mountWith(
-  fs: FileSystem,
-  mountpoint: string,
-  options: MountOptions,
-): Promise<Session> {
+  options ??= {};
   const notice = options.onNotice ?? ((m: string) => console.error(`denofuse: ${m}`));
-  const debug = options.debug;
-  const choice = options.transport ?? "auto";
-  if (!["auto", "dev", "io_uring"].includes(choice)) {
-    throw new MountError(`unknown transport ${JSON.stringify(choice)}: use auto, dev or io_uring`);
-  }
-  if (options.backingIo !== undefined && !["ring", "direct"].includes(options.backingIo)) {
-    throw new MountError(
-      `unknown backingIo ${JSON.stringify(options.backingIo)}: use ring or direct`,
-    );
-  }
+  checkPlanOptions(options); // bad option values fail before anything is touched
   const path = checkMountpoint(mountpoint);
   checkNotMountedTwice(path, options, notice);
   // An author's module becomes code a Worker can run, before anything is mounted.
   const perQueue = await resolvePerQueue(options.perQueue, options.threads ?? possibleCpus());
   const fds = (options.raiseFdLimit ?? true) ? raiseFdLimit() : fdLimit();
-  let fallbackReason: string | null = choice === "dev" ? "the dev transport was asked for" : null;
-  if (choice !== "dev") {
-    const why = uringUnavailable();
-    if (why && choice === "io_uring") throw new MountError(`io_uring transport: ${why}`);
-    fallbackReason = why;
-  }
-  const maxWrite = options.maxWrite ?? DEFAULT_MAX_WRITE;
-  const maxRead = options.maxRead ?? DEFAULT_MAX_WRITE;
-  // Decided before INIT: once the kernel agrees to io_uring there, it holds
-  // every request until the queues are registered.
-  let queueDepth = options.queueDepth ?? DEFAULT_QUEUE_DEPTH;
-  if (fallbackReason === null) {
-    const slot = Math.max(maxWrite, maxRead, MAX_PAGES * 4096);
-    const plan = await planQueueDepth(options.queueDepth, possibleCpus(), slot);
-    if (typeof plan === "string") {
-      if (choice === "io_uring") throw new MountError(`io_uring transport: ${plan}`);
-      fallbackReason = plan;
-    } else if (plan < queueDepth) {
-      debug?.(`io_uring: ${plan} entries per queue, to fit RLIMIT_MEMLOCK`);
-      queueDepth = plan;
-    }
-  }
-  const wantUring = fallbackReason === null;
-  const modes = wantUring ? uringModes(options.uringMode ?? "auto") : [];
-  // fusermount3 mounts first and hands over the fd; mount(2) needs the fd first.
-  const mountedBy = (options.fusermount ?? (options.autoUnmount || !canMount()))
-    ? "fusermount3"
-    : "mount";
-  if (options.autoUnmount && mountedBy === "mount") {
-    throw new MountError(
-      "autoUnmount works through fusermount3: it cannot go with fusermount: false",
-    );
-  }
-  const unmounter = unmounterOf(mountedBy);
-  const helper = mountedBy === "fusermount3" ? await fusermountMount(path, options) : null;
-  const fd = helper ? helper.fd : openFuseDevice();
-  // Kernel passthrough needs CAP_SYS_ADMIN (in the initial namespace) for its ioctls.
-  const passthrough = options.passthrough === true && canMount();
-  if (options.passthrough && !passthrough) {
-    notice(
-      "kernel passthrough needs CAP_SYS_ADMIN (root): " +
-        "serving file data from the server",
-    );
-  }
-  const dispatcher = new Dispatcher(fs, {
-    ...options,
-    ioUring: wantUring,
-    passthrough,
-    backingIds: passthrough ? new BackingIds(fd, undefined, notice) : undefined,
-  });
-  let dev: DevTransport;
+  const plan = planTransport(options, await probeMachine(options));
+  for (const line of plan.debug) options.debug?.(line);
+  for (const line of plan.notices) notice(line);
+  const runtime = await SessionRuntime.open(fs, path, plan, { ...options, onNotice: notice });
+  runtime.handleSignals();
+  // With one io_uring thread, that transport's own ring serves instead.
+  const wantsDevRing = plan.transport === "dev" ? options.backingIo !== "direct" : false;
+  if (plan.threads > 1 || wantsDevRing) runtime.attachDevRing();
+  const closed = runtime.serve();
   try {
-    // A page for headers, then the largest write or reply, page-aligned.
-    const slotSize = Math.max(maxWrite, maxRead) + 4096;
-    dev = new DevTransport(fd, dispatcher, options.maxInFlight ?? 16, slotSize);
-  } catch (e) {
-    if (helper) {
-      unmounter.unmountSync(path);
-      await helper.release();
+    const connection = await runtime.initialized();
+    const fallbackReason = await startThreads(runtime, connection, perQueue, notice);
+    if (options.debug) {
+      for (const line of runtime.describe(fallbackReason, fds)) options.debug(line);
     }
-    closeFuseDevice(fd);
-    throw e;
-  }
-  const notifier = new Notifier(fd, dispatcher);
-  if (mountedBy === "mount") {
-    try {
-      mountFuse(fd, path, options);
-    } catch (e) {
-      await dev.close();
-      closeFuseDevice(fd);
-      throw e;
-    }
-  }
-
-  // The connection's number, to abort it also once the mount is detached.
-  const connectionNumber = fuseConnectionAt(path);
-  const abortOwn = () => connectionNumber !== null && abortFuseConnection(connectionNumber);
-  const signals: [Deno.Signal, () => void][] = [];
-  /** Set once the session has ended (the unmount was not only a detach). */
-  let ended = false;
-  if (options.handleSignals ?? true) {
-    let received = 0;
-    for (const [sig, number] of [["SIGINT", 2], ["SIGTERM", 15], ["SIGHUP", 1]] as const) {
-      const handler = () => {
-        if (++received === 1) {
-          // Never on this thread: unmounting may wait for requests it serves.
-          unmounter.unmount(path).then(() => {
-            // A busy mount is only detached: its connection lives until its users leave.
-            const timer = setTimeout(() => {
-              if (ended) return;
-              console.error(
-                `denofuse: ${path} is busy: detached, and served until the processes using it ` +
-                  `leave; ${sig} again aborts the connection`,
-              );
-            }, BUSY_NOTICE_MS);
-            Deno.unrefTimer(timer);
-          }, (e) => console.error("denofuse: unmount failed:", e));
-          return;
-        }
-        console.error(`denofuse: ${path}: ${sig} again; aborting the connection`);
-        abortOwn();
-        unmounter.unmount(path).catch(() => {});
-        const timer = setTimeout(() => Deno.exit(128 + number), SIGNAL_EXIT_GRACE_MS);
-        Deno.unrefTimer(timer);
-      };
-      Deno.addSignalListener(sig, handler);
-      signals.push([sig, handler]);
-    }
-  }
-  let uring: UringQueues | null = null;
-  let fatal: string | null = null;
-  const threads = options.threads ?? possibleCpus();
-  let devThreads: DevThreads | null = null;
-  let devRing: Ring | null = null;
-  let kick = () => {};
-  let devIoNote = "";
-  const attachDevRing = () => {
-    // The /dev/fuse loop reaps a ring of its own: backing calls go through
-    // it (so they never block the loop), and queue threads hand requests
-    // over on it.
-    try {
-      devRing = new Ring({ entries: 256 });
-      kick = dev.attachRing(devRing, options.backingIo !== "direct");
-    } catch (e) {
-      devIoNote = ` (io_uring unavailable: ${(e as Error).message})`;
-    }
-  };
-  // Before the loop starts, so that its first wait watches the ring too.
-  // (With one io_uring thread, that transport's own ring serves instead.)
-  if (threads > 1 || (!wantUring && options.backingIo !== "direct")) attachDevRing();
-  const devRunning = dev.run();
-  const closed = devRunning.catch((e) => {
-    console.error(`denofuse: ${path}: transport failed:`, e);
-    // Requests in flight cannot be answered: fail them, then unmount.
-    try {
-      abortOwn();
-      unmounter.unmountSync(path);
-    } catch { /* already gone */ }
-  }).finally(async () => {
-    ended = true;
-    for (const [sig, handler] of signals) Deno.removeSignalListener(sig, handler);
-    try {
-      await fs.destroy?.();
-    } catch (e) {
-      console.error("denofuse: destroy failed:", e);
-    }
-    await (uring as UringQueues | null)?.stop();
-    await (devThreads as DevThreads | null)?.stop();
-    await (devThreads as DevThreads | null)?.close();
-    await dev.close();
-    await (uring as UringQueues | null)?.close();
-    await (devRing as Ring | null)?.close();
-    notifier.close();
-    closeFuseDevice(fd);
-    await helper?.release();
-  }).then(() => {
-    if (fatal) throw new Error(fatal);
-  });
-  // A queue thread that dies takes the session down: abort the connection
-  // so that no client waits for a reply that cannot come, then unmount.
-  const onFatal = (reason: string) => {
-    if (fatal) return;
-    fatal = reason;
-    console.error(`denofuse: ${path}: ${reason}; aborting the connection`);
-    try {
-      abortOwn();
-      unmounter.unmountSync(path);
-    } catch { /* already gone */ }
-  };
-
-  const timeoutMs = options.initTimeoutMs ?? 10000;
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  try {
-    const connection = await Promise.race([
-      dispatcher.initialized,
-      devRunning.then(() => {
-        throw new MountError(`${path}: the kernel ended the connection before INIT`);
-      }),
-      new Promise<never>((_, reject) => {
-        timer = setTimeout(
-          () => reject(new MountError(`${path}: no INIT from the kernel in ${timeoutMs} ms`)),
-          timeoutMs,
-        );
-      }),
-    ]);
-    if (wantUring) {
-      const queues = new UringQueues(fd, dispatcher, devRing, kick, dev.io, dev.ring, {
-        queues: possibleCpus(),
-        threads: devRing ? threads : 1,
-        queueDepth,
-        modes,
-        slotSize: Math.max(connection.maxWrite, connection.maxRead, MAX_PAGES * 4096),
-        backingIo: options.backingIo ?? "ring",
-        perQueue,
-        entryTimeout: options.entryTimeout,
-        attrTimeout: options.attrTimeout,
-        debug,
-      });
-      if ((connection.flags & InitFlag.OVER_IO_URING) === 0n) {
-        fallbackReason = "the kernel did not accept FUSE_OVER_IO_URING at INIT";
-      } else {
-        dev.watchPending(() => queues.holding);
-        const why = await queues.start(connection, onFatal);
-        if (why !== null) {
-          // The kernel agreed to io_uring at INIT and now holds every request
-          // until the queues are registered: /dev/fuse cannot take over.
-          throw new MountError(
-            `io_uring queues: ${why} (the kernel, having agreed to FUSE-over-io_uring ` +
-              "at INIT, serves nothing until they are registered; mount with -o no_io_uring)",
-          );
-        }
-        uring = queues;
-      }
-    }
-    if (wantUring && !uring && choice === "io_uring") {
-      throw new MountError(`io_uring transport: ${fallbackReason}`);
-    }
-    if (fallbackReason && choice === "auto") notice(`serving over /dev/fuse: ${fallbackReason}`);
-    if (!uring && !devRing && (options.backingIo !== "direct" || threads > 1)) attachDevRing();
-    if (!uring && threads > 1 && devRing) {
-      // More readers of /dev/fuse, each a clone of the fd.
-      const more = new DevThreads({
-        threads,
-        slots: options.maxInFlight ?? 16,
-        slotSize: Math.max(connection.maxWrite, connection.maxRead) + 4096,
-        backingIo: options.backingIo ?? "ring",
-        perQueue,
-        entryTimeout: options.entryTimeout,
-        attrTimeout: options.attrTimeout,
-        debug: debug !== undefined,
-      });
-      dev.watchPending(() => more.holding);
-      const why = await more.start(
-        fd,
-        dispatcher,
-        connection,
-        onFatal,
-        devRing,
-        options.backingIo !== "direct",
-      );
-      if (why) notice(`serving /dev/fuse from one thread: ${why}`);
-      else devThreads = more;
-    }
-    if (debug) {
-      debug(
-        `transport: ${uring ? "io_uring" : "dev"}${fallbackReason ? ` (${fallbackReason})` : ""}`,
-      );
-      debug(`dev: ${options.maxInFlight ?? 16} slots, ${dev.memory} bytes pinned`);
-      debug(`open files: up to ${fds.soft} (hard limit ${fds.hard})`);
-      if (devThreads) {
-        debug(`dev: ${devThreads.threads} more threads, each reading a clone of /dev/fuse`);
-      }
-      debug(`backing calls: ${uring ? uring.io.kind : dev.io.kind}${devIoNote}`);
-      if (uring) {
-        const perQueueBytes = uring.memory / uring.queues;
-        debug(
-          `io_uring: ${uring.mode} mode, ${uring.queues} queues x ${uring.depth} entries x ` +
-            `${uring.slotSize} bytes = ${uring.memory} bytes pinned (${
-              MODE_MEMORY[uring.mode]
-            }), ` +
-            (uring.threads === 1 ? "one thread" : `${uring.threads} queue threads`) +
-            (uring.perQueue ? ", a FileSystem in each" : ""),
-        );
-        for (const q of uring.perQueueCounters) {
-          const where = q.cpus.length ? `on CPU ${q.cpus.join(",")}` : "on the main thread";
-          debug(`io_uring: queue ${q.qid} served ${where}, ${perQueueBytes} bytes`);
-        }
-      }
-    }
-    if (perQueue && (uring?.perQueue || (devThreads?.threads ?? 1) > 1)) {
+    if (perQueue && (runtime.uring?.perQueue || (runtime.devThreads?.threads ?? 1) > 1)) {
       // The kernel's answer reaches whichever thread reads it, whose FileSystem asked nothing.
-      notifier.retrieveUnavailable = "the FileSystem runs in every serving thread (perQueue)";
+      runtime.notifier.retrieveUnavailable =
+        "the FileSystem runs in every serving thread (perQueue)";
     }
-    return new Session(
-      path,
-      connection,
-      dev,
-      uring,
-      devThreads,
-      fallbackReason,
-      closed,
-      notifier,
-      mountedBy,
-      dispatcher.backingIds,
-    );
+    return new Session({ mountpoint: path, connection, runtime, fallbackReason, closed });
   } catch (e) {
-    dev.stop();
+    runtime.dev.stop();
     try {
-      unmounter.unmountSync(path);
+      runtime.unmounter.unmountSync(path);
     } catch { /* nothing mounted */ }
     await closed.catch(() => {});
     throw e instanceof MountError ? e : new MountError(`${path}: ${(e as Error).message}`);
-  } finally {
-    clearTimeout(timer);
   }
+}
+
+/**
+ * Phase 5: the io_uring queues when the plan and INIT allow them, else more
+ * /dev/fuse readers. Returns why io_uring does not serve (null when it does).
+ */
+async function startThreads(
+  runtime: SessionRuntime,
+  connection: Connection,
+  perQueue: PerQueueFileSystem | undefined,
+  notice: (message: string) => void,
+): Promise<string | null> {
+  const { plan, options } = runtime;
+  const choice = options.transport ?? "auto";
+  let fallbackReason = plan.fallbackReason;
+  if (plan.transport === "io_uring") {
+    fallbackReason = await runtime.startUring(connection, perQueue);
+    if (fallbackReason && choice === "io_uring") {
+      throw new MountError(`io_uring transport: ${fallbackReason}`);
+    }
+  }
+  if (fallbackReason && choice === "auto") notice(`serving over /dev/fuse: ${fallbackReason}`);
+  if (runtime.uring) return null;
+  if (options.backingIo !== "direct" || plan.threads > 1) runtime.attachDevRing();
+  if (plan.threads > 1 && runtime.devRing) {
+    const why = await runtime.startDevThreads(connection, perQueue);
+    if (why) notice(`serving /dev/fuse from one thread: ${why}`);
+  }
+  return fallbackReason;
 }

@@ -2,7 +2,7 @@
 // everything, and never leave a mount behind.
 import assert from "node:assert/strict";
 import { close, libc, O, open, readSmallFile } from "../ffi/libc.ts";
-import { abortFuseConnection, fuseConnectionAt } from "../server/mount.ts";
+import { abortFuseConnection, fuseConnectionAt } from "../server/mount/mount.ts";
 import type { SessionCounters } from "../server/session.ts";
 
 /** True when this process may mount FUSE file systems here. */

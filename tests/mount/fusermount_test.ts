@@ -7,9 +7,9 @@ import assert from "node:assert/strict";
 import { ChildProcess } from "../../ffi/spawn.ts";
 import { SystemError } from "../../ffi/errno.ts";
 import { close, libc, readSmallFile } from "../../ffi/libc.ts";
-import { FUSERMOUNT, fusermountOptions } from "../../server/fusermount.ts";
-import { canPinNow, planQueueDepth, RING_RESERVE } from "../../server/locked_memory.ts";
-import { fuseConnectionAt } from "../../server/mount.ts";
+import { FUSERMOUNT, fusermountOptions } from "../../server/mount/fusermount.ts";
+import { canPinNow, planQueueDepth, RING_RESERVE } from "../../server/uring/locked_memory.ts";
+import { fuseConnectionAt } from "../../server/mount/mount.ts";
 import { mount } from "../../server/session.ts";
 import { hello } from "../../examples/hello.ts";
 import {

@@ -21,11 +21,11 @@ import {
 import type { BackingIo } from "../../ops/backing_io.ts";
 import { Dispatcher } from "../../ops/dispatch.ts";
 import { Passthrough } from "../../fs/passthrough.ts";
-import { DevTransport } from "../../server/dev_transport.ts";
-import { DirectIo } from "../../server/direct_io.ts";
+import { DevTransport } from "../../server/dev/transport.ts";
+import { DirectIo } from "../../server/io/direct_io.ts";
 import { off } from "../../ffi/libc.ts";
-import { SlotExchange } from "../../server/slot_exchange.ts";
-import { fitUringRequest } from "../../server/uring_transport.ts";
+import { SlotExchange } from "../../server/io/slot_exchange.ts";
+import { fitUringRequest } from "../../server/uring/transport.ts";
 import { FakeExchange } from "../fake_exchange.ts";
 import { noneUnhandled, run } from "../helpers.ts";
 

@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { Passthrough } from "../../examples/passthrough.ts";
 import { mount, type Session } from "../../mod.ts";
-import { PASSTHROUGH_QUEUE_SOURCE } from "../../fs/gen/passthrough_queue_source.ts";
+import { PASSTHROUGH_QUEUE_SOURCE } from "../../gen/passthrough_queue_source.ts";
 import {
   run,
   serveLogged,

@@ -5,7 +5,7 @@ import assert from "node:assert/strict";
 import { mount, MountError } from "../../mod.ts";
 import { whoamiFs } from "../fixtures/whoami_fs.ts";
 import { sh, tempMountpoint, transportTest } from "../helpers.ts";
-import { possibleCpus } from "../../server/uring_transport.ts";
+import { possibleCpus } from "../../server/uring/transport.ts";
 
 const CPUS = possibleCpus();
 

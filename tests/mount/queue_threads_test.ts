@@ -6,9 +6,9 @@
 // dies ends the session without a hung client or a mount left behind.
 import assert from "node:assert/strict";
 import { Passthrough } from "../../examples/passthrough.ts";
-import { PASSTHROUGH_QUEUE_SOURCE } from "../../fs/gen/passthrough_queue_source.ts";
+import { PASSTHROUGH_QUEUE_SOURCE } from "../../gen/passthrough_queue_source.ts";
 import { hello } from "../../examples/hello.ts";
-import { possibleCpus } from "../../server/uring_transport.ts";
+import { possibleCpus } from "../../server/uring/transport.ts";
 import { Errno, type FileSystem, mount, S, type Session, type SystemError } from "../../mod.ts";
 import {
   isMounted,

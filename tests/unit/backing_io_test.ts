@@ -5,8 +5,8 @@ import assert from "node:assert/strict";
 import { AT, check, close, cstr, libc, O } from "../../ffi/libc.ts";
 import { SystemError } from "../../ffi/errno.ts";
 import type { BackingIo } from "../../ops/backing_io.ts";
-import { DirectIo } from "../../server/direct_io.ts";
-import { RingIo } from "../../server/ring_io.ts";
+import { DirectIo } from "../../server/io/direct_io.ts";
+import { RingIo } from "../../server/io/ring_io.ts";
 import { uringMissing } from "../helpers.ts";
 
 const STATX_BASIC_STATS = 0x7ff;

@@ -1,4 +1,4 @@
-// Workers run from generated code (server/gen/, fs/gen/), since a Worker
+// Workers run from generated code (gen/), since a Worker
 // started under --allow-ffi alone cannot load module files: each must be
 // what `deno task bundle` makes from today's sources.
 import assert from "node:assert/strict";

@@ -5,7 +5,7 @@ import { Passthrough } from "../../examples/passthrough.ts";
 import { FuseError } from "../../ops/error.ts";
 import { Errno, SystemError } from "../../ffi/errno.ts";
 import type { RequestContext } from "../../ops/filesystem.ts";
-import { DirectIo } from "../../server/direct_io.ts";
+import { DirectIo } from "../../server/io/direct_io.ts";
 
 const ctx = (uid = 0, gid = 0): RequestContext => ({
   unique: 1,

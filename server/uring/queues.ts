@@ -18,24 +18,25 @@
  * @module
  */
 
-import { prepMsgRing, type Ring } from "../ffi/ring.ts";
-import { InHeader, UringReqHeader } from "../ops/abi.ts";
-import type { BackingIo } from "../ops/backing_io.ts";
-import type { Connection, Dispatcher } from "../ops/dispatch.ts";
-import { QUEUE_WORKER_SOURCE } from "./gen/queue_worker_source.ts";
-import type { QueueThreadSetup } from "./queue_thread.ts";
-import { allReady, QueueWorkerHandle, stopAll, workerUrl } from "./queue_worker_handle.ts";
-import { pinnedRead, pinnedWrite, type RingIo } from "./ring_io.ts";
-import { SlotExchange } from "./slot_exchange.ts";
-import { writeUringReply } from "./uring_commands.ts";
+import { prepMsgRing, type Ring } from "../../ffi/ring.ts";
+import { InHeader, UringReqHeader } from "../../ops/abi.ts";
+import type { BackingIo } from "../../ops/backing_io.ts";
+import type { Connection, Dispatcher } from "../../ops/dispatch.ts";
+import { QUEUE_WORKER_SOURCE } from "../../gen/queue_worker_source.ts";
+import type { PerQueueFileSystem } from "../workers/messages.ts";
+import type { UringThreadSetup } from "./thread.ts";
+import { allReady, QueueWorkerHandle, stopAll, workerUrl } from "../workers/handle.ts";
+import { pinnedRead, pinnedWrite, type RingIo } from "../io/ring_io.ts";
+import { SlotExchange } from "../io/slot_exchange.ts";
+import { writeUringReply } from "./commands.ts";
+import { EntryMemory } from "./entry_memory.ts";
 import {
-  EntryMemory,
   fitUringRequest,
   QueueCounter,
   type UringCounters,
   type UringMode,
   UringTransport,
-} from "./uring_transport.ts";
+} from "./transport.ts";
 
 /** Counters of one kernel queue. */
 export interface QueueCounters extends UringCounters {
@@ -58,36 +59,6 @@ const COUNTERS = [
   "zeroCopyWrites",
   "staged",
 ] as const;
-
-/**
- * A FileSystem that runs in every queue thread: `source` is self-contained
- * JavaScript (made with `deno bundle`) that calls `serveQueueThread(make)`;
- * `data` (structured-cloned; SharedArrayBuffers are shared) is what `make`
- * receives. The FileSystem given to `mount` still answers what arrives on
- * the session's thread (INIT, FORGET, INTERRUPT, requests before the rings
- * are up), so all instances must share their state.
- */
-export interface PerQueueFileSystem {
-  /** The bundled queue-thread code. */
-  source: string;
-  /** Passed to the factory in every queue thread. */
-  data?: unknown;
-}
-
-/**
- * A FileSystem that runs in every serving thread, from a module of its
- * author's: `module` (a `file:` URL, e.g. `import.meta.resolve("./my_queue.ts")`,
- * or an absolute path) calls `serveQueueThread(make)`; the session bundles
- * it with `deno bundle` before mounting (a child process started with
- * posix_spawnp: the server still needs only `--allow-ffi`) and runs it as
- * {@linkcode PerQueueFileSystem.source}. `data` is as there.
- */
-export interface PerQueueModule {
-  /** The module whose code runs in every serving thread. */
-  module: string | URL;
-  /** Passed to the factory in every serving thread. */
-  data?: unknown;
-}
 
 /** Options of a session's io_uring queues. */
 export interface UringQueuesOptions {
@@ -415,7 +386,7 @@ export class UringQueues {
     mode: UringMode,
   ): void {
     const memory = new EntryMemory(qids.length * this.depth, this.slotSize, mode === "zero_copy");
-    const setup: QueueThreadSetup = {
+    const setup: UringThreadSetup = {
       kind: "io_uring",
       fuseFd: this.#fuseFd,
       qids,

@@ -14,11 +14,11 @@
  * @module
  */
 
-import { Errno, SystemError } from "../ffi/errno.ts";
-import { clearSuidSgid } from "../ffi/libc.ts";
-import { InHeader } from "../ops/abi.ts";
-import type { BackingIo } from "../ops/backing_io.ts";
-import type { Exchange } from "../ops/exchange.ts";
+import { Errno, SystemError } from "../../ffi/errno.ts";
+import { clearSuidSgid } from "../../ffi/libc.ts";
+import { InHeader } from "../../ops/abi.ts";
+import type { BackingIo } from "../../ops/backing_io.ts";
+import type { Exchange } from "../../ops/exchange.ts";
 
 /** A request slot in pinned memory, as the dispatcher sees it. */
 export abstract class SlotExchange implements Exchange {

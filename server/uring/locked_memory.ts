@@ -9,10 +9,10 @@
  * @module
  */
 
-import { hasCapability, libc } from "../ffi/libc.ts";
-import { liburing } from "../ffi/liburing.ts";
-import { PinnedRegion } from "../ffi/memory.ts";
-import { Ring } from "../ffi/ring.ts";
+import { hasCapability, libc } from "../../ffi/libc.ts";
+import { liburing } from "../../ffi/liburing.ts";
+import { PinnedRegion } from "../../ffi/memory.ts";
+import { Ring } from "../../ffi/ring.ts";
 
 const RLIMIT_MEMLOCK = 8;
 const CAP_IPC_LOCK = 14;

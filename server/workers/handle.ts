@@ -1,12 +1,12 @@
 /**
  * A serving Worker, seen from the session's thread: started from bundled
- * code with a {@linkcode QueueThreadSetup}, it answers once (ready or
+ * code with a {@linkcode ThreadSetup}, it answers once (ready or
  * refused), says when it has ended, and a crash reaches `onFatal`.
  *
  * @module
  */
 
-import type { QueueThreadMessage, QueueThreadSetup } from "./queue_thread.ts";
+import type { QueueThreadMessage, ThreadSetup } from "./messages.ts";
 
 /** One serving Worker. */
 export class QueueWorkerHandle {
@@ -32,7 +32,7 @@ export class QueueWorkerHandle {
   constructor(
     url: string,
     name: string,
-    setup: QueueThreadSetup,
+    setup: ThreadSetup,
     onFatal: (reason: string) => void,
   ) {
     this.worker = new Worker(url, { type: "module", name });

@@ -19,18 +19,18 @@
  * @module
  */
 
-import { Errno, SystemError } from "../ffi/errno.ts";
-import { errno, libc } from "../ffi/libc.ts";
-import { PinnedRegion } from "../ffi/memory.ts";
-import { InHeader, Opcode, OutHeader, ReadIn, WriteIn } from "../ops/abi.ts";
-import type { Dispatcher } from "../ops/dispatch.ts";
-import { setU64 } from "../ops/codec.ts";
-import type { BackingIo } from "../ops/backing_io.ts";
-import type { Ring } from "../ffi/ring.ts";
-import { DirectIo } from "./direct_io.ts";
-import { pinnedRead, pinnedWrite, RingIo } from "./ring_io.ts";
-import { SlotExchange } from "./slot_exchange.ts";
-import { BUSY_WAIT_US, coalesced, makeYield, settleHandlers } from "./yield.ts";
+import { Errno, SystemError } from "../../ffi/errno.ts";
+import { errno, libc } from "../../ffi/libc.ts";
+import { PinnedRegion } from "../../ffi/memory.ts";
+import { InHeader, Opcode, OutHeader, ReadIn, WriteIn } from "../../ops/abi.ts";
+import type { Dispatcher } from "../../ops/dispatch.ts";
+import { setU64 } from "../../ops/codec.ts";
+import type { BackingIo } from "../../ops/backing_io.ts";
+import type { Ring } from "../../ffi/ring.ts";
+import { DirectIo } from "../io/direct_io.ts";
+import { pinnedRead, pinnedWrite, RingIo } from "../io/ring_io.ts";
+import { SlotExchange } from "../io/slot_exchange.ts";
+import { BUSY_WAIT_US, coalesced, makeYield, settleHandlers } from "../io/yield.ts";
 
 /** Requests handled per batch before yielding to the event loop. */
 const BATCH_BUDGET = 64;

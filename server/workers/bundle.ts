@@ -11,22 +11,23 @@
  * @module
  */
 
-import { SystemError } from "../ffi/errno.ts";
-import { AT, check, check64, close, cstr, errno, libc, readSmallFile } from "../ffi/libc.ts";
-import { ChildProcess } from "../ffi/spawn.ts";
-import { MountError } from "./mount.ts";
+import { SystemError } from "../../ffi/errno.ts";
+import { AT, check, check64, close, cstr, errno, libc, readSmallFile } from "../../ffi/libc.ts";
+import { ChildProcess } from "../../ffi/spawn.ts";
+import { MountError } from "../mount/mount.ts";
+import { withStackMap } from "./stack_map.ts";
 
 /** How long bundling may take before the mount gives up. */
 const BUNDLE_TIMEOUT_MS = 120_000;
 const MFD_CLOEXEC = 1;
 
-/** The Deno executable running this process. */
-function denoExecutable(): string {
+/** Where the symbolic link at `path` points (e.g. /proc/self/exe: this Deno executable). */
+function readLink(path: string): string {
   const buf = new Uint8Array(4096);
   const n = check64(
-    libc.readlinkat(AT.FDCWD, cstr("/proc/self/exe"), buf, BigInt(buf.length)),
+    libc.readlinkat(AT.FDCWD, cstr(path), buf, BigInt(buf.length)),
     "readlink",
-    "/proc/self/exe",
+    path,
   );
   return new TextDecoder().decode(buf.subarray(0, n));
 }
@@ -75,8 +76,17 @@ export async function bundleQueueModule(module: string | URL): Promise<string> {
     // Its environment is ours (DENO_DIR, HOME: where deno keeps its cache).
     const env = readSmallFile("/proc/self/environ").split("\0").filter((e) => e !== "");
     const child = ChildProcess.spawn(
-      denoExecutable(),
-      ["bundle", "--quiet", "--platform", "deno", "--output", "/proc/self/fd/3", path],
+      readLink("/proc/self/exe"),
+      [
+        "bundle",
+        "--quiet",
+        "--platform",
+        "deno",
+        "--sourcemap=inline",
+        "--output",
+        "/proc/self/fd/3",
+        path,
+      ],
       env,
       fd,
     );
@@ -88,7 +98,9 @@ export async function bundleQueueModule(module: string | URL): Promise<string> {
     if (exit.code !== 0) {
       throw new MountError(`perQueue.module: deno bundle ${path} failed: ${exit.stderr}`);
     }
-    return readAll(fd);
+    // Sources are named relative to the child's working directory, which is ours.
+    const cwd = readLink("/proc/self/cwd");
+    return withStackMap(readAll(fd), (s) => s.startsWith("/") ? s : `${cwd}/${s}`);
   } finally {
     close(fd);
   }

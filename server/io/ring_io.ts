@@ -31,12 +31,12 @@ import {
   prepUnlinkat,
   prepWrite,
   Ring,
-} from "../ffi/ring.ts";
-import { Sqe } from "../ffi/uring_abi.ts";
-import type { BackingIo, Caller } from "../ops/backing_io.ts";
-import { asCaller, asRoot } from "../ffi/credentials.ts";
-import { addressOf as address, preadPinned, pwritePinned } from "../ffi/libc.ts";
-import { Errno } from "../ffi/errno.ts";
+} from "../../ffi/ring.ts";
+import { Sqe } from "../../ffi/uring_abi.ts";
+import type { BackingIo, Caller } from "../../ops/backing_io.ts";
+import { asCaller, asRoot } from "../../ffi/credentials.ts";
+import { addressOf as address, preadPinned, pwritePinned } from "../../ffi/libc.ts";
+import { Errno } from "../../ffi/errno.ts";
 
 /** Backing calls as io_uring operations. */
 export class RingIo implements BackingIo {

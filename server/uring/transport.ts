@@ -44,15 +44,15 @@
  * @module
  */
 
-import { pinnedRead, pinnedWrite, RingIo } from "./ring_io.ts";
-import { DirectIo } from "./direct_io.ts";
-import { Errno, errnoName, SystemError } from "../ffi/errno.ts";
-import { clearSuidSgid, readSmallFile } from "../ffi/libc.ts";
-import { KernelBufferRing } from "../ffi/kernel_buffer_ring.ts";
-import { liburing } from "../ffi/liburing.ts";
-import { alignUp, PAGE_SIZE, PinnedRegion } from "../ffi/memory.ts";
-import { prepMsgRing, prepReadFixed, prepWriteFixed, Ring } from "../ffi/ring.ts";
-import { IORING_CQE_BUFFER_SHIFT, IORING_CQE_F_BUFFER } from "../ffi/uring_abi.ts";
+import { pinnedRead, pinnedWrite, RingIo } from "../io/ring_io.ts";
+import { DirectIo } from "../io/direct_io.ts";
+import { Errno, errnoName, SystemError } from "../../ffi/errno.ts";
+import { clearSuidSgid, readSmallFile } from "../../ffi/libc.ts";
+import { KernelBufferRing } from "../../ffi/kernel_buffer_ring.ts";
+import { liburing } from "../../ffi/liburing.ts";
+import { alignUp, PAGE_SIZE, PinnedRegion } from "../../ffi/memory.ts";
+import { prepMsgRing, prepReadFixed, prepWriteFixed, Ring } from "../../ffi/ring.ts";
+import { IORING_CQE_BUFFER_SHIFT, IORING_CQE_F_BUFFER } from "../../ffi/uring_abi.ts";
 import {
   FUSE_URING_BUF_RING,
   FUSE_URING_RINGBUF_GROUP,
@@ -66,19 +66,20 @@ import {
   UringReqHeader,
   WriteIn,
   WriteOut,
-} from "../ops/abi.ts";
-import type { BackingIo } from "../ops/backing_io.ts";
-import type { BackingFdTable } from "../ops/backing_fds.ts";
-import type { Dispatcher } from "../ops/dispatch.ts";
-import { SlotExchange } from "./slot_exchange.ts";
+} from "../../ops/abi.ts";
+import type { BackingIo } from "../../ops/backing_io.ts";
+import type { BackingFdTable } from "../../ops/backing_fds.ts";
+import type { Dispatcher } from "../../ops/dispatch.ts";
+import { SlotExchange } from "../io/slot_exchange.ts";
+import { type EntryAddresses, viewAt } from "./entry_memory.ts";
 import {
   prepCommit,
   prepRegister,
   prepRegisterBufRing,
   uringPayloadSize,
   writeUringReply,
-} from "./uring_commands.ts";
-import { BUSY_WAIT_US, coalesced, makeYield, settleHandlers } from "./yield.ts";
+} from "./commands.ts";
+import { BUSY_WAIT_US, coalesced, makeYield, settleHandlers } from "../io/yield.ts";
 
 /** Completions handled before yielding to the event loop. */
 const BATCH_BUDGET = 64;
@@ -167,74 +168,6 @@ export function possibleCpus(): number {
     if (Number.isInteger(last)) max = Math.max(max, last);
   }
   return max + 1;
-}
-
-/**
- * The pinned memory of a set of entries: a header buffer and a payload
- * slot of `slotSize` bytes each. In `mainline` mode the slots are the
- * payload buffers the kernel writes into; in the buffer-ring modes they are
- * where a request is staged when it cannot stay in the kernel's memory
- * (handed to another thread; zero-copy data a FileSystem makes or reads
- * itself), and with `shared` they are a memfd's pages, so that io_uring can
- * move them to and from the client's pages by fd. Held by the session's
- * thread, so that it outlives every thread that uses it.
- */
-export class EntryMemory {
-  /** `n` header buffers. */
-  readonly headers: PinnedRegion;
-  /** `n` payload slots of `slotSize` bytes. */
-  readonly payloads: PinnedRegion;
-
-  /** Map `n` entries with `slotSize`-byte payloads (`shared`: in a memfd). */
-  constructor(readonly n: number, readonly slotSize: number, shared = false) {
-    this.headers = new PinnedRegion(n * UringReqHeader.SIZE);
-    try {
-      this.payloads = new PinnedRegion(n * slotSize, { shared });
-    } catch (e) {
-      this.headers.close();
-      throw e;
-    }
-  }
-
-  /** Pinned bytes of headers and payloads. */
-  get size(): number {
-    return this.headers.size + this.payloads.size;
-  }
-
-  /** The addresses, for a thread that adopts this memory. */
-  get addresses(): EntryAddresses {
-    return {
-      n: this.n,
-      slotSize: this.slotSize,
-      headers: this.headers.address,
-      payloads: this.payloads.address,
-      payloadsFd: this.payloads.fd,
-    };
-  }
-
-  /** Unmap (after every thread that used it has ended). */
-  close(): void {
-    this.headers.close();
-    this.payloads.close();
-  }
-}
-
-/** Where an {@linkcode EntryMemory} lives, as another thread is told. */
-export interface EntryAddresses {
-  /** Number of entries. */
-  n: number;
-  /** Payload bytes per entry. */
-  slotSize: number;
-  /** Address of the header buffers. */
-  headers: bigint;
-  /** Address of the payload slots. */
-  payloads: bigint;
-  /** The memfd holding the payload slots (from offset 0), or -1. */
-  payloadsFd: number;
-}
-
-function viewAt(address: bigint, length: number): ArrayBuffer {
-  return Deno.UnsafePointerView.getArrayBuffer(Deno.UnsafePointer.create(address)!, length);
 }
 
 /**

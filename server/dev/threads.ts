@@ -12,20 +12,20 @@
  * @module
  */
 
-import type { Connection, Dispatcher } from "../ops/dispatch.ts";
-import type { TransportCounters } from "./dev_transport.ts";
-import { sharedCounters } from "./dev_transport.ts";
-import type { DevHandOver, DevThreadSetup } from "./queue_thread.ts";
-import { DevTransport } from "./dev_transport.ts";
-import type { Ring } from "../ffi/ring.ts";
-import { QUEUE_WORKER_SOURCE } from "./gen/queue_worker_source.ts";
+import type { Connection, Dispatcher } from "../../ops/dispatch.ts";
+import type { TransportCounters } from "./transport.ts";
+import { sharedCounters } from "./transport.ts";
+import type { DevHandOver, DevThreadSetup } from "./thread.ts";
+import { DevTransport } from "./transport.ts";
+import type { Ring } from "../../ffi/ring.ts";
+import { QUEUE_WORKER_SOURCE } from "../../gen/queue_worker_source.ts";
 
 const ZERO: TransportCounters = { requests: 0, replies: 0, fdReads: 0, fdWrites: 0 };
 
 /** Requests the session's thread takes from the /dev/fuse threads at once. */
 const HAND_OVER_SLOTS = 16;
-import { allReady, QueueWorkerHandle, stopAll, workerUrl } from "./queue_worker_handle.ts";
-import type { PerQueueFileSystem } from "./uring_queues.ts";
+import { allReady, QueueWorkerHandle, stopAll, workerUrl } from "../workers/handle.ts";
+import type { PerQueueFileSystem } from "../workers/messages.ts";
 
 /** Options of the /dev/fuse threads. */
 export interface DevThreadsOptions {

@@ -9,9 +9,9 @@
  * @module
  */
 
-import { Errno, SystemError } from "../ffi/errno.ts";
-import { addressOf, check, close, cstr, errno, libc, O, setFdFlags } from "../ffi/libc.ts";
-import { type ChildExit, ChildProcess } from "../ffi/spawn.ts";
+import { Errno, SystemError } from "../../ffi/errno.ts";
+import { addressOf, check, close, cstr, errno, libc, O, setFdFlags } from "../../ffi/libc.ts";
+import { type ChildExit, ChildProcess } from "../../ffi/spawn.ts";
 import { fuseConnectionAt, type KernelMountOptions, MountError, type Unmounter } from "./mount.ts";
 
 /** The helper's name, looked up in PATH. */

@@ -5,9 +5,9 @@
  * @module
  */
 
-import { check, libc, off } from "../ffi/libc.ts";
-import { asCaller } from "../ffi/credentials.ts";
-import type { BackingIo, Caller } from "../ops/backing_io.ts";
+import { check, libc, off } from "../../ffi/libc.ts";
+import { asCaller } from "../../ffi/credentials.ts";
+import type { BackingIo, Caller } from "../../ops/backing_io.ts";
 
 /** Synchronous backing calls behind the asynchronous interface. */
 export class DirectIo implements BackingIo {

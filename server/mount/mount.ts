@@ -1,12 +1,12 @@
 /**
- * Mounting and unmounting with raw `mount(2)` (server/fusermount.ts does it
+ * Mounting and unmounting with raw `mount(2)` (fusermount.ts does it
  * for users who may not), and the checks that turn the usual mistakes into
  * a clear message before the kernel answers with a bare errno.
  *
  * @module
  */
 
-import { Errno, SystemError } from "../ffi/errno.ts";
+import { Errno, SystemError } from "../../ffi/errno.ts";
 import {
   AT,
   check,
@@ -19,7 +19,7 @@ import {
   open,
   readSmallFile,
   S,
-} from "../ffi/libc.ts";
+} from "../../ffi/libc.ts";
 
 /** Why a mount could not be made; `message` says what to do about it. */
 export class MountError extends Error {

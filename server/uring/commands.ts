@@ -11,9 +11,9 @@
  * @module
  */
 
-import { prepUringCmd, type Ring } from "../ffi/ring.ts";
-import { Sqe } from "../ffi/uring_abi.ts";
-import { OutHeader, UringCmd, UringCmdReq, UringEntInOut, UringReqHeader } from "../ops/abi.ts";
+import { prepUringCmd, type Ring } from "../../ffi/ring.ts";
+import { Sqe } from "../../ffi/uring_abi.ts";
+import { OutHeader, UringCmd, UringCmdReq, UringEntInOut, UringReqHeader } from "../../ops/abi.ts";
 
 const ENT = UringReqHeader.ring_ent_in_out;
 

@@ -1,0 +1,201 @@
+/**
+ * The first phase of mounting: from the options and what this machine and
+ * process offer, decide everything that must be fixed before the kernel
+ * sees the mount. Once FUSE_INIT agrees to FUSE-over-io_uring, the kernel
+ * holds every request until the queues are registered, so the transport,
+ * the queue depth and the modes to try are chosen here, not after.
+ *
+ * {@linkcode planTransport} is pure: it reads only its arguments, so its
+ * fallback rules are tested with made-up {@linkcode MachineProbes} and no
+ * root (`tests/unit/plan_test.ts`). {@linkcode probeMachine} finds the real
+ * ones.
+ *
+ * @module
+ */
+
+import { libc } from "../ffi/libc.ts";
+import { DEFAULT_MAX_WRITE, MAX_PAGES } from "../ops/init.ts";
+import { canMount, MountError } from "./mount/mount.ts";
+import { bufferRingMissing } from "./probe.ts";
+import { DEFAULT_QUEUE_DEPTH, planQueueDepth } from "./uring/locked_memory.ts";
+import { possibleCpus, type UringMode, uringUnavailable } from "./uring/transport.ts";
+
+/** Which transport serves requests. */
+export type TransportChoice = "auto" | "dev" | "io_uring";
+
+/** The options the plan reads (a subset of `MountOptions`). */
+export interface PlanOptions {
+  /** See `MountOptions.transport`. */
+  transport?: TransportChoice;
+  /** See `MountOptions.queueDepth`. */
+  queueDepth?: number;
+  /** See `MountOptions.uringMode`. */
+  uringMode?: "auto" | UringMode;
+  /** See `MountOptions.threads`. */
+  threads?: number;
+  /** See `MountOptions.backingIo`. */
+  backingIo?: "ring" | "direct";
+  /** See `MountOptions.fusermount`. */
+  fusermount?: boolean;
+  /** See `MountOptions.autoUnmount`. */
+  autoUnmount?: boolean;
+  /** See `MountOptions.passthrough`. */
+  passthrough?: boolean;
+  /** See `MountOptions.maxWrite`. */
+  maxWrite?: number;
+  /** See `MountOptions.maxRead`. */
+  maxRead?: number;
+}
+
+/** What the plan needs to know of this machine and process. */
+export interface MachineProbes {
+  /** Why FUSE-over-io_uring cannot be used, or null when it can. */
+  uringUnavailable: string | null;
+  /** The kernel's queues: one per possible CPU. */
+  cpus: number;
+  /**
+   * io_uring entries per queue that fit RLIMIT_MEMLOCK (fewer than asked
+   * when only fewer fit and none was asked for), or why none fit.
+   */
+  queueDepth: number | string;
+  /** Why the kernel has no FUSE buffer rings (the seeds' modes), or null. */
+  bufferRingMissing: string | null;
+  /** Running as root (zero-copy needs CAP_SYS_ADMIN). */
+  root: boolean;
+  /** Root or CAP_SYS_ADMIN: may call mount(2) and use kernel passthrough. */
+  canMount: boolean;
+}
+
+/** What was decided before mounting. */
+export interface TransportPlan {
+  /** The transport to ask the kernel for at INIT. */
+  transport: "io_uring" | "dev";
+  /** Why not io_uring, when not. */
+  fallbackReason: string | null;
+  /** io_uring entries per queue. */
+  queueDepth: number;
+  /** io_uring modes to try, best first (empty for /dev/fuse). */
+  modes: UringMode[];
+  /** Serving threads besides the session's own loop (1: none). */
+  threads: number;
+  /** Who mounts: this process with mount(2), or fusermount3 for it. */
+  mountedBy: "mount" | "fusermount3";
+  /** Ask the kernel for FUSE_PASSTHROUGH. */
+  passthrough: boolean;
+  /** Things the user should be told (a fallback asked for by an option). */
+  notices: string[];
+  /** Things `-d` shows. */
+  debug: string[];
+}
+
+const TRANSPORTS = ["auto", "dev", "io_uring"];
+const BACKING_IO = ["ring", "direct"];
+const MODES = ["auto", "mainline", "buf_ring", "zero_copy"];
+
+/** Bytes of one io_uring entry's payload slot for these options. */
+export function uringSlotSize(o: PlanOptions): number {
+  return Math.max(
+    o.maxWrite ?? DEFAULT_MAX_WRITE,
+    o.maxRead ?? DEFAULT_MAX_WRITE,
+    MAX_PAGES * 4096,
+  );
+}
+
+/** Throw a {@linkcode MountError} for an option value no plan can take. */
+export function checkPlanOptions(o: PlanOptions): void {
+  const bad = (name: string, value: unknown, allowed: string[]) =>
+    new MountError(
+      `unknown ${name} ${JSON.stringify(value)}: use ${allowed.slice(0, -1).join(", ")} or ` +
+        allowed.at(-1),
+    );
+  if (!TRANSPORTS.includes(o.transport ?? "auto")) throw bad("transport", o.transport, TRANSPORTS);
+  if (!BACKING_IO.includes(o.backingIo ?? "ring")) throw bad("backingIo", o.backingIo, BACKING_IO);
+  if (!MODES.includes(o.uringMode ?? "auto")) throw bad("io_uring mode", o.uringMode, MODES);
+  if (o.autoUnmount && o.fusermount === false) {
+    throw new MountError(
+      "autoUnmount works through fusermount3: it cannot go with fusermount: false",
+    );
+  }
+}
+
+/**
+ * The io_uring modes to try, best first: a named mode alone (a MountError
+ * if this kernel cannot have it), or for `auto` every mode it has.
+ */
+function uringModes(asked: "auto" | UringMode, p: MachineProbes): UringMode[] {
+  if (asked === "mainline") return ["mainline"];
+  const missing = p.bufferRingMissing;
+  if (asked !== "auto") {
+    if (missing) throw new MountError(`io_uring ${asked} mode: ${missing}`);
+    return [asked];
+  }
+  if (missing) return ["mainline"];
+  // Zero-copy needs CAP_SYS_ADMIN; without it the kernel refuses and buf_ring is next.
+  return p.root ? ["zero_copy", "buf_ring", "mainline"] : ["buf_ring", "mainline"];
+}
+
+/**
+ * Decide the transport, the io_uring depth and modes, who mounts, and
+ * whether to ask for kernel passthrough. Throws a {@linkcode MountError}
+ * for an unknown option value, or when `transport: "io_uring"` (or a named
+ * mode) cannot be had.
+ */
+export function planTransport(o: PlanOptions, p: MachineProbes): TransportPlan {
+  checkPlanOptions(o);
+  const choice = o.transport ?? "auto";
+  const notices: string[] = [];
+  const debug: string[] = [];
+  let fallbackReason = choice === "dev" ? "the dev transport was asked for" : p.uringUnavailable;
+  let queueDepth = o.queueDepth ?? DEFAULT_QUEUE_DEPTH;
+  if (fallbackReason === null) {
+    if (typeof p.queueDepth === "string") fallbackReason = p.queueDepth;
+    else if (p.queueDepth < queueDepth) {
+      debug.push(`io_uring: ${p.queueDepth} entries per queue, to fit RLIMIT_MEMLOCK`);
+      queueDepth = p.queueDepth;
+    }
+  }
+  if (fallbackReason !== null && choice === "io_uring") {
+    throw new MountError(`io_uring transport: ${fallbackReason}`);
+  }
+  const transport = fallbackReason === null ? "io_uring" : "dev";
+  const modes = transport === "io_uring" ? uringModes(o.uringMode ?? "auto", p) : [];
+  const passthrough = o.passthrough === true && p.canMount;
+  if (o.passthrough && !passthrough) {
+    notices.push(
+      "kernel passthrough needs CAP_SYS_ADMIN (root): serving file data from the server",
+    );
+  }
+  return {
+    transport,
+    fallbackReason,
+    queueDepth,
+    modes,
+    threads: o.threads ?? p.cpus,
+    mountedBy: (o.fusermount ?? (o.autoUnmount || !p.canMount)) ? "fusermount3" : "mount",
+    passthrough,
+    notices,
+    debug,
+  };
+}
+
+/**
+ * Probe what {@linkcode planTransport} needs for options `o`; only what
+ * they can use (no memory budget without io_uring, no buffer-ring probe
+ * for the mainline mode).
+ */
+export async function probeMachine(o: PlanOptions): Promise<MachineProbes> {
+  const cpus = possibleCpus();
+  const wantsUring = (o.transport ?? "auto") !== "dev";
+  const uring = wantsUring ? uringUnavailable() : "not asked for";
+  const usable = wantsUring && uring === null;
+  return {
+    uringUnavailable: uring,
+    cpus,
+    queueDepth: usable ? await planQueueDepth(o.queueDepth, cpus, uringSlotSize(o)) : 0,
+    bufferRingMissing: usable && (o.uringMode ?? "auto") !== "mainline"
+      ? bufferRingMissing()
+      : "not probed",
+    root: libc.geteuid() === 0,
+    canMount: canMount(),
+  };
+}

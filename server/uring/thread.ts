@@ -1,0 +1,77 @@
+/**
+ * An io_uring serving thread, inside its Worker: a {@linkcode UringTransport}
+ * of its own over its kernel queues, pinned to their CPUs and waiting in
+ * the kernel on this thread.
+ *
+ * @module
+ */
+
+import { pinThread } from "../../ffi/libc.ts";
+import type { BackingFdTable } from "../../ops/backing_fds.ts";
+import type { Dispatcher } from "../../ops/dispatch.ts";
+import type { ServingThread, ThreadSetup } from "../workers/messages.ts";
+import type { EntryAddresses } from "./entry_memory.ts";
+import { type HandOver, type UringMode, UringTransport } from "./transport.ts";
+
+/** A thread serving io_uring queues. */
+export interface UringThreadSetup extends ThreadSetup {
+  /** Which transport. */
+  kind: "io_uring";
+  /** Kernel queues served. */
+  qids: number[];
+  /** CPUs to run on (those of `qids`). */
+  cpus: number[];
+  /** Entries per queue. */
+  depth: number;
+  /** How the queues take their requests. */
+  mode: UringMode;
+  /** The entries' memory, held by the session's thread. */
+  memory: EntryAddresses;
+  /** Where requests go when this thread has no FileSystem. */
+  handOver: HandOver;
+}
+
+/**
+ * Set up this thread's ring and register its entries with the kernel;
+ * throws if the kernel refuses them. Without a `dispatcher`, requests other
+ * than READ and WRITE of fd-backed handles are handed over.
+ */
+export async function startUringThread(
+  s: UringThreadSetup,
+  dispatcher: Dispatcher | undefined,
+  backingFds: BackingFdTable,
+): Promise<ServingThread> {
+  pinThread(s.cpus);
+  const transport = new UringTransport({
+    fuseFd: s.fuseFd,
+    qids: s.qids,
+    depth: s.depth,
+    mode: s.mode,
+    memory: s.memory,
+    backingFds,
+    dispatcher,
+    handOver: s.handOver,
+    backingIo: s.backingIo,
+    idleWait: "thread",
+    counters: new Float64Array(s.counters),
+    debug: s.debug ? (line) => console.error(line) : undefined,
+  });
+  const release = async () => {
+    await transport.close();
+  };
+  const refused = transport.register();
+  if (refused) {
+    await release();
+    throw new Error(refused);
+  }
+  return {
+    ready: {
+      ringFd: transport.ringFd,
+      commitUserData: transport.commitUserData,
+      stopUserData: transport.stopUserData,
+      faultUserData: transport.faultUserData,
+    },
+    serve: () => transport.run(),
+    release,
+  };
+}
