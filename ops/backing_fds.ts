@@ -20,6 +20,7 @@
  */
 
 import { Errno } from "../ffi/errno.ts";
+import { Opcode, ReadIn } from "./abi.ts";
 
 /** Handle numbers the table can hold by default (the kernel's default `nr_open`). */
 export const DEFAULT_BACKING_FD_CAPACITY = 1 << 20;
@@ -89,6 +90,16 @@ export class BackingFdTable {
    */
   fdAt(view: DataView, offset: number): number {
     return view.getUint32(offset + 4, true) === 0 ? this.get(view.getUint32(offset, true)) : -1;
+  }
+
+  /**
+   * Whether a request is a READ or WRITE of a handle this table backs (its
+   * `fuse_read_in` or `fuse_write_in` at `argOffset` of `view`): one the
+   * session serves from the fd, without the FileSystem.
+   */
+  backs(opcode: number, view: DataView, argOffset: number): boolean {
+    if (opcode !== Opcode.READ && opcode !== Opcode.WRITE) return false;
+    return this.fdAt(view, argOffset + ReadIn.fh) >= 0; // fuse_write_in has fh there too
   }
 
   /** Where byte `offset` of backed handle `fh` is in its fd. */

@@ -1,13 +1,23 @@
 /**
- * Encoding of reply structs into transport memory, and the little-endian
+ * Encoding of reply structs into transport memory (and decoding of
+ * `fuse_setattr_in`, the one request struct with optional fields), and the little-endian
  * 64-bit helpers that keep node ids, offsets and sizes as plain numbers.
  *
  * @module
  */
 
-import { Attr as AttrLayout, AttrOut, EntryOut, OpenOut, StatfsOut, StatxOut } from "./abi.ts";
-import { FOPEN } from "./abi.ts";
-import type { Attr, Entry, OpenReply, StatFs } from "./records.ts";
+import {
+  Attr as AttrLayout,
+  AttrOut,
+  EntryOut,
+  FATTR,
+  FOPEN,
+  OpenOut,
+  SetattrIn,
+  StatfsOut,
+  StatxOut,
+} from "./abi.ts";
+import type { Attr, Entry, OpenReply, SetAttr, StatFs } from "./records.ts";
 
 const TWO_32 = 4294967296;
 
@@ -152,4 +162,37 @@ export function encodeStatfs(view: DataView, o: number, s: StatFs): number {
   view.setUint32(o + StatfsOut.frsize, s.frsize ?? s.bsize ?? 512, true);
   for (let i = 52; i < StatfsOut.SIZE; i += 4) view.setUint32(o + i, 0, true);
   return StatfsOut.SIZE;
+}
+
+/** Decode `fuse_setattr_in` into a {@linkcode SetAttr}. */
+export function decodeSetattr(a: DataView, ao: number): SetAttr {
+  const valid = a.getUint32(ao + SetattrIn.valid, true);
+  const s: SetAttr = {};
+  if (valid & FATTR.MODE) s.mode = a.getUint32(ao + SetattrIn.mode, true);
+  if (valid & FATTR.UID) s.uid = a.getUint32(ao + SetattrIn.uid, true);
+  if (valid & FATTR.GID) s.gid = a.getUint32(ao + SetattrIn.gid, true);
+  if (valid & FATTR.SIZE) s.size = getU64(a, ao + SetattrIn.size);
+  if (valid & FATTR.FH) s.fh = getU64(a, ao + SetattrIn.fh);
+  if (valid & FATTR.ATIME_NOW) s.atime = "now";
+  else if (valid & FATTR.ATIME) {
+    s.atime = {
+      sec: Number(a.getBigInt64(ao + SetattrIn.atime, true)),
+      nsec: a.getUint32(ao + SetattrIn.atimensec, true),
+    };
+  }
+  if (valid & FATTR.MTIME_NOW) s.mtime = "now";
+  else if (valid & FATTR.MTIME) {
+    s.mtime = {
+      sec: Number(a.getBigInt64(ao + SetattrIn.mtime, true)),
+      nsec: a.getUint32(ao + SetattrIn.mtimensec, true),
+    };
+  }
+  if (valid & FATTR.CTIME) {
+    s.ctime = {
+      sec: Number(a.getBigInt64(ao + SetattrIn.ctime, true)),
+      nsec: a.getUint32(ao + SetattrIn.ctimensec, true),
+    };
+  }
+  if (valid & FATTR.KILL_SUIDGID) s.killSuidgid = true;
+  return s;
 }

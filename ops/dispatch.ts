@@ -38,7 +38,8 @@ import type { Exchange } from "./exchange.ts";
 import type { ConnectionInfo, FileSystem, MaybePromise, RequestContext } from "./filesystem.ts";
 import { decodeInitIn, type InitOptions, negotiate } from "./init.ts";
 import { INTERRUPT_POLL_MS, InterruptBoard } from "./interrupts.ts";
-import { type OperationContext, OPERATIONS, type ServedOperation } from "./operations.ts";
+import type { OperationContext, ServedOperation } from "./operation.ts";
+import { OPERATIONS } from "./operations.ts";
 import { Request } from "./request.ts";
 
 /** Options of the dispatcher: INIT wishes, cache timeouts and logging. */

@@ -32,9 +32,9 @@
 
 import type { BackingIo } from "./backing_io.ts";
 import type { DirectoryList, DirectoryPlusList } from "./directory.ts";
-import type { Attr, Entry, OpenReply, StatFs } from "./records.ts";
+import type { Attr, Entry, OpenReply, SetAttr, StatFs } from "./records.ts";
 
-export type { Attr, Entry, OpenReply, StatFs } from "./records.ts";
+export type { Attr, Entry, OpenReply, SetAttr, SetTime, StatFs } from "./records.ts";
 
 /** Who sent a request. */
 export interface RequestContext {
@@ -118,31 +118,6 @@ export interface FdSink {
 
 /** A write answers with the number of bytes written, or with where to write. */
 export type WriteReply = number | FdSink;
-
-/** A point in time for setattr: seconds and nanoseconds, or "now". */
-export type SetTime = { sec: number; nsec: number } | "now";
-
-/** The changes a setattr asks for; absent fields stay as they are. */
-export interface SetAttr {
-  /** New permission bits (the file type bits are the object's own). */
-  mode?: number;
-  /** New owner. */
-  uid?: number;
-  /** New group. */
-  gid?: number;
-  /** New size (truncate or extend). */
-  size?: number;
-  /** New access time. */
-  atime?: SetTime;
-  /** New modification time. */
-  mtime?: SetTime;
-  /** New status-change time (rarely sent). */
-  ctime?: { sec: number; nsec: number };
-  /** The open file the change came through (ftruncate, futimens...). */
-  fh?: number;
-  /** Clear the setuid and setgid bits (FATTR_KILL_SUIDGID). */
-  killSuidgid?: boolean;
-}
 
 /** What `create` answers: the new entry and the open file. */
 export interface CreateReply extends OpenReply {

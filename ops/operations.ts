@@ -5,9 +5,9 @@
  * the method answers. In the spirit of libfuse's `fuse_ll_ops[]`: the
  * dispatcher looks the opcode up and runs the same few steps for all.
  *
- * Entries are typed against the method they name ({@linkcode operation}),
- * so a decoder that passes the wrong arguments, or an encoder that expects
- * the wrong result, does not compile.
+ * Entries are typed against the method they name (`operation.ts`), so a
+ * decoder that passes the wrong arguments, or an encoder that expects the
+ * wrong result, does not compile.
  *
  * @module
  */
@@ -19,7 +19,6 @@ import {
   CopyFileRangeOut,
   CreateIn,
   FallocateIn,
-  FATTR,
   FileLock as FileLockLayout,
   FlushIn,
   FsyncIn,
@@ -51,16 +50,15 @@ import {
   WriteOut,
 } from "./abi.ts";
 import {
+  decodeSetattr,
   encodeAttrOut,
   encodeEntry,
   encodeOpen,
   encodeStatfs,
   encodeStatxOut,
-  getU64,
   setU64,
 } from "./codec.ts";
 import {
-  type AnswerShape,
   ANY,
   ATTR,
   BYTES,
@@ -77,115 +75,12 @@ import {
   STATX,
   WRITE,
 } from "./answers.ts";
-import type { BackingFdTable } from "./backing_fds.ts";
-import type { BackingIds } from "./backing_ids.ts";
 import { DirectoryList, DirectoryPlusList } from "./directory.ts";
 import { FuseError } from "./error.ts";
-import type {
-  Attr,
-  Entry,
-  FileLock,
-  FileSystem,
-  OpenReply,
-  ReadReply,
-  RequestContext,
-  SetAttr,
-  WriteReply,
-} from "./filesystem.ts";
+import type { Attr, Entry, FileLock, OpenReply, ReadReply, WriteReply } from "./filesystem.ts";
 import { LOCK_TO_EOF } from "./filesystem.ts";
 import type { Request } from "./request.ts";
-
-/** The FileSystem methods that answer requests: those taking a RequestContext first. */
-export type OperationMethod = {
-  [K in keyof FileSystem]-?: NonNullable<FileSystem[K]> extends
-    (ctx: RequestContext, ...args: infer _) => unknown ? K : never;
-}[keyof FileSystem];
-
-/** The arguments of method `K` after the RequestContext. */
-export type ArgsOf<K extends OperationMethod> = NonNullable<FileSystem[K]> extends
-  (ctx: RequestContext, ...args: infer A) => unknown ? A : never;
-
-/** What method `K` resolves to. */
-export type ResultOf<K extends OperationMethod> = Awaited<ReturnType<NonNullable<FileSystem[K]>>>;
-
-/** What the table's functions use besides the request: the dispatcher's settings and state. */
-export interface OperationContext {
-  /** Seconds the kernel caches names. */
-  readonly entryTimeout: number;
-  /** Seconds the kernel caches attributes. */
-  readonly attrTimeout: number;
-  /** Handles whose data is an fd, served without calling `read` and `write`. */
-  readonly backingFds: BackingFdTable;
-  /** Receives a line for the debug log, when there is one. */
-  readonly debug?: (line: string) => void;
-  /** Reply to `r` once `length` settles (a write the transport finishes itself). */
-  replyLater(r: Request, length: Promise<number>): void;
-  /** Kernel passthrough, when the connection has it (see ops/backing_ids.ts). */
-  readonly backingIds: BackingIds | null;
-}
-
-/** How one opcode is served, typed against its method `K`. */
-export interface Operation<K extends OperationMethod> {
-  /** The request's fixed struct: a shorter request is refused with EINVAL. */
-  readonly request?: { readonly SIZE: number };
-  /** The FileSystem method that answers. */
-  readonly method: K;
-  /** What the method must answer: checked before `encode` sees it (ops/answers.ts). */
-  readonly answer: AnswerShape;
-  /** The method's arguments after the RequestContext. Throws a FuseError for a malformed request. */
-  decode(r: Request, c: OperationContext): ArgsOf<K>;
-  /**
-   * Write the result into the reply's memory and return its length; -1
-   * when the transport replies itself (data read from an fd).
-   */
-  encode(value: ResultOf<K>, r: Request, c: OperationContext, args: ArgsOf<K>): number;
-  /** The answer of a file system without the method (default: ENOSYS). */
-  readonly missing?: () => ResultOf<K>;
-  /**
-   * An answer read straight from the request, before anything is decoded
-   * (a handle whose data is an fd: the hot path of READ and WRITE), or
-   * undefined. Its answer is encoded with no decoded arguments.
-   */
-  readonly shortcut?: (r: Request, c: OperationContext) => ResultOf<K> | undefined;
-  /** Runs before the method (or its absence) answers. */
-  readonly before?: (args: ArgsOf<K>, c: OperationContext) => void;
-  /** Where the flag asking to clear setuid/setgid is: a u32 field and its bit. */
-  readonly killSuidgid?: { readonly field: number; readonly bit: number };
-  /** Another entry that serves this request instead (SETLK with FUSE_LK_FLOCK is flock). */
-  readonly variant?: (r: Request) => ServedOperation | undefined;
-}
-
-/** An {@linkcode Operation} with its method's types erased, as the table holds it. */
-export interface ServedOperation {
-  /** See {@linkcode Operation.request}. */
-  readonly request?: { readonly SIZE: number };
-  /** See {@linkcode Operation.method}. */
-  readonly method: OperationMethod;
-  /** See {@linkcode Operation.answer}. */
-  readonly answer: AnswerShape;
-  /** See {@linkcode Operation.decode}. */
-  decode(r: Request, c: OperationContext): unknown[];
-  /** See {@linkcode Operation.encode}. */
-  encode(value: unknown, r: Request, c: OperationContext, args: unknown[]): number;
-  /** See {@linkcode Operation.missing}. */
-  readonly missing?: () => unknown;
-  /** See {@linkcode Operation.shortcut}. */
-  readonly shortcut?: (r: Request, c: OperationContext) => unknown;
-  /** See {@linkcode Operation.before}. */
-  readonly before?: (args: unknown[], c: OperationContext) => void;
-  /** See {@linkcode Operation.killSuidgid}. */
-  readonly killSuidgid?: { readonly field: number; readonly bit: number };
-  /** See {@linkcode Operation.variant}. */
-  readonly variant?: (r: Request) => ServedOperation | undefined;
-}
-
-/** An entry of the table: how method `method` serves its opcode, checked against its signature. */
-export function operation<K extends OperationMethod>(
-  method: K,
-  o: NoInfer<Omit<Operation<K>, "method">>,
-): ServedOperation {
-  return { ...o, method } as unknown as ServedOperation;
-}
+import { operation, type OperationContext, type ServedOperation } from "./operation.ts";
 
 // ---------------------------------------------------------------------------
 // Encoders shared by several entries.
@@ -267,40 +162,7 @@ function writeSize(r: Request): number {
 const encoder = new TextEncoder();
 
 // ---------------------------------------------------------------------------
-// Decoders of structs, and the encoder of locks.
-
-/** Decode `fuse_setattr_in` into a {@linkcode SetAttr}. */
-function decodeSetattr(a: DataView, ao: number): SetAttr {
-  const valid = a.getUint32(ao + SetattrIn.valid, true);
-  const s: SetAttr = {};
-  if (valid & FATTR.MODE) s.mode = a.getUint32(ao + SetattrIn.mode, true);
-  if (valid & FATTR.UID) s.uid = a.getUint32(ao + SetattrIn.uid, true);
-  if (valid & FATTR.GID) s.gid = a.getUint32(ao + SetattrIn.gid, true);
-  if (valid & FATTR.SIZE) s.size = getU64(a, ao + SetattrIn.size);
-  if (valid & FATTR.FH) s.fh = getU64(a, ao + SetattrIn.fh);
-  if (valid & FATTR.ATIME_NOW) s.atime = "now";
-  else if (valid & FATTR.ATIME) {
-    s.atime = {
-      sec: Number(a.getBigInt64(ao + SetattrIn.atime, true)),
-      nsec: a.getUint32(ao + SetattrIn.atimensec, true),
-    };
-  }
-  if (valid & FATTR.MTIME_NOW) s.mtime = "now";
-  else if (valid & FATTR.MTIME) {
-    s.mtime = {
-      sec: Number(a.getBigInt64(ao + SetattrIn.mtime, true)),
-      nsec: a.getUint32(ao + SetattrIn.mtimensec, true),
-    };
-  }
-  if (valid & FATTR.CTIME) {
-    s.ctime = {
-      sec: Number(a.getBigInt64(ao + SetattrIn.ctime, true)),
-      nsec: a.getUint32(ao + SetattrIn.ctimensec, true),
-    };
-  }
-  if (valid & FATTR.KILL_SUIDGID) s.killSuidgid = true;
-  return s;
-}
+// Decoders of locks, and their encoder.
 
 /** A `struct fuse_file_lock` at `field` of the argument struct. */
 function lockAt(r: Request, field: number): FileLock {

@@ -120,3 +120,28 @@ export interface StatFs {
   /** Fragment size; default `bsize`. */
   frsize?: number;
 }
+
+/** A point in time for setattr: seconds and nanoseconds, or "now". */
+export type SetTime = { sec: number; nsec: number } | "now";
+
+/** The changes a setattr asks for; absent fields stay as they are. */
+export interface SetAttr {
+  /** New permission bits (the file type bits are the object's own). */
+  mode?: number;
+  /** New owner. */
+  uid?: number;
+  /** New group. */
+  gid?: number;
+  /** New size (truncate or extend). */
+  size?: number;
+  /** New access time. */
+  atime?: SetTime;
+  /** New modification time. */
+  mtime?: SetTime;
+  /** New status-change time (rarely sent). */
+  ctime?: { sec: number; nsec: number };
+  /** The open file the change came through (ftruncate, futimens...). */
+  fh?: number;
+  /** Clear the setuid and setgid bits (FATTR_KILL_SUIDGID). */
+  killSuidgid?: boolean;
+}

@@ -15,7 +15,7 @@
  * @module
  */
 
-import { type BackingFdTable, BackingFdTable as Table } from "../ops/backing_fds.ts";
+import { BackingFdTable } from "../ops/backing_fds.ts";
 import { BackingIds } from "../ops/backing_ids.ts";
 import { Dispatcher } from "../ops/dispatch.ts";
 import type { FileSystem } from "../ops/filesystem.ts";
@@ -66,17 +66,12 @@ async function start(
   s: QueueThreadSetup,
   makeFileSystem: FileSystemFactory | undefined,
 ): Promise<ServingThread> {
-  const backingFds = new Table(s.backingFds);
-  if (s.kind === "dev") {
-    // Without a FileSystem here, a dispatcher over none still serves
-    // READ and WRITE of fd-backed handles; the rest is handed over.
-    const fs = makeFileSystem ? await makeFileSystem(s.data) : {};
-    return startDevThread(s, await localDispatcher(fs, s, backingFds));
-  }
-  const dispatcher = makeFileSystem
-    ? await localDispatcher(await makeFileSystem(s.data), s, backingFds)
-    : undefined;
-  return await startUringThread(s, dispatcher, backingFds);
+  // Without a FileSystem here, a dispatcher over none still serves READ
+  // and WRITE of fd-backed handles; the rest is handed over.
+  const fs = makeFileSystem ? await makeFileSystem(s.data) : {};
+  const dispatcher = await localDispatcher(fs, s, new BackingFdTable(s.backingFds));
+  if (s.kind === "dev") return startDevThread(s, dispatcher);
+  return await startUringThread(s, dispatcher, makeFileSystem !== undefined);
 }
 
 /**

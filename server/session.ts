@@ -50,6 +50,7 @@ import {
   uringSlotSize,
 } from "./plan.ts";
 import { SessionSignals } from "./signals.ts";
+import { PAYLOAD_MODES } from "./uring/modes/modes.ts";
 import { UringQueues } from "./uring/queues.ts";
 import { possibleCpus, type UringMode } from "./uring/transport.ts";
 import { bundleQueueModule } from "./workers/bundle.ts";
@@ -165,15 +166,6 @@ export class Session {
     await this.unmount();
   }
 }
-
-/** What the pinned entry memory holds, per mode (for `-d`). */
-const MODE_MEMORY: Record<UringMode, string> = {
-  mainline: "payloads in the fixed-buffer table",
-  buf_ring: "headers as a fixed buffer; payloads in kernel-managed buffers, staged here only " +
-    "when handed over",
-  zero_copy: "headers as a fixed buffer; payloads in kernel-managed buffers or the client's " +
-    "pages; staging slots in a memfd",
-};
 
 /** Requests the /dev/fuse transport keeps in flight by default. */
 const DEFAULT_IN_FLIGHT = 16;
@@ -454,7 +446,9 @@ class SessionRuntime {
     const threads = uring.threads === 1 ? "one thread" : `${uring.threads} queue threads`;
     lines.push(
       `io_uring: ${uring.mode} mode, ${uring.queues} queues x ${uring.depth} entries x ` +
-        `${uring.slotSize} bytes = ${uring.memory} bytes pinned (${MODE_MEMORY[uring.mode]}), ` +
+        `${uring.slotSize} bytes = ${uring.memory} bytes pinned (${
+          PAYLOAD_MODES[uring.mode].memory
+        }), ` +
         threads + (uring.perQueue ? ", a FileSystem in each" : ""),
     );
     for (const q of uring.perQueueCounters) {

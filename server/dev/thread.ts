@@ -7,7 +7,8 @@
  * @module
  */
 
-import { prepMsgRing, Ring } from "../../ffi/ring.ts";
+import { Ring } from "../../ffi/ring.ts";
+import { prepMsgRing } from "../../ffi/sqe.ts";
 import type { Dispatcher } from "../../ops/dispatch.ts";
 import { cloneFuseDevice, closeFuseDevice } from "../mount/mount.ts";
 import type { ServingThread, ThreadSetup } from "../workers/messages.ts";

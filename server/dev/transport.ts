@@ -22,7 +22,7 @@
 import { Errno, SystemError } from "../../ffi/errno.ts";
 import { errno, libc } from "../../ffi/libc.ts";
 import { PinnedRegion } from "../../ffi/memory.ts";
-import { InHeader, Opcode, OutHeader, ReadIn, WriteIn } from "../../ops/abi.ts";
+import { InHeader, Opcode, OutHeader, WriteIn } from "../../ops/abi.ts";
 import type { Dispatcher } from "../../ops/dispatch.ts";
 import { setU64 } from "../../ops/codec.ts";
 import type { BackingIo } from "../../ops/backing_io.ts";
@@ -400,7 +400,8 @@ export class DevTransport {
       return;
     }
     const opcode = v.getUint32(o + InHeader.opcode, true);
-    if (this.#handOver && !this.#servesHere(slot, opcode)) {
+    const arg = o + InHeader.SIZE;
+    if (this.#handOver && !this.#dispatcher.backingFds.backs(opcode, slot.header, arg)) {
       this.#handOver(slot.outBytes.subarray(o, o + n));
       this.release(slot);
       return;
@@ -409,18 +410,11 @@ export class DevTransport {
     const argSize = Math.min(this.#dispatcher.argSize(opcode), body);
     // INIT's argument grew over protocol versions: hand over all of it.
     const argSlot = opcode === Opcode.INIT ? body : argSize;
-    slot.argOffset = o + InHeader.SIZE;
+    slot.argOffset = arg;
     slot.argLength = argSlot;
     slot.dataOffset = slot.argOffset + argSlot;
     slot.dataLength = body - argSlot;
     this.#dispatcher.dispatch(slot);
-  }
-
-  /** READ or WRITE of a handle backed by an fd: served without the FileSystem. */
-  #servesHere(slot: DevSlot, opcode: number): boolean {
-    if (opcode !== Opcode.READ && opcode !== Opcode.WRITE) return false;
-    const fh = slot.headerOffset + InHeader.SIZE + ReadIn.fh; // WriteIn.fh too
-    return this.#dispatcher.backingFds.fdAt(slot.header, fh) >= 0;
   }
 
   /** Write the reply described by the slot's two iovecs, and free the slot. */

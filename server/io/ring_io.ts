@@ -16,6 +16,7 @@
  * @module
  */
 
+import { Ring } from "../../ffi/ring.ts";
 import {
   prepClose,
   prepFallocate,
@@ -30,8 +31,7 @@ import {
   prepSymlinkat,
   prepUnlinkat,
   prepWrite,
-  Ring,
-} from "../../ffi/ring.ts";
+} from "../../ffi/sqe.ts";
 import { Sqe } from "../../ffi/uring_abi.ts";
 import type { BackingIo, Caller } from "../../ops/backing_io.ts";
 import { asCaller, asRoot } from "../../ffi/credentials.ts";

@@ -11,7 +11,8 @@
  * @module
  */
 
-import { prepUringCmd, type Ring } from "../../ffi/ring.ts";
+import type { Ring } from "../../ffi/ring.ts";
+import { prepUringCmd } from "../../ffi/sqe.ts";
 import { Sqe } from "../../ffi/uring_abi.ts";
 import { OutHeader, UringCmd, UringCmdReq, UringEntInOut, UringReqHeader } from "../../ops/abi.ts";
 

@@ -18,7 +18,8 @@
  * @module
  */
 
-import { prepMsgRing, type Ring } from "../../ffi/ring.ts";
+import type { Ring } from "../../ffi/ring.ts";
+import { prepMsgRing } from "../../ffi/sqe.ts";
 import { InHeader, UringReqHeader } from "../../ops/abi.ts";
 import type { BackingIo } from "../../ops/backing_io.ts";
 import type { Connection, Dispatcher } from "../../ops/dispatch.ts";
@@ -30,6 +31,7 @@ import { pinnedRead, pinnedWrite, type RingIo } from "../io/ring_io.ts";
 import { SlotExchange } from "../io/slot_exchange.ts";
 import { writeUringReply } from "./commands.ts";
 import { EntryMemory } from "./entry_memory.ts";
+import { PAYLOAD_MODES } from "./modes/modes.ts";
 import {
   fitUringRequest,
   QueueCounter,
@@ -294,13 +296,14 @@ export class UringQueues {
    */
   async #startHere(mode: UringMode): Promise<string | null> {
     const all = Array.from({ length: this.queues }, (_, q) => q);
-    const groups = mode === "mainline" ? [all] : all.map((q) => [q]);
+    const spec = PAYLOAD_MODES[mode];
+    const groups = spec.ringPerQueue ? all.map((q) => [q]) : [all];
     let why: string | null = null;
     for (const qids of groups) {
       let memory: EntryMemory;
       let transport: UringTransport;
       try {
-        memory = new EntryMemory(qids.length * this.depth, this.slotSize, mode === "zero_copy");
+        memory = new EntryMemory(qids.length * this.depth, this.slotSize, spec.slotsInMemfd);
       } catch (e) {
         why = `cannot pin the ring entries' memory: ${(e as Error).message}`;
         break;
@@ -312,11 +315,9 @@ export class UringQueues {
           depth: this.depth,
           mode,
           memory: memory.addresses,
-          backingFds: this.#dispatcher.backingFds,
           dispatcher: this.#dispatcher,
           backingIo: this.#o.backingIo,
           counters: new Float64Array(this.#counters),
-          debug: this.#o.debug,
         });
       } catch (e) {
         memory.close();
@@ -349,7 +350,9 @@ export class UringQueues {
       this.#handOverUserData = ring.register((res) => this.#handedOver(res));
     }
     // The buffer-ring modes need a ring, so a thread, per queue.
-    const n = mode === "mainline" ? Math.min(this.#o.threads, this.queues) : this.queues;
+    const n = PAYLOAD_MODES[mode].ringPerQueue
+      ? this.queues
+      : Math.min(this.#o.threads, this.queues);
     const url = workerUrl(this.#o.perQueue?.source ?? QUEUE_WORKER_SOURCE);
     try {
       let base = 0;
@@ -385,7 +388,11 @@ export class UringQueues {
     connection: Connection,
     mode: UringMode,
   ): void {
-    const memory = new EntryMemory(qids.length * this.depth, this.slotSize, mode === "zero_copy");
+    const memory = new EntryMemory(
+      qids.length * this.depth,
+      this.slotSize,
+      PAYLOAD_MODES[mode].slotsInMemfd,
+    );
     const setup: UringThreadSetup = {
       kind: "io_uring",
       fuseFd: this.#fuseFd,

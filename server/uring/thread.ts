@@ -7,7 +7,6 @@
  */
 
 import { pinThread } from "../../ffi/libc.ts";
-import type { BackingFdTable } from "../../ops/backing_fds.ts";
 import type { Dispatcher } from "../../ops/dispatch.ts";
 import type { ServingThread, ThreadSetup } from "../workers/messages.ts";
 import type { EntryAddresses } from "./entry_memory.ts";
@@ -33,13 +32,14 @@ export interface UringThreadSetup extends ThreadSetup {
 
 /**
  * Set up this thread's ring and register its entries with the kernel;
- * throws if the kernel refuses them. Without a `dispatcher`, requests other
- * than READ and WRITE of fd-backed handles are handed over.
+ * throws if the kernel refuses them. With `ownFileSystem` false (the
+ * dispatcher has none), only READ and WRITE of fd-backed handles are
+ * dispatched here, and the rest is handed over.
  */
 export async function startUringThread(
   s: UringThreadSetup,
-  dispatcher: Dispatcher | undefined,
-  backingFds: BackingFdTable,
+  dispatcher: Dispatcher,
+  ownFileSystem: boolean,
 ): Promise<ServingThread> {
   pinThread(s.cpus);
   const transport = new UringTransport({
@@ -48,13 +48,11 @@ export async function startUringThread(
     depth: s.depth,
     mode: s.mode,
     memory: s.memory,
-    backingFds,
     dispatcher,
-    handOver: s.handOver,
+    handOver: ownFileSystem ? undefined : s.handOver,
     backingIo: s.backingIo,
     idleWait: "thread",
     counters: new Float64Array(s.counters),
-    debug: s.debug ? (line) => console.error(line) : undefined,
   });
   const release = async () => {
     await transport.close();

@@ -3,8 +3,8 @@
 import assert from "node:assert/strict";
 import { cstr, O } from "../../ffi/libc.ts";
 import { PinnedRegion } from "../../ffi/memory.ts";
+import { IoUringLayout, Ring } from "../../ffi/ring.ts";
 import {
-  IoUringLayout,
   linkNext,
   prepClose,
   prepFsync,
@@ -14,8 +14,7 @@ import {
   prepStatx,
   prepWrite,
   prepWriteFixed,
-  Ring,
-} from "../../ffi/ring.ts";
+} from "../../ffi/sqe.ts";
 import { SystemError } from "../../mod.ts";
 
 const haveUring = await new Deno.Command("sh", {

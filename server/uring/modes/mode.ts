@@ -1,0 +1,127 @@
+/**
+ * Where a request's payload lives, and how file data moves in and out of
+ * it: the part of the io_uring transport that differs between kernels.
+ *
+ * The transport (`../transport.ts`) runs the same loop for every mode: a
+ * request arrives, the mode places it ({@linkcode PayloadMode.place}), the
+ * dispatcher answers (moving file data through
+ * {@linkcode PayloadMode.transfer}), the mode finishes the reply
+ * ({@linkcode PayloadMode.stageOut}), the transport commits. One file per
+ * mode:
+ *
+ * - `mainline.ts`: a payload buffer per entry, pinned and registered as
+ *   fixed buffer `id` (Linux 6.14+);
+ * - `buf_ring.ts`: payloads in a kernel-managed buffer ring (the seeds' v4
+ *   series);
+ * - `zero_copy.ts`: as `buf_ring`, and the client's own pages of READ and
+ *   WRITE installed as fixed buffer `id`.
+ *
+ * Adding a mode is adding a file here and its entry in `modes.ts`.
+ *
+ * Kernel passthrough (FUSE_PASSTHROUGH, `ops/backing_ids.ts`) is not a
+ * mode: it decides at OPEN that the kernel itself reads and writes a
+ * backing file, so that file's data never reaches a ring in any mode.
+ *
+ * @module
+ */
+
+import type { Ring } from "../../../ffi/ring.ts";
+import type { RingIo } from "../../io/ring_io.ts";
+import type { UringEntry } from "../entry.ts";
+import type { EntryAddresses } from "../entry_memory.ts";
+
+/**
+ * How io_uring queues take requests: `mainline` (an iovec pair per entry,
+ * Linux 6.14+), or, on kernels with the FUSE buffer-ring series,
+ * `buf_ring` (payloads in a kernel-managed buffer ring) and `zero_copy`
+ * (and READ/WRITE data in the client's own pages, as fixed buffers).
+ */
+export type UringMode = "mainline" | "buf_ring" | "zero_copy";
+
+/** What a mode may use of the transport that runs it. */
+export interface ModeContext {
+  /** The transport's ring. */
+  readonly ring: Ring;
+  /** The entries' pinned memory (headers, own payload slots). */
+  readonly memory: EntryAddresses;
+  /** Entries per queue. */
+  readonly depth: number;
+  /** The entries' own slots, as views. */
+  readonly own: DataView<ArrayBuffer>;
+  /** The entries' own slots, as bytes. */
+  readonly ownBytes: Uint8Array<ArrayBuffer>;
+  /** Backing I/O on the ring, or null for direct system calls. */
+  readonly ringIo: RingIo | null;
+  /** Count an event of `entry`'s queue (see `QueueCounter`). */
+  count(entry: UringEntry, counter: number): void;
+  /** READ_FIXED from `fd` into fixed slot `slot` (`read`), or WRITE_FIXED from it. */
+  fixed(
+    read: boolean,
+    fd: number,
+    address: bigint,
+    length: number,
+    offset: number,
+    slot: number,
+  ): Promise<number>;
+  /** Have what was prepared on the ring submitted soon. */
+  flushSoon(): void;
+}
+
+/** Where a mode's requests' payloads live, and how data moves. */
+export interface PayloadMode {
+  /** The mode's name. */
+  readonly name: UringMode;
+  /** Register the mode's memory with the ring: fixed buffers, a buffer ring. */
+  setup(): void;
+  /** Prepare `entry`'s REGISTER on the ring; the SQE's index. */
+  prepRegister(fuseFd: number, entry: UringEntry): number;
+  /**
+   * A request arrived in `entry` (`cqeFlags` from its completion): point
+   * its data and its reply's memory where this mode put the payload.
+   */
+  place(entry: UringEntry, opcode: number, cqeFlags: number): void;
+  /**
+   * Move `length` bytes between `fd` at `offset` and the request: into
+   * the reply (`read`), or from the request's data. The bytes moved; a
+   * direct call throws a SystemError, a ring operation rejects with one.
+   */
+  transfer(
+    entry: UringEntry,
+    read: boolean,
+    fd: number,
+    offset: number,
+    length: number,
+  ): number | Promise<number>;
+  /**
+   * Make the request readable where a FileSystem reads it with the CPU:
+   * for another thread (`handOver`), the entry's own slot, the only payload
+   * memory it knows. Null when it is already.
+   */
+  stageIn(entry: UringEntry, handOver: boolean): Promise<void> | null;
+  /**
+   * The reply's `length` payload bytes are written where the FileSystem
+   * could write them; finish what the kernel needs before the commit
+   * (zero-copy: copy them into the client's pages). Null when nothing is
+   * left; else resolves with whether it worked.
+   */
+  stageOut(entry: UringEntry, length: number): Promise<boolean> | null;
+  /**
+   * A handed-over request's reply is in the entry's own slot: move it
+   * where the kernel reads it, as {@linkcode stageOut}.
+   */
+  handBack(entry: UringEntry, length: number): Promise<boolean> | null;
+  /** Unmap what the mode mapped (once the ring is closed). */
+  close(): void;
+}
+
+/** Point `entry`'s data (`data`) and/or reply (`out`) at its own slot. */
+export function useOwnSlot(c: ModeContext, entry: UringEntry, data: boolean, out: boolean): void {
+  if (data) {
+    entry.setData(c.ownBytes, entry.ownOffset);
+    entry.dataAddress = entry.ownAddress;
+  }
+  if (out) {
+    entry.setOut(c.own, c.ownBytes, entry.ownOffset, c.memory.slotSize);
+    entry.outAddress = entry.ownAddress;
+  }
+}
