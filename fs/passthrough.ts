@@ -4,11 +4,11 @@
  *
  * How it stays correct and safe:
  * - A node id names a held `O_PATH | O_NOFOLLOW` fd of the backing object,
- *   keyed by (dev, ino), with the kernel's lookup count; FORGET releases it.
- *   There are no path strings, so renames and hard links need no bookkeeping,
- *   and node ids are never reused. The table lives in shared memory
- *   ({@linkcode SharedInodeTable}), so an instance in every queue thread
- *   serves one mount (`serveQueueThread`, see `passthrough_queue.ts`).
+ *   keyed by (dev, ino), with the kernel's lookup count; FORGET releases it
+ *   (`source_inodes.ts`). There are no path strings, so renames and hard
+ *   links need no bookkeeping, and node ids are never reused. The table
+ *   lives in shared memory, so an instance in every queue thread serves one
+ *   mount (`serveQueueThread`, see `passthrough_queue.ts`).
  * - Every backing call is relative to a held fd: `*at()` on the parent's fd
  *   with the plain name, or `/proc/self/fd/N`, which the kernel resolves to the
  *   inode itself rather than walking a path. Nothing follows a symlink on the
@@ -23,21 +23,8 @@
  */
 
 import { Errno, SystemError } from "../ffi/errno.ts";
-import {
-  AT,
-  check,
-  check64,
-  clearSuidSgid,
-  close,
-  cstr,
-  errno,
-  libc,
-  O,
-  off,
-  S,
-  setFdFlags,
-} from "../ffi/libc.ts";
-import type { BackingIo } from "../ops/backing_io.ts";
+import { asCaller } from "../ffi/credentials.ts";
+import { AT, check, check64, close, cstr, libc, O, off, S, setFdFlags } from "../ffi/libc.ts";
 import { FuseError } from "../ops/error.ts";
 import type {
   Attr,
@@ -52,93 +39,43 @@ import type {
   SetAttr,
   StatFs,
 } from "../ops/filesystem.ts";
-import { LOCK_TO_EOF, LockType } from "../ops/filesystem.ts";
-import { asCaller } from "../ffi/credentials.ts";
+import { DirectorySnapshots } from "./directory_snapshots.ts";
 import { attrFromStatx } from "./files.ts";
-import { fileHandleOf, InodeFileHandles } from "./inode_file_handles.ts";
+import { flockFd, setLock, testLock } from "./locks.ts";
 import { OpenHandles } from "./open_handles.ts";
-import { InodeFlag, type InodeKey, NO_FD, SharedInodeTable } from "./shared_inodes.ts";
+import { setAttributes } from "./set_attributes.ts";
+import { getXattr, listXattrs, removeXattr, setXattr } from "./xattrs.ts";
+import { InodeFlag } from "./shared_inodes.ts";
+import {
+  component,
+  copyRange,
+  devT,
+  EMPTY,
+  fsType,
+  type Inode,
+  killSuidgidOrClose,
+  NOFOLLOW_EMPTY,
+  procPath,
+  RAMFS_MAGIC,
+  SourceInodes,
+  type SourceInodesShared,
+  statFd,
+  statfsOf,
+  STATX_BASIC_STATS,
+  TMPFS_MAGIC,
+} from "./source_inodes.ts";
 
 export { attrFromStatx };
-import { fdLimit } from "../ffi/fd_limit.ts";
 
-const STATX_BASIC_STATS = 0x7ff;
 const AT_STATX_SYNC_TYPE = 0x6000;
-const NOFOLLOW_EMPTY = AT.EMPTY_PATH | AT.SYMLINK_NOFOLLOW;
-const UTIME_NOW = (1 << 30) - 1;
-const UTIME_OMIT = (1 << 30) - 2;
-const XATTR_SIZE_MAX = 65536;
-const decoder = new TextDecoder();
-const EMPTY = cstr("");
-
-/** One backing object the kernel knows: its held O_PATH fd. */
-interface Inode {
-  fd: number;
-  /** {@linkcode InodeFlag}s. */
-  flags: number;
-  /** `fd` was reopened from the node's file handle for this call: close it after. */
-  temporary: boolean;
-}
 
 /**
  * What every instance of one mount's passthrough shares (one per queue
  * thread, and the session's): the inode table.
  */
-export interface PassthroughShared {
-  /** The {@linkcode SharedInodeTable}'s memory. */
-  inodes: SharedArrayBuffer;
+export interface PassthroughShared extends SourceInodesShared {
   /** The {@linkcode OpenHandles}' memory. */
   handles: SharedArrayBuffer;
-  /** The {@linkcode InodeFileHandles}' memory. */
-  fileHandles: SharedArrayBuffer;
-  /** The source's mount id (name_to_handle_at), or -1 where file handles cannot be used. */
-  mountId: number;
-  /** The source opened for reading (open_by_handle_at refuses O_PATH fds), or -1. */
-  mountFd: number;
-}
-
-/** An open directory: a snapshot of its entries, served by index. */
-interface DirHandle {
-  fd: number;
-  entries: { name: string; ino: number; type: number }[] | null;
-}
-
-/** The statx of `fd` (an O_PATH fd is fine), through the backing ring. */
-async function statxFd(io: BackingIo, fd: number): Promise<DataView> {
-  const buf = new Uint8Array(256);
-  await io.statx(fd, EMPTY, NOFOLLOW_EMPTY, STATX_BASIC_STATS, buf);
-  return new DataView(buf.buffer);
-}
-
-/** Attributes of `fd` from statx. */
-async function statFd(io: BackingIo, fd: number): Promise<Attr> {
-  return attrFromStatx(await statxFd(io, fd));
-}
-
-/** The (dev major, dev minor, ino) of a `struct statx`: what names an inode. */
-function inodeKey(v: DataView): InodeKey {
-  return {
-    major: v.getUint32(136, true),
-    minor: v.getUint32(140, true),
-    ino: Number(v.getBigUint64(32, true)),
-  };
-}
-
-/** glibc's dev_t for the kernel's 32-bit encoding. */
-function devT(rdev: number): bigint {
-  const major = BigInt((rdev >>> 8) & 0xfff);
-  const minor = BigInt((rdev & 0xff) | ((rdev >>> 12) & 0xfff00));
-  return ((major & 0xfffn) << 8n) | (minor & 0xffn) | ((minor & ~0xffn) << 12n);
-}
-
-function procPath(fd: number): Uint8Array<ArrayBuffer> {
-  return cstr(`/proc/self/fd/${fd}`);
-}
-
-/** A name the kernel sent must be one path component. */
-function component(name: string): Uint8Array<ArrayBuffer> {
-  if (name.length === 0 || name.includes("/")) throw new FuseError(Errno.EINVAL);
-  return cstr(name);
 }
 
 /**
@@ -147,17 +84,12 @@ function component(name: string): Uint8Array<ArrayBuffer> {
  * the kernel has already applied the caller's.
  */
 export class Passthrough implements FileSystem {
-  #table: SharedInodeTable;
+  /** The backing objects the kernel knows, by node id. */
+  #nodes: SourceInodes;
   /** Handles given to the kernel: checked before any fd a request names is used. */
   #handles: OpenHandles;
   /** This thread's open directories: a snapshot of entries per handle. */
-  #dirs = new Map<number, DirHandle>();
-  /** File handles of the nodes that hold no fd (past the fd budget). */
-  #fileHandles: InodeFileHandles;
-  #mountId: number;
-  #mountFd: number;
-  #fdBudget = 0;
-  #budgetCheckedAt = -Infinity;
+  #dirs = new DirectorySnapshots();
 
   /**
    * Serve the directory `source` (its fd is held for the mount's life), or,
@@ -165,32 +97,8 @@ export class Passthrough implements FileSystem {
    * (another thread's instance of the same mount).
    */
   constructor(source: string, shared?: PassthroughShared) {
-    if (shared) {
-      this.#table = new SharedInodeTable(shared.inodes);
-      this.#handles = new OpenHandles(shared.handles);
-      this.#fileHandles = new InodeFileHandles(shared.fileHandles);
-      this.#mountId = shared.mountId;
-      this.#mountFd = shared.mountFd;
-      return;
-    }
-    this.#handles = new OpenHandles();
-    this.#fileHandles = new InodeFileHandles();
-    const fd = check(
-      libc.open(cstr(source), O.PATH | O.DIRECTORY | O.CLOEXEC, 0),
-      "open",
-      source,
-    );
-    const buf = new Uint8Array(256);
-    check(libc.statx(fd, EMPTY, NOFOLLOW_EMPTY, STATX_BASIC_STATS, buf), "statx");
-    this.#table = new SharedInodeTable();
-    this.#table.setRoot(fd, inodeKey(new DataView(buf.buffer)));
-    // A FUSE source may encode handles it cannot decode once its inode is
-    // evicted (without EXPORT_SUPPORT): keep fds there.
-    this.#mountId = fsType(fd) === FUSE_SUPER_MAGIC ? -1 : fileHandleOf(fd)?.mountId ?? -1;
-    this.#mountFd = this.#mountId < 0
-      ? -1
-      : libc.openat(fd, cstr("."), O.RDONLY | O.DIRECTORY | O.CLOEXEC, 0);
-    if (this.#mountFd < 0) this.#mountId = -1;
+    this.#nodes = new SourceInodes(source, shared);
+    this.#handles = new OpenHandles(shared?.handles);
   }
 
   /**
@@ -207,127 +115,29 @@ export class Passthrough implements FileSystem {
 
   /** What another thread's instance needs to serve the same mount. */
   get shared(): PassthroughShared {
-    return {
-      inodes: this.#table.buffer,
-      handles: this.#handles.buffer,
-      fileHandles: this.#fileHandles.buffer,
-      mountId: this.#mountId,
-      mountFd: this.#mountFd,
-    };
+    return { ...this.#nodes.shared, handles: this.#handles.buffer };
   }
 
   /** Number of backing objects held (for tests: FORGET must bring it down). */
   get heldInodes(): number {
-    return this.#table.size;
+    return this.#nodes.size;
   }
 
   /** Nodes that hold no fd, only a file handle (past the fd budget). */
   get handleOnlyInodes(): number {
-    return this.#fileHandles.count;
-  }
-
-  /**
-   * The node's fd: the one it holds, or, for a node kept as a file handle,
-   * one reopened for this call (`temporary`: see {@linkcode #use}).
-   */
-  #inode(nodeId: number): Inode {
-    const fd = this.#table.fd(nodeId);
-    const flags = this.#table.flags(nodeId);
-    if (fd >= 0) return { fd, flags, temporary: false };
-    if (fd !== NO_FD) throw new FuseError(Errno.ESTALE);
-    const handle = this.#fileHandles.load(this.#table.slotOf(nodeId));
-    const reopened = check(
-      libc.open_by_handle_at(this.#mountFd, handle, O.PATH | O.CLOEXEC),
-      "open_by_handle_at",
-    );
-    return { fd: reopened, flags, temporary: true };
-  }
-
-  /**
-   * Run `fn` with the node's fd, closing a reopened one once `fn` (and the
-   * Promise it returns) is done: no backing call uses it after that.
-   */
-  #use<T>(nodeId: number, fn: (inode: Inode) => T): T {
-    const inode = this.#inode(nodeId);
-    if (!inode.temporary) return fn(inode);
-    let result: T;
-    try {
-      result = fn(inode);
-    } catch (e) {
-      close(inode.fd);
-      throw e;
-    }
-    if (result instanceof Promise) return result.finally(() => close(inode.fd)) as T;
-    close(inode.fd);
-    return result;
-  }
-
-  /**
-   * How many nodes may hold an fd: half the open-file limit, the rest left
-   * for open files, directories and the transports. Read again now and
-   * then: the session raises the limit after the passthrough is made.
-   */
-  #budget(): number {
-    const now = performance.now();
-    if (now - this.#budgetCheckedAt > 1000) {
-      this.#budgetCheckedAt = now;
-      this.#fdBudget = Math.max(64, Math.floor(fdLimit().soft / 2));
-    }
-    return this.#fdBudget;
-  }
-
-  /** Look `name` up in `parent` and count one lookup of the result. */
-  async #lookup(io: BackingIo, parent: number, name: string): Promise<Entry> {
-    return await this.#use(parent, (dir) => this.#lookupIn(io, parent, dir, name));
-  }
-
-  async #lookupIn(io: BackingIo, parent: number, dir: Inode, name: string): Promise<Entry> {
-    if (name === "." || (name === ".." && parent === 1)) {
-      const attr = await statFd(io, dir.fd);
-      if (!this.#table.ref(parent)) throw new FuseError(Errno.ESTALE);
-      return { nodeId: parent, attr };
-    }
-    const fd = await io.openat(dir.fd, component(name), O.PATH | O.NOFOLLOW | O.CLOEXEC, 0);
-    let stx: DataView;
-    try {
-      stx = await statxFd(io, fd);
-    } catch (e) {
-      close(fd);
-      throw e;
-    }
-    const attr = attrFromStatx(stx);
-    // One node per backing object, whichever thread looked it up first.
-    const type = attr.mode & S.IFMT;
-    const flags = type === S.IFLNK
-      ? InodeFlag.SYMLINK
-      : type === S.IFREG || type === S.IFDIR
-      ? 0
-      : InodeFlag.SPECIAL;
-    // Past the fd budget a new node keeps a file handle instead of its fd
-    // (as virtiofsd can), so that huge trees do not run out of fds.
-    const handle = this.#mountId >= 0 && this.#table.size >= this.#budget()
-      ? fileHandleOf(fd, this.#mountId)
-      : null;
-    const found = this.#table.lookup(inodeKey(stx), handle ? NO_FD : fd, flags);
-    if (found?.added && handle) this.#fileHandles.store(this.#table.slotOf(found.nodeId), handle);
-    if (!found?.added || handle) close(fd);
-    if (!found) throw new FuseError(Errno.ENFILE); // the inode table is full
-    return { nodeId: found.nodeId, attr };
+    return this.#nodes.handleOnly;
   }
 
   lookup(ctx: RequestContext, parent: number, name: string): Promise<Entry> {
-    return this.#lookup(ctx.io, parent, name);
+    return this.#nodes.lookup(ctx.io, parent, name);
   }
 
   forget(nodeId: number, nlookup: number): void {
-    const slot = this.#table.slotOf(nodeId);
-    const fd = this.#table.forget(nodeId, nlookup);
-    if (fd >= 0) close(fd);
-    else if (fd === NO_FD) this.#fileHandles.clear(slot);
+    this.#nodes.forget(nodeId, nlookup);
   }
 
   getattr(ctx: RequestContext, nodeId: number): Promise<Attr> {
-    return this.#use(nodeId, (inode) => statFd(ctx.io, inode.fd));
+    return this.#nodes.use(nodeId, (inode) => statFd(ctx.io, inode.fd));
   }
 
   async statx(
@@ -342,62 +152,18 @@ export class Passthrough implements FileSystem {
     const how = NOFOLLOW_EMPTY | (flags & AT_STATX_SYNC_TYPE);
     const sx = (fd: number) => ctx.io.statx(fd, EMPTY, how, (mask | STATX_BASIC_STATS) >>> 0, buf);
     if (fh !== undefined) await sx(this.#handles.file(fh));
-    else await this.#use(nodeId, (inode) => sx(inode.fd));
+    else await this.#nodes.use(nodeId, (inode) => sx(inode.fd));
     return buf;
   }
 
   setattr(ctx: RequestContext, nodeId: number, changes: SetAttr): Promise<Attr> {
-    return this.#use(nodeId, (inode) => this.#setattr(ctx, inode, changes));
-  }
-
-  async #setattr(ctx: RequestContext, inode: Inode, changes: SetAttr): Promise<Attr> {
-    const path = procPath(inode.fd);
     const c = changes.fh === undefined
       ? changes
       : { ...changes, fh: this.#handles.file(changes.fh) };
-    if (c.mode !== undefined) {
-      if (c.fh !== undefined) check(libc.fchmod(c.fh, c.mode & 0o7777), "fchmod");
-      else check(libc.fchmodat(AT.FDCWD, path, c.mode & 0o7777, 0), "fchmodat");
-    }
-    if (c.uid !== undefined || c.gid !== undefined) {
-      check(
-        libc.fchownat(inode.fd, EMPTY, c.uid ?? 0xffffffff, c.gid ?? 0xffffffff, NOFOLLOW_EMPTY),
-        "fchownat",
-      );
-    }
-    if (c.size !== undefined) {
-      if (c.fh !== undefined) await ctx.io.ftruncate(c.fh, c.size);
-      else {
-        const fd = await ctx.io.openat(AT.FDCWD, path, O.WRONLY | O.CLOEXEC, 0);
-        try {
-          await ctx.io.ftruncate(fd, c.size);
-        } finally {
-          close(fd);
-        }
-      }
-    }
-    // The kernel asks (chown, or truncate by a caller without CAP_FSETID);
-    // a root server's own fchownat/ftruncate would keep the bits.
-    if (c.killSuidgid && c.mode === undefined) clearSuidSgid(c.fh ?? inode.fd, ctx.gid);
-    if (c.atime !== undefined || c.mtime !== undefined) {
-      const ts = new Uint8Array(32);
-      const v = new DataView(ts.buffer);
-      const put = (o: number, t: SetAttr["atime"]) => {
-        if (t === undefined) v.setBigInt64(o + 8, BigInt(UTIME_OMIT), true);
-        else if (t === "now") v.setBigInt64(o + 8, BigInt(UTIME_NOW), true);
-        else {
-          v.setBigInt64(o, BigInt(t.sec), true);
-          v.setBigInt64(o + 8, BigInt(t.nsec), true);
-        }
-      };
-      put(0, c.atime);
-      put(16, c.mtime);
-      // The magic link resolves to the inode itself, also a symlink's (a
-      // jump through /proc is never followed further), so links get times too.
-      if (c.fh !== undefined) check(libc.futimens(c.fh, ts), "futimens");
-      else check(libc.utimensat(AT.FDCWD, path, ts, 0), "utimensat");
-    }
-    return statFd(ctx.io, inode.fd);
+    return this.#nodes.use(nodeId, async (inode) => {
+      await setAttributes(ctx, inode.fd, c);
+      return statFd(ctx.io, inode.fd);
+    });
   }
 
   /**
@@ -406,7 +172,7 @@ export class Passthrough implements FileSystem {
    * FUSE, so only the caller's primary group counts.
    */
   async access(ctx: RequestContext, nodeId: number, mask: number): Promise<void> {
-    const a = await this.#use(nodeId, (inode) => statFd(ctx.io, inode.fd));
+    const a = await this.#nodes.use(nodeId, (inode) => statFd(ctx.io, inode.fd));
     const want = mask & 0o7;
     if (ctx.uid === 0) {
       // Root may read and write anything, and execute what anyone may.
@@ -420,7 +186,7 @@ export class Passthrough implements FileSystem {
 
   readlink(_ctx: RequestContext, nodeId: number): Uint8Array {
     const buf = new Uint8Array(4096);
-    const n = this.#use(
+    const n = this.#nodes.use(
       nodeId,
       (inode) => check64(libc.readlinkat(inode.fd, EMPTY, buf, 4096n), "readlinkat"),
     );
@@ -435,7 +201,7 @@ export class Passthrough implements FileSystem {
     rdev: number,
   ): Promise<Entry> {
     // io_uring has no mknodat: a direct call, as the caller.
-    this.#use(
+    this.#nodes.use(
       parent,
       (dir) =>
         asCaller(
@@ -443,12 +209,12 @@ export class Passthrough implements FileSystem {
           () => check(libc.mknodat(dir.fd, component(name), mode, devT(rdev)), "mknodat"),
         ),
     );
-    return this.#lookup(ctx.io, parent, name);
+    return this.#nodes.lookup(ctx.io, parent, name);
   }
 
   async mkdir(ctx: RequestContext, parent: number, name: string, mode: number): Promise<Entry> {
-    await this.#use(parent, (dir) => ctx.io.mkdirat(dir.fd, component(name), mode, ctx));
-    return this.#lookup(ctx.io, parent, name);
+    await this.#nodes.use(parent, (dir) => ctx.io.mkdirat(dir.fd, component(name), mode, ctx));
+    return this.#nodes.lookup(ctx.io, parent, name);
   }
 
   async symlink(
@@ -457,11 +223,11 @@ export class Passthrough implements FileSystem {
     name: string,
     target: string,
   ): Promise<Entry> {
-    await this.#use(
+    await this.#nodes.use(
       parent,
       (dir) => ctx.io.symlinkat(cstr(target), dir.fd, component(name), ctx),
     );
-    return this.#lookup(ctx.io, parent, name);
+    return this.#nodes.lookup(ctx.io, parent, name);
   }
 
   async link(
@@ -470,8 +236,8 @@ export class Passthrough implements FileSystem {
     newParent: number,
     newName: string,
   ): Promise<Entry> {
-    await this.#use(nodeId, (inode) =>
-      this.#use(newParent, async (dir) => {
+    await this.#nodes.use(nodeId, (inode) =>
+      this.#nodes.use(newParent, async (dir) => {
         try {
           // AT_EMPTY_PATH on an O_PATH fd links the inode itself (it needs
           // CAP_DAC_READ_SEARCH, which root has).
@@ -483,15 +249,15 @@ export class Passthrough implements FileSystem {
           await ctx.io.linkat(AT.FDCWD, proc, dir.fd, component(newName), AT.SYMLINK_FOLLOW);
         }
       }));
-    return this.#lookup(ctx.io, newParent, newName);
+    return this.#nodes.lookup(ctx.io, newParent, newName);
   }
 
   unlink(ctx: RequestContext, parent: number, name: string): Promise<void> {
-    return this.#use(parent, (dir) => ctx.io.unlinkat(dir.fd, component(name), 0));
+    return this.#nodes.use(parent, (dir) => ctx.io.unlinkat(dir.fd, component(name), 0));
   }
 
   rmdir(ctx: RequestContext, parent: number, name: string): Promise<void> {
-    return this.#use(parent, (dir) => ctx.io.unlinkat(dir.fd, component(name), AT.REMOVEDIR));
+    return this.#nodes.use(parent, (dir) => ctx.io.unlinkat(dir.fd, component(name), AT.REMOVEDIR));
   }
 
   rename(
@@ -502,15 +268,15 @@ export class Passthrough implements FileSystem {
     newName: string,
     flags: number,
   ): Promise<void> {
-    return this.#use(parent, (from) =>
-      this.#use(
+    return this.#nodes.use(parent, (from) =>
+      this.#nodes.use(
         newParent,
         (to) => ctx.io.renameat(from.fd, component(name), to.fd, component(newName), flags),
       ));
   }
 
   open(ctx: RequestContext, nodeId: number, flags: number): Promise<OpenReply> {
-    return this.#use(nodeId, (inode) => this.#open(ctx, inode, flags));
+    return this.#nodes.use(nodeId, (inode) => this.#open(ctx, inode, flags));
   }
 
   async #open(ctx: RequestContext, inode: Inode, flags: number): Promise<OpenReply> {
@@ -535,7 +301,7 @@ export class Passthrough implements FileSystem {
     // O_NONBLOCK: a FIFO made behind the kernel's back under this name must
     // not block the serving thread; regular files get their flags back below.
     const all = flags | O.CREAT | O.NOFOLLOW | O.CLOEXEC | O.NONBLOCK;
-    const fd = await this.#use(
+    const fd = await this.#nodes.use(
       parent,
       (dir) => ctx.io.openat(dir.fd, component(name), all, mode, ctx),
     );
@@ -543,7 +309,7 @@ export class Passthrough implements FileSystem {
     if (ctx.killSuidgid && (flags & O.TRUNC)) killSuidgidOrClose(fd, ctx.gid);
     let entry: Entry;
     try {
-      entry = await this.#lookup(ctx.io, parent, name);
+      entry = await this.#nodes.lookup(ctx.io, parent, name);
     } catch (e) {
       close(fd);
       throw e;
@@ -597,16 +363,7 @@ export class Passthrough implements FileSystem {
     _owner: bigint,
     lock: FileLock,
   ): FileLock {
-    const f = flockStruct(lock.type, lock.start, lock.end);
-    check(libc.fcntl(this.#handles.file(fh), F_OFD_GETLK, f), "fcntl F_OFD_GETLK");
-    const v = new DataView(f.buffer);
-    const type = v.getInt16(0, true);
-    if (type === LockType.F_UNLCK) return { ...lock, type };
-    const start = Number(v.getBigInt64(8, true));
-    const len = Number(v.getBigInt64(16, true));
-    // A process's lock names its pid; an OFD lock has none (l_pid -1).
-    const pid = Math.max(v.getInt32(24, true), 0);
-    return { type, start, end: len === 0 ? LOCK_TO_EOF : start + len - 1, pid };
+    return testLock(this.#handles.file(fh), lock);
   }
 
   setlk(
@@ -617,9 +374,7 @@ export class Passthrough implements FileSystem {
     lock: FileLock,
     wait: boolean,
   ): Promise<void> {
-    const fd = this.#handles.file(fh);
-    const f = flockStruct(lock.type, lock.start, lock.end);
-    return untilFree(ctx, wait, () => libc.fcntl(fd, F_OFD_SETLK, f), "fcntl F_OFD_SETLK");
+    return setLock(ctx, this.#handles.file(fh), lock, wait);
   }
 
   /** flock(2) on the handle's backing fd: the same open file description semantics. */
@@ -631,9 +386,7 @@ export class Passthrough implements FileSystem {
     type: number,
     wait: boolean,
   ): Promise<void> {
-    const fd = this.#handles.file(fh);
-    const op = type === LockType.F_UNLCK ? LOCK_UN : type === LockType.F_RDLCK ? LOCK_SH : LOCK_EX;
-    return untilFree(ctx, wait, () => libc.flock(fd, op | LOCK_NB), "flock");
+    return flockFd(ctx, this.#handles.file(fh), type, wait);
   }
 
   release(ctx: RequestContext, _nodeId: number, fh: number): Promise<void> {
@@ -645,53 +398,18 @@ export class Passthrough implements FileSystem {
   }
 
   async opendir(ctx: RequestContext, nodeId: number): Promise<OpenReply> {
-    const fd = await this.#use(
+    const fd = await this.#nodes.use(
       nodeId,
       (inode) => ctx.io.openat(AT.FDCWD, procPath(inode.fd), O.RDONLY | O.DIRECTORY | O.CLOEXEC, 0),
     );
     // The handle names the fd, and is never reused: another queue thread
     // may serve the next readdir, and keeps a snapshot of its own.
     try {
-      return { fh: this.#handles.addDir(fd, this.#table.unique()) };
+      return { fh: this.#handles.addDir(fd, this.#nodes.unique()) };
     } catch (e) {
       close(fd);
       throw e;
     }
-  }
-
-  /** The directory's entries, read once per pass from offset 0 (getdents64). */
-  #entries(fh: number, offset: number): { name: string; ino: number; type: number }[] {
-    const fd = this.#handles.dir(fh); // live, whichever thread opened it
-    let dir = this.#dirs.get(fh);
-    if (!dir) {
-      dir = { fd, entries: null };
-      this.#dirs.set(fh, dir);
-      // Snapshots of handles released through another thread are never
-      // used again: keep only the most recent.
-      if (this.#dirs.size > 256) this.#dirs.delete(this.#dirs.keys().next().value!);
-    }
-    if (dir.entries && offset !== 0) return dir.entries;
-    check64(libc.lseek(dir.fd, 0n, 0), "lseek");
-    const entries: { name: string; ino: number; type: number }[] = [];
-    const buf = new Uint8Array(65536);
-    const view = new DataView(buf.buffer);
-    const ptr = Deno.UnsafePointer.of(buf);
-    for (;;) {
-      const n = check(libc.getdents64(dir.fd, ptr, BigInt(buf.length)), "getdents64");
-      if (n === 0) break;
-      for (let at = 0; at < n;) {
-        const reclen = view.getUint16(at + 16, true);
-        const end = buf.indexOf(0, at + 19);
-        entries.push({
-          ino: Number(view.getBigUint64(at, true)),
-          type: buf[at + 18] << 12,
-          name: decoder.decode(buf.subarray(at + 19, end)),
-        });
-        at += reclen;
-      }
-    }
-    dir.entries = entries;
-    return entries;
   }
 
   readdir(
@@ -701,7 +419,7 @@ export class Passthrough implements FileSystem {
     offset: number,
     list: { add(name: string, ino: number, mode: number, offset: number): boolean },
   ): void {
-    const entries = this.#entries(fh, offset);
+    const entries = this.#dirs.entries(fh, this.#handles.dir(fh), offset);
     for (let i = offset; i < entries.length; i++) {
       const e = entries[i];
       if (!list.add(e.name, e.ino, e.type, i + 1)) break;
@@ -715,7 +433,7 @@ export class Passthrough implements FileSystem {
     offset: number,
     list: { add(name: string, entry: Entry, offset: number): boolean },
   ): Promise<void> {
-    const entries = this.#entries(fh, offset);
+    const entries = this.#dirs.entries(fh, this.#handles.dir(fh), offset);
     for (let i = offset; i < entries.length; i++) {
       const e = entries[i];
       if (e.name === "." || e.name === "..") {
@@ -725,7 +443,7 @@ export class Passthrough implements FileSystem {
       }
       let entry: Entry;
       try {
-        entry = await this.#lookup(ctx.io, nodeId, e.name);
+        entry = await this.#nodes.lookup(ctx.io, nodeId, e.name);
       } catch (err) {
         const errno = (err as SystemError | FuseError).errno;
         if (errno === Errno.ENOENT) continue; // removed since
@@ -759,25 +477,12 @@ export class Passthrough implements FileSystem {
    * source are not looked at.
    */
   get memoryBacked(): boolean {
-    const type = fsType(this.#table.fd(1));
+    const type = fsType(this.#nodes.rootFd);
     return type === TMPFS_MAGIC || type === RAMFS_MAGIC;
   }
 
   statfs(_ctx: RequestContext, nodeId: number): StatFs {
-    const buf = new Uint8Array(120);
-    this.#use(nodeId, (inode) => check(libc.fstatfs(inode.fd, buf), "fstatfs"));
-    const v = new DataView(buf.buffer);
-    const n = (o: number) => Number(v.getBigUint64(o, true));
-    return {
-      bsize: n(8),
-      blocks: n(16),
-      bfree: n(24),
-      bavail: n(32),
-      files: n(40),
-      ffree: n(48),
-      namelen: n(64),
-      frsize: n(72),
-    };
+    return this.#nodes.use(nodeId, (inode) => statfsOf(inode.fd));
   }
 
   /**
@@ -786,7 +491,7 @@ export class Passthrough implements FileSystem {
    * and applies its own rules: no `user.*` on links).
    */
   #xattr<T>(nodeId: number, fn: (path: Uint8Array<ArrayBuffer>) => T): T {
-    return this.#use(nodeId, (inode) => fn(procPath(inode.fd)));
+    return this.#nodes.use(nodeId, (inode) => fn(procPath(inode.fd)));
   }
 
   setxattr(
@@ -796,33 +501,19 @@ export class Passthrough implements FileSystem {
     value: Uint8Array,
     flags: number,
   ): void {
-    const v = new Uint8Array(value);
-    this.#xattr(
-      nodeId,
-      (path) => check(libc.setxattr(path, cstr(name), v, BigInt(v.length), flags | 0), "setxattr"),
-    );
+    this.#xattr(nodeId, (path) => setXattr(path, name, value, flags));
   }
 
   getxattr(_ctx: RequestContext, nodeId: number, name: string): Uint8Array {
-    const buf = new Uint8Array(XATTR_SIZE_MAX);
-    const n = this.#xattr(
-      nodeId,
-      (path) => check64(libc.getxattr(path, cstr(name), buf, BigInt(buf.length)), "getxattr"),
-    );
-    return buf.slice(0, n);
+    return this.#xattr(nodeId, (path) => getXattr(path, name));
   }
 
   listxattr(_ctx: RequestContext, nodeId: number): string[] {
-    const buf = new Uint8Array(XATTR_SIZE_MAX);
-    const n = this.#xattr(
-      nodeId,
-      (path) => check64(libc.listxattr(path, buf, BigInt(buf.length)), "listxattr"),
-    );
-    return n === 0 ? [] : decoder.decode(buf.subarray(0, n - 1)).split("\0");
+    return this.#xattr(nodeId, listXattrs);
   }
 
   removexattr(_ctx: RequestContext, nodeId: number, name: string): void {
-    this.#xattr(nodeId, (path) => check(libc.removexattr(path, cstr(name)), "removexattr"));
+    this.#xattr(nodeId, (path) => removeXattr(path, name));
   }
 
   fallocate(
@@ -852,86 +543,15 @@ export class Passthrough implements FileSystem {
     flags: number,
   ): number {
     if (flags !== flags >>> 0) throw new FuseError(Errno.EINVAL);
-    const a = new BigInt64Array([BigInt(offIn)]);
-    const b = new BigInt64Array([BigInt(offOut)]);
     // A direct call on the serving thread: copy at most COPY_CHUNK per
     // request; copy_file_range(2) callers loop over short copies.
-    length = Math.min(length, COPY_CHUNK);
-    return check64(
-      libc.copy_file_range(
-        this.#handles.file(fhIn),
-        new Uint8Array(a.buffer),
-        this.#handles.file(fhOut),
-        new Uint8Array(b.buffer),
-        BigInt(length),
-        flags,
-      ),
-      "copy_file_range",
-    );
+    const n = Math.min(length, COPY_CHUNK);
+    return copyRange(this.#handles.file(fhIn), offIn, this.#handles.file(fhOut), offOut, n, flags);
   }
 
   destroy(): void {
-    // Once for the mount, whichever instance is told first.
-    const fds = this.#table.drain();
-    for (const fd of fds) close(fd);
-    if (fds.length > 0 && this.#mountFd >= 0) close(this.#mountFd);
+    this.#nodes.destroy();
     this.#dirs.clear();
-  }
-}
-
-/** Clear setuid/setgid on a just-opened fd (open with O_TRUNC); close it if that fails. */
-function killSuidgidOrClose(fd: number, callerGid: number): void {
-  try {
-    clearSuidSgid(fd, callerGid);
-  } catch (e) {
-    close(fd);
-    throw e;
-  }
-}
-
-const F_OFD_GETLK = 36;
-const F_OFD_SETLK = 37;
-const LOCK_SH = 1, LOCK_EX = 2, LOCK_NB = 4, LOCK_UN = 8;
-
-/** A `struct flock` (x86-64 layout) for `type` over bytes `start..end` (inclusive). */
-function flockStruct(type: number, start: number, end: number): Uint8Array<ArrayBuffer> {
-  const f = new Uint8Array(32);
-  const v = new DataView(f.buffer);
-  v.setInt16(0, type, true); // l_whence 0: SEEK_SET; l_pid 0, as OFD locks require
-  v.setBigInt64(8, BigInt(start), true);
-  v.setBigInt64(16, end >= LOCK_TO_EOF ? 0n : BigInt(end - start + 1), true);
-  return f;
-}
-
-/**
- * Try `attempt` (a non-blocking lock call) until it succeeds; when the lock
- * is held elsewhere, fail with EAGAIN, or with `wait` try again (backing off
- * to every 50 ms) until the request is interrupted (EINTR). The serving
- * thread never blocks in the kernel for a lock.
- */
-async function untilFree(
-  ctx: RequestContext,
-  wait: boolean,
-  attempt: () => number,
-  call: string,
-): Promise<void> {
-  for (let delay = 1;; delay = Math.min(delay * 2, 50)) {
-    if (attempt() === 0) return;
-    const e = errno();
-    if (e !== Errno.EAGAIN && e !== Errno.EACCES) throw new SystemError(call, e);
-    if (!wait) throw new SystemError(call, Errno.EAGAIN);
-    const signal = ctx.signal;
-    signal.throwIfAborted();
-    await new Promise<void>((resolve) => {
-      const done = () => {
-        clearTimeout(timer);
-        signal.removeEventListener("abort", done);
-        resolve();
-      };
-      const timer = setTimeout(done, delay);
-      signal.addEventListener("abort", done);
-    });
-    signal.throwIfAborted();
   }
 }
 
@@ -958,17 +578,3 @@ export const CHANGING_OPERATIONS = [
 
 /** The most one COPY_FILE_RANGE copies (the serving thread waits for it). */
 export const COPY_CHUNK = 4 << 20;
-
-/** The `statfs` f_type of the file system `fd` is on. */
-function fsType(fd: number): number {
-  const buf = new Uint8Array(120);
-  check(libc.fstatfs(fd, buf), "fstatfs");
-  return new DataView(buf.buffer).getUint32(0, true);
-}
-
-/** `statfs` f_type of FUSE. */
-const FUSE_SUPER_MAGIC = 0x65735546;
-
-/** `statfs` f_type of tmpfs and of ramfs. */
-const TMPFS_MAGIC = 0x01021994;
-const RAMFS_MAGIC = 0x858458f6;

@@ -131,6 +131,74 @@ function seconds(name: string, value: string | undefined): number {
   return n;
 }
 
+/** The mount options of `-o`, each setting what it names in {@linkcode MountOptions}. */
+const MOUNT_O: Record<string, (o: MountOptions, value: string | undefined, name: string) => void> =
+  {
+    allow_other: (o) => o.allowOther = true,
+    default_permissions: (o) => o.defaultPermissions = true,
+    ro: (o) => o.readOnly = true,
+    rw: (o) => o.readOnly = false,
+    fusermount: (o) => o.fusermount = true,
+    auto_unmount: (o) => o.autoUnmount = true,
+    passthrough: (o) => o.passthrough = true,
+    nopassthrough: (o) => o.passthrough = false,
+    fsname: (o, v, name) => o.fsname = needValue(name, v),
+    subtype: (o, v, name) => o.subtype = needValue(name, v),
+    io_uring: (o) => o.transport = "io_uring",
+    no_io_uring: (o) => o.transport = "dev",
+    io_uring_mode: (o, v) => {
+      if (!["auto", "mainline", "buf_ring", "zero_copy"].includes(v ?? "")) {
+        throw new UsageError("-o io_uring_mode takes auto, mainline, buf_ring or zero_copy");
+      }
+      o.uringMode = v as MountOptions["uringMode"];
+    },
+    io_uring_bufring: (o) => {
+      o.uringMode = "buf_ring";
+      o.transport = "io_uring";
+    },
+    io_uring_zero_copy: (o) => {
+      o.uringMode = "zero_copy";
+      o.transport = "io_uring";
+    },
+    io_uring_q_depth: (o, v, name) => o.queueDepth = positiveInt(name, v),
+    threads: (o, v, name) => o.threads = positiveInt(name, v),
+    backing_io: (o, v) => {
+      if (v === "ring" || v === "direct") o.backingIo = v;
+      else if (v === "auto") delete o.backingIo;
+      else throw new UsageError("-o backing_io takes ring, direct or auto");
+    },
+    max_write: (o, v, name) => o.maxWrite = positiveInt(name, v),
+    max_read: (o, v, name) => o.maxRead = positiveInt(name, v),
+    entry_timeout: (o, v, name) => o.entryTimeout = seconds(name, v),
+    attr_timeout: (o, v, name) => o.attrTimeout = seconds(name, v),
+  };
+
+function needValue(name: string, value: string | undefined): string {
+  if (!value) throw new UsageError(`-o ${name} needs a value`);
+  return value;
+}
+
+/**
+ * Apply one `-o` list (`a,b=c`) to `options`, or to `own` for the
+ * caller's own options named in `extra`.
+ */
+function applyOptionList(
+  list: string,
+  options: MountOptions,
+  own: Record<string, string | true>,
+  extra: readonly string[] | undefined,
+): void {
+  for (const item of list.split(",").filter((s) => s)) {
+    const eq = item.indexOf("=");
+    const name = eq < 0 ? item : item.slice(0, eq);
+    const value = eq < 0 ? undefined : item.slice(eq + 1);
+    const apply = Object.hasOwn(MOUNT_O, name) ? MOUNT_O[name] : undefined;
+    if (apply) apply(options, value, name);
+    else if (extra?.includes(name)) own[name] = value ?? true;
+    else throw new UsageError(`unknown mount option: ${name}`);
+  }
+}
+
 /**
  * Parse `args`. Throws {@linkcode UsageError} for an unknown or malformed
  * option; returns `null` when help was asked for. Options named in `extra`
@@ -152,99 +220,13 @@ export function parseMountArgs(
     if (arg === "--probe") return { positionals, options, extra: own, probe: true };
     if (arg === "-d") {
       options.debug = (line) => console.error(line);
-      continue;
-    }
-    if (arg === "-o" || (arg.startsWith("-o") && arg.length > 2)) {
+    } else if (arg === "-o" || (arg.startsWith("-o") && arg.length > 2)) {
       const list = arg === "-o" ? args[++i] : arg.slice(2);
       if (list === undefined) throw new UsageError("-o needs a list of options");
-      for (const item of list.split(",").filter((s) => s)) {
-        const eq = item.indexOf("=");
-        const name = eq < 0 ? item : item.slice(0, eq);
-        const value = eq < 0 ? undefined : item.slice(eq + 1);
-        switch (name) {
-          case "allow_other":
-            options.allowOther = true;
-            break;
-          case "default_permissions":
-            options.defaultPermissions = true;
-            break;
-          case "ro":
-            options.readOnly = true;
-            break;
-          case "fusermount":
-            options.fusermount = true;
-            break;
-          case "auto_unmount":
-            options.autoUnmount = true;
-            break;
-          case "rw":
-            options.readOnly = false;
-            break;
-          case "passthrough":
-            options.passthrough = true;
-            break;
-          case "nopassthrough":
-            options.passthrough = false;
-            break;
-          case "fsname":
-          case "subtype":
-            if (!value) throw new UsageError(`-o ${name} needs a value`);
-            options[name] = value;
-            break;
-          case "io_uring":
-            options.transport = "io_uring";
-            break;
-          case "no_io_uring":
-            options.transport = "dev";
-            break;
-          case "io_uring_mode":
-            if (!["auto", "mainline", "buf_ring", "zero_copy"].includes(value ?? "")) {
-              throw new UsageError(
-                "-o io_uring_mode takes auto, mainline, buf_ring or zero_copy",
-              );
-            }
-            options.uringMode = value as MountOptions["uringMode"];
-            break;
-          case "io_uring_bufring":
-            options.uringMode = "buf_ring";
-            options.transport = "io_uring";
-            break;
-          case "io_uring_zero_copy":
-            options.uringMode = "zero_copy";
-            options.transport = "io_uring";
-            break;
-          case "io_uring_q_depth":
-            options.queueDepth = positiveInt(name, value);
-            break;
-          case "threads":
-            options.threads = positiveInt(name, value);
-            break;
-          case "backing_io":
-            if (value === "ring" || value === "direct") options.backingIo = value;
-            else if (value === "auto") delete options.backingIo;
-            else throw new UsageError("-o backing_io takes ring, direct or auto");
-            break;
-          case "max_write":
-            options.maxWrite = positiveInt(name, value);
-            break;
-          case "max_read":
-            options.maxRead = positiveInt(name, value);
-            break;
-          case "entry_timeout":
-            options.entryTimeout = seconds(name, value);
-            break;
-          case "attr_timeout":
-            options.attrTimeout = seconds(name, value);
-            break;
-          default:
-            if (!extra?.includes(name)) throw new UsageError(`unknown mount option: ${name}`);
-            own[name] = value ?? true;
-        }
-      }
-      continue;
-    }
-    if (arg.startsWith("-") && arg !== "-") throw new UsageError(`unknown flag: ${arg}`);
-    positionals.push(arg);
+      applyOptionList(list, options, own, extra);
+    } else if (arg.startsWith("-") && arg !== "-") {
+      throw new UsageError(`unknown flag: ${arg}`);
+    } else positionals.push(arg);
   }
   return { positionals, options, extra: own };
 }

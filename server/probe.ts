@@ -79,12 +79,41 @@ function kernelRelease(): string {
   }
 }
 
+/** The features found by a ring, in the order {@linkcode probe} reports them. */
+const RING_FEATURES = [
+  "fixed buffers (sparse table)",
+  "MSG_RING",
+  "provided buffer rings",
+  "kernel-managed buffer rings",
+  "FUSE buffer ring",
+  "FUSE zero-copy",
+];
+
 /** Probe the running kernel. Mounts nothing; makes and closes throwaway rings. */
 export function probe(): ProbeLine[] {
+  const lines = fuseLines();
+  let ring: Ring;
+  try {
+    ring = new Ring({ entries: 8 });
+  } catch (e) {
+    const why = `io_uring cannot be set up: ${(e as Error).message}`;
+    for (const feature of ["io_uring", ...RING_FEATURES]) {
+      lines.push({ feature, available: false, detail: why });
+    }
+    return lines;
+  }
+  try {
+    return [...lines, ...ringLines(ring)];
+  } finally {
+    ring.close();
+  }
+}
+
+/** What the FUSE device, its io_uring switch and this process's privileges allow. */
+function fuseLines(): ProbeLine[] {
   const lines: ProbeLine[] = [];
   const line = (feature: string, available: boolean, detail: string) =>
     lines.push({ feature, available, detail });
-
   let fuse = false;
   try {
     close(openFuseDevice());
@@ -110,66 +139,49 @@ export function probe(): ProbeLine[] {
         "at INIT (Linux 6.9+; -d shows it)"
       : "needs CAP_SYS_ADMIN (root): the server moves file data itself",
   );
+  return lines;
+}
 
-  let ring: Ring;
-  try {
-    ring = new Ring({ entries: 8 });
-  } catch (e) {
-    const why = `io_uring cannot be set up: ${(e as Error).message}`;
-    line("io_uring", false, why);
-    for (
-      const f of [
-        "fixed buffers (sparse table)",
-        "MSG_RING",
-        "provided buffer rings",
-        "kernel-managed buffer rings",
-        "FUSE buffer ring",
-        "FUSE zero-copy",
-      ]
-    ) line(f, false, why);
-    return lines;
-  }
-  try {
-    const ops = supportedOps(ring);
-    const needed = [IORING_OP.URING_CMD, IORING_OP.READ_FIXED, IORING_OP.WRITE_FIXED];
-    const missing = needed.filter((op) => !ops.has(op));
-    line(
-      "io_uring",
-      missing.length === 0,
-      missing.length === 0
-        ? "URING_CMD, READ_FIXED and WRITE_FIXED supported"
-        : `opcodes ${missing.join(", ")} not supported`,
-    );
-    line(
-      "fixed buffers (sparse table)",
-      ...trySparse(ring),
-    );
-    line(
-      "MSG_RING",
-      ops.has(IORING_OP.MSG_RING),
-      ops.has(IORING_OP.MSG_RING)
-        ? "queue threads hand requests over without a thread pool"
-        : "not supported (needs Linux 5.18+)",
-    );
-    line("provided buffer rings", ...tryProvided(ring));
-    const [kmbuf, kmbufDetail] = tryKernelManaged(ring);
-    line("kernel-managed buffer rings", kmbuf, kmbufDetail);
-    const fuseSide = "FUSE's side is known only at REGISTER on a mounted connection";
-    line(
-      "FUSE buffer ring",
-      kmbuf,
-      kmbuf ? `the ring can hold it; ${fuseSide}` : "needs kernel-managed buffer rings",
-    );
-    line(
-      "FUSE zero-copy",
-      kmbuf,
-      kmbuf
-        ? `needs the FUSE buffer ring and CAP_SYS_ADMIN; ${fuseSide}`
-        : "needs the FUSE buffer ring",
-    );
-  } finally {
-    ring.close();
-  }
+/** What a ring of this kernel supports: the opcodes, buffer tables and rings FUSE uses. */
+function ringLines(ring: Ring): ProbeLine[] {
+  const lines: ProbeLine[] = [];
+  const line = (feature: string, available: boolean, detail: string) =>
+    lines.push({ feature, available, detail });
+  const ops = supportedOps(ring);
+  const needed = [IORING_OP.URING_CMD, IORING_OP.READ_FIXED, IORING_OP.WRITE_FIXED];
+  const missing = needed.filter((op) => !ops.has(op));
+  line(
+    "io_uring",
+    missing.length === 0,
+    missing.length === 0
+      ? "URING_CMD, READ_FIXED and WRITE_FIXED supported"
+      : `opcodes ${missing.join(", ")} not supported`,
+  );
+  line("fixed buffers (sparse table)", ...trySparse(ring));
+  const msgRing = ops.has(IORING_OP.MSG_RING);
+  line(
+    "MSG_RING",
+    msgRing,
+    msgRing
+      ? "queue threads hand requests over without a thread pool"
+      : "not supported (needs Linux 5.18+)",
+  );
+  line("provided buffer rings", ...tryProvided(ring));
+  const [kmbuf, kmbufDetail] = tryKernelManaged(ring);
+  line("kernel-managed buffer rings", kmbuf, kmbufDetail);
+  const fuseSide = "FUSE's side is known only at REGISTER on a mounted connection";
+  line(
+    "FUSE buffer ring",
+    kmbuf,
+    kmbuf ? `the ring can hold it; ${fuseSide}` : "needs kernel-managed buffer rings",
+  );
+  line(
+    "FUSE zero-copy",
+    kmbuf,
+    kmbuf
+      ? `needs the FUSE buffer ring and CAP_SYS_ADMIN; ${fuseSide}`
+      : "needs the FUSE buffer ring",
+  );
   return lines;
 }
 

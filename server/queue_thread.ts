@@ -27,7 +27,6 @@ import type {
   QueueThreadControl,
   QueueThreadMessage,
   ServingThread,
-  ThreadSetup,
 } from "./workers/messages.ts";
 import { installStackMap, messageAndPlace } from "./workers/stack_map.ts";
 
@@ -41,16 +40,23 @@ interface WorkerScope {
   postMessage(message: QueueThreadMessage): void;
 }
 
+/** `-d` in a serving thread: each request's line says which thread served it. */
+function threadDebug(s: QueueThreadSetup): ((line: string) => void) | undefined {
+  if (!s.debug) return undefined;
+  const where = s.kind === "io_uring" ? `queue ${s.qids.join(",")}` : `/dev/fuse thread ${s.index}`;
+  return (line) => console.error(line.startsWith("unique:") ? `${line}, on ${where}` : line);
+}
+
 /** A dispatcher in this thread for `fs`, on the session's connection. */
 async function localDispatcher(
   fs: FileSystem,
-  s: ThreadSetup,
+  s: QueueThreadSetup,
   backingFds: BackingFdTable,
 ): Promise<Dispatcher> {
   const dispatcher = new Dispatcher(fs, {
     entryTimeout: s.entryTimeout,
     attrTimeout: s.attrTimeout,
-    debug: s.debug ? (line) => console.error(line) : undefined,
+    debug: threadDebug(s),
     backingFds,
     interrupts: new InterruptBoard(s.interrupts),
     backingIds: s.backingIds
