@@ -58,7 +58,6 @@ import {
   procPath,
   RAMFS_MAGIC,
   SourceInodes,
-  type SourceInodesShared,
   statFd,
   statfsOf,
   STATX_BASIC_STATS,
@@ -73,7 +72,15 @@ const AT_STATX_SYNC_TYPE = 0x6000;
  * What every instance of one mount's passthrough shares (one per queue
  * thread, and the session's): the inode table.
  */
-export interface PassthroughShared extends SourceInodesShared {
+export interface PassthroughShared {
+  /** The inode table's memory (see `source_inodes.ts`). */
+  inodes: SharedArrayBuffer;
+  /** The file handles' memory, of nodes past the fd budget. */
+  fileHandles: SharedArrayBuffer;
+  /** The source's mount id (name_to_handle_at), or -1 where file handles cannot be used. */
+  mountId: number;
+  /** The source opened for reading (open_by_handle_at refuses O_PATH fds), or -1. */
+  mountFd: number;
   /** The {@linkcode OpenHandles}' memory. */
   handles: SharedArrayBuffer;
 }

@@ -7,13 +7,13 @@
 import type { DispatcherOptions } from "../ops/dispatch.ts";
 import type { TransportCounters } from "./dev/transport.ts";
 import type { KernelMountOptions } from "./mount/mount.ts";
-import type { PlanOptions, TransportChoice } from "./plan.ts";
+import type { TransportChoice } from "./plan.ts";
 import type { QueueCounters } from "./uring/queues.ts";
 import type { UringCounters, UringMode } from "./uring/transport.ts";
 import type { PerQueueFileSystem, PerQueueModule } from "./workers/messages.ts";
 
 /** Everything `mount` accepts. All fields are optional. */
-export interface MountOptions extends KernelMountOptions, DispatcherOptions, PlanOptions {
+export interface MountOptions extends KernelMountOptions, DispatcherOptions {
   /**
    * `"auto"` (default): FUSE-over-io_uring when the kernel offers it, else
    * /dev/fuse, saying once why. `"io_uring"`: fail if it cannot be had.

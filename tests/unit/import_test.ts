@@ -62,3 +62,15 @@ Deno.test("docs: no public function or method has a default parameter (deno doc 
   assert.ok(Object.keys(doc.nodes).length >= 3);
   assert.deepEqual(found, [], "write `name?: type` and apply the default inside");
 });
+
+Deno.test("docs: deno doc --lint finds every public export documented and every type it uses public", async () => {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["doc", "--lint", "mod.ts", "testing.ts", "passthrough.ts"],
+    cwd: new URL("../..", import.meta.url).pathname,
+    stdout: "piped",
+    stderr: "piped",
+    env: { NO_COLOR: "1" },
+  }).output();
+  const text = new TextDecoder().decode(out.stderr);
+  assert.equal(out.code, 0, text.slice(0, 3000));
+});
