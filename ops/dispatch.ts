@@ -40,6 +40,7 @@ import { decodeInitIn, type InitOptions, negotiate } from "./init.ts";
 import { INTERRUPT_POLL_MS, InterruptBoard } from "./interrupts.ts";
 import type { OperationContext, ServedOperation } from "./operation.ts";
 import { OPERATIONS } from "./operations.ts";
+import { serveBacked } from "./backed_data.ts";
 import { Request } from "./request.ts";
 
 /** Options of the dispatcher: INIT wishes, cache timeouts and logging. */
@@ -87,9 +88,6 @@ const PROTOCOL_ARG_SIZE: Record<number, number> = {
   [Opcode.INTERRUPT]: InterruptIn.SIZE,
   [Opcode.NOTIFY_REPLY]: NotifyRetrieveIn.SIZE,
 };
-
-/** The decoded arguments of a request a shortcut answered: none. */
-const NO_ARGS: unknown[] = [];
 
 /** What a FileSystem's `init` is told of a connection. */
 function connectionInfo(conn: Connection): ConnectionInfo {
@@ -210,6 +208,9 @@ export class Dispatcher {
       this.#reply(ex, unique, -Errno.EIO, 0);
       return;
     }
+    // File data of fd-backed handles: served from the fd, before any decoding.
+    const data = opcode === Opcode.READ || opcode === Opcode.WRITE;
+    if (data && serveBacked(ex, opcode, unique, this.backingFds, this.#replyTo)) return;
     const r = new Request(ex, opcode, unique, nodeId);
     try {
       const op = OPERATIONS[opcode];
@@ -221,24 +222,20 @@ export class Dispatcher {
   }
 
   /**
-   * Serve a FileSystem operation: decode its arguments, answer from a
-   * shortcut or the method (or what the table says when the method is
-   * missing, ENOSYS by default), encode the result.
+   * Serve a FileSystem operation: decode its arguments, answer from the
+   * method (or what the table says when the method is missing, ENOSYS by
+   * default), encode the result.
    */
   #serve(entry: ServedOperation, r: Request): void {
     const op = entry.variant?.(r) ?? entry;
     const fs = this.fs;
     const method = fs[op.method] as ((...args: unknown[]) => unknown) | undefined;
-    if (!method && !op.missing && !op.shortcut) {
+    if (!method && !op.missing) {
       return this.#reply(r.ex, r.unique, -Errno.ENOSYS, 0);
     }
     const c = this.#context;
     const kill = op.killSuidgid;
     if (kill) r.killSuidgid = (r.u32(kill.field) & kill.bit) !== 0;
-    const quick = op.shortcut?.(r, c);
-    if (quick !== undefined) {
-      return this.#finish(r.ex, r.opcode, r.unique, quick, (v) => op.encode(v, r, c, NO_ARGS));
-    }
     const args = op.decode(r, c);
     op.before?.(args, c);
     let invoke: () => unknown;
@@ -513,6 +510,10 @@ export class Dispatcher {
   }
 
   /** Send a reply (`length` -1: the reply was already sent by the transport). */
+  /** {@linkcode #reply}, bound, for the backed data path. */
+  #replyTo = (ex: Exchange, unique: number, error: number, length: number): void =>
+    this.#reply(ex, unique, error, length);
+
   #reply(ex: Exchange, unique: number, error: number, length: number): void {
     if (this.#signals.size > 0) this.#settled(unique);
     if (length < 0) return;

@@ -60,12 +60,6 @@ export interface Operation<K extends OperationMethod> {
   encode(value: ResultOf<K>, r: Request, c: OperationContext, args: ArgsOf<K>): number;
   /** The answer of a file system without the method (default: ENOSYS). */
   readonly missing?: () => ResultOf<K>;
-  /**
-   * An answer read straight from the request, before anything is decoded
-   * (a handle whose data is an fd: the hot path of READ and WRITE), or
-   * undefined. Its answer is encoded with no decoded arguments.
-   */
-  readonly shortcut?: (r: Request, c: OperationContext) => ResultOf<K> | undefined;
   /** Runs before the method (or its absence) answers. */
   readonly before?: (args: ArgsOf<K>, c: OperationContext) => void;
   /** Where the flag asking to clear setuid/setgid is: a u32 field and its bit. */
@@ -88,8 +82,6 @@ export interface ServedOperation {
   encode(value: unknown, r: Request, c: OperationContext, args: unknown[]): number;
   /** See {@linkcode Operation.missing}. */
   readonly missing?: () => unknown;
-  /** See {@linkcode Operation.shortcut}. */
-  readonly shortcut?: (r: Request, c: OperationContext) => unknown;
   /** See {@linkcode Operation.before}. */
   readonly before?: (args: unknown[], c: OperationContext) => void;
   /** See {@linkcode Operation.killSuidgid}. */

@@ -379,14 +379,6 @@ export const OPERATIONS: Readonly<Record<number, ServedOperation>> = {
     answer: READ,
     request: ReadIn,
     decode: (r) => [r.nodeId, r.u64(ReadIn.fh), r.u64(ReadIn.offset), readSize(r)],
-    shortcut: (r, c) => {
-      const t = c.backingFds;
-      const fh = r.u64(ReadIn.fh);
-      const fd = t.get(fh);
-      if (fd < 0) return undefined;
-      const offset = r.u64(ReadIn.offset);
-      return { fd, offset: t.start(fh, offset), length: t.extent(fh, offset, readSize(r), false) };
-    },
     encode: (data: ReadReply, r, c) => {
       const size = readSize(r);
       if (data instanceof Uint8Array) {
@@ -407,17 +399,6 @@ export const OPERATIONS: Readonly<Record<number, ServedOperation>> = {
       const size = writeSize(r);
       const data = r.ex.data.subarray(r.ex.dataOffset, r.ex.dataOffset + size);
       return [r.nodeId, r.u64(WriteIn.fh), r.u64(WriteIn.offset), data, r.u32(WriteIn.flags)];
-    },
-    shortcut: (r, c) => {
-      const t = c.backingFds;
-      const fh = r.u64(WriteIn.fh);
-      const fd = t.get(fh);
-      if (fd < 0) return undefined;
-      const size = writeSize(r);
-      const offset = r.u64(WriteIn.offset);
-      const n = t.extent(fh, offset, size, true);
-      if (n < 0) throw new FuseError(-n);
-      return { fd, offset: t.start(fh, offset) };
     },
     encode: (w: WriteReply, r, c) => {
       if (typeof w === "number") return written(w, r);
