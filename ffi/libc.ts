@@ -340,6 +340,17 @@ export function pinThread(cpus: readonly number[]): void {
   check(libc.sched_setaffinity(0, BigInt(mask.length), mask), "sched_setaffinity", `${cpus}`);
 }
 
+/** The target of symlink `path` (readlink(2)), e.g. `/proc/self/exe`: this Deno executable. */
+export function readLink(path: string): string {
+  const buf = new Uint8Array(4096);
+  const n = check64(
+    libc.readlinkat(AT.FDCWD, cstr(path), buf, BigInt(buf.length)),
+    "readlink",
+    path,
+  );
+  return new TextDecoder().decode(buf.subarray(0, n));
+}
+
 /** Read a small file (under /proc or /sys) through libc, with no Deno permission. */
 export function readSmallFile(path: string): string {
   const fd = open(path, O.RDONLY);

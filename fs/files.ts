@@ -18,10 +18,11 @@
  * @module
  */
 
-import { AT, check, check64, cstr, libc, O } from "../ffi/libc.ts";
+import { AT, check, cstr, libc, O, readLink } from "../ffi/libc.ts";
 import type { Attr } from "../ops/filesystem.ts";
 
 export { O };
+export { readLink };
 
 const STATX_BASIC_STATS = 0x7ff;
 const EMPTY = cstr("");
@@ -101,15 +102,4 @@ export function pwriteFile(fd: number, data: Uint8Array, offset: number): number
     "pwrite",
     `fd ${fd}`,
   );
-}
-
-/** The target of symlink `path` (readlink(2)). */
-export function readLink(path: string): string {
-  const buf = new Uint8Array(4096);
-  const n = check64(
-    libc.readlinkat(AT.FDCWD, cstr(path), buf, BigInt(buf.length)),
-    "readlink",
-    path,
-  );
-  return new TextDecoder().decode(buf.subarray(0, n));
 }

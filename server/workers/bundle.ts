@@ -12,7 +12,7 @@
  */
 
 import { SystemError } from "../../ffi/errno.ts";
-import { AT, check, check64, close, cstr, errno, libc, readSmallFile } from "../../ffi/libc.ts";
+import { AT, check, close, cstr, errno, libc, readLink, readSmallFile } from "../../ffi/libc.ts";
 import { ChildProcess } from "../../ffi/spawn.ts";
 import { MountError } from "../mount/mount.ts";
 import { withStackMap } from "./stack_map.ts";
@@ -20,17 +20,6 @@ import { withStackMap } from "./stack_map.ts";
 /** How long bundling may take before the mount gives up. */
 const BUNDLE_TIMEOUT_MS = 120_000;
 const MFD_CLOEXEC = 1;
-
-/** Where the symbolic link at `path` points (e.g. /proc/self/exe: this Deno executable). */
-function readLink(path: string): string {
-  const buf = new Uint8Array(4096);
-  const n = check64(
-    libc.readlinkat(AT.FDCWD, cstr(path), buf, BigInt(buf.length)),
-    "readlink",
-    path,
-  );
-  return new TextDecoder().decode(buf.subarray(0, n));
-}
 
 /** The whole content of the memfd `fd`. */
 function readAll(fd: number): string {
