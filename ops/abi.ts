@@ -138,6 +138,8 @@ export const InitFlag = {
   ALLOW_IDMAP: 1n << 40n,
   OVER_IO_URING: 1n << 41n,
   REQUEST_TIMEOUT: 1n << 42n,
+  /** io_uring buffer pools and zero-copy (7.46, Linux 7.3): see {@linkcode UringPoolCmdReq}. */
+  HAS_IO_URING_BUFPOOL: 1n << 43n,
 } as const;
 
 /** The names of the flags set in `flags`, for logs and `--probe`. */
@@ -172,6 +174,8 @@ export const FOPEN = {
   NOFLUSH: 1 << 5,
   PARALLEL_DIRECT_WRITES: 1 << 6,
   PASSTHROUGH: 1 << 7,
+  /** READ and WRITE of this file may use zero-copy on a zero-copy io_uring queue (7.46). */
+  IO_URING_ZERO_COPY: 1 << 8,
 } as const;
 
 /** `fuse_getattr_in.getattr_flags`: `fh` is valid. */
@@ -512,12 +516,16 @@ export const UringReqHeader = {
   ring_ent_in_out: 256,
 } as const;
 
-/** `struct fuse_uring_ent_in_out`, inside the request header. */
+/**
+ * `struct fuse_uring_ent_in_out`, inside the request header. `offset` (7.46)
+ * says where in the queue's buffer pool the payload is; it was padding before.
+ */
 export const UringEntInOut = {
   SIZE: 32,
   flags: 0,
   commit_id: 8,
   payload_sz: 16,
+  offset: 20,
 } as const;
 
 /**
@@ -549,3 +557,37 @@ export const FUSE_URING_BUF_RING = 1 << 0;
 export const FUSE_URING_ZERO_COPY = 1 << 1;
 /** The buffer group FUSE takes payload buffers from (`FUSE_URING_RINGBUF_GROUP`). */
 export const FUSE_URING_RINGBUF_GROUP = 0;
+
+// ---------------------------------------------------------------------------
+// io_uring buffer pools and zero-copy: FUSE 7.46, merged for Linux 7.3 (the
+// rework of the series above that reached mainline). A kernel that has them
+// says FUSE_HAS_IO_URING_BUFPOOL at INIT; ADD_QUEUE refuses zero-copy (EPERM)
+// without CAP_SYS_ADMIN. Checked against 7.3's own headers by
+// tests/unit/abi_test.ts.
+
+/** `enum fuse_uring_cmd` of 7.46: create queue `qid`; give it its buffer pool. */
+export const UringPoolCmd = { ADD_QUEUE: 3, ADD_BUFPOOL: 4 } as const;
+
+/** ADD_QUEUE flag (7.3's `FUSE_URING_ZERO_COPY`): the client's pages go to the entries' slots. */
+export const FUSE_URING_POOL_ZERO_COPY = 1 << 0;
+
+/** `fuse_uring_ent_in_out.flags` (7.46): the payload is the client's pages, in the entry's slot. */
+export const FUSE_URING_ENT_ZERO_COPY = 1 << 0;
+
+/**
+ * `struct fuse_uring_cmd_req` of 7.46: after `qid`, a union of the pool's
+ * region (ADD_BUFPOOL: `bufpool.uaddr`, `.len`, `.reserved` = 0) and, for
+ * REGISTER on a zero-copy queue, the entry's slot in the server's sparse
+ * buffer table (`ent_zero_copy_buf_index`).
+ */
+export const UringPoolCmdReq = {
+  SIZE: 40,
+  flags: 0,
+  commit_id: 8,
+  qid: 16,
+  bufpool_uaddr: 24,
+  bufpool_len: 32,
+  bufpool_reserved: 36,
+  /** In the union, where `bufpool.uaddr` is. */
+  ent_zero_copy_buf_index: 24,
+} as const;

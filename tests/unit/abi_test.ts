@@ -238,22 +238,65 @@ Deno.test({
 });
 
 /**
- * The seed kernel's patched uapi headers (left beside its bzImage by
- * ../shared/seed-kernel/build.sh), or SEED_KERNEL_INCLUDE: the buffer-ring
- * series' ABI exists only there.
+ * The uapi headers a kernel build left beside its bzImage (`include/` of
+ * each build under `cache`, or the directory `named`) whose fuse.h has
+ * `marker`: the only place a kernel's ABI newer than the installed headers is.
  */
-async function seedHeaders(): Promise<string | null> {
-  const named = Deno.env.get("SEED_KERNEL_INCLUDE");
+async function kernelHeaders(
+  named: string | undefined,
+  cache: string,
+  marker: string,
+): Promise<string | null> {
   const candidates = named ? [named] : [];
-  const cache = Deno.env.get("SEED_KERNEL_CACHE") ?? "/var/cache/denofuse-seed-kernel";
   try {
     for await (const e of Deno.readDir(cache)) candidates.push(`${cache}/${e.name}/include`);
   } catch { /* no cache */ }
   for (const dir of candidates) {
     const text = await Deno.readTextFile(`${dir}/linux/fuse.h`).catch(() => "");
-    if (text.includes("FUSE_URING_BUF_RING")) return dir;
+    if (text.includes(marker)) return dir;
   }
   return null;
+}
+
+/** Compile a program printing `values` (name, C expression) with the headers in `include`. */
+async function printedByC(include: string, values: [string, string][]): Promise<string[]> {
+  const dir = await Deno.makeTempDir();
+  try {
+    const body = values.map(([n, c]) => `printf("${n} %llu\\n", (unsigned long long)(${c}));`);
+    await Deno.writeTextFile(
+      `${dir}/abi.c`,
+      `#include <stdio.h>\n#include <stddef.h>\n#include <linux/fuse.h>\n` +
+        `#include <linux/io_uring.h>\nint main(void) {\n${body.join("\n")}\n}\n`,
+    );
+    const cc = await new Deno.Command("cc", {
+      args: ["-I", include, "-o", `${dir}/abi`, `${dir}/abi.c`],
+    }).output();
+    assert.ok(cc.success, new TextDecoder().decode(cc.stderr));
+    const out = await new Deno.Command(`${dir}/abi`).output();
+    return new TextDecoder().decode(out.stdout).trim().split("\n");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+/**
+ * The seed kernel's patched uapi headers (left beside its bzImage by
+ * ../shared/seed-kernel/build.sh), or SEED_KERNEL_INCLUDE: the buffer-ring
+ * series' ABI exists only there.
+ */
+function seedHeaders(): Promise<string | null> {
+  const cache = Deno.env.get("SEED_KERNEL_CACHE") ?? "/var/cache/denofuse-seed-kernel";
+  return kernelHeaders(Deno.env.get("SEED_KERNEL_INCLUDE"), cache, "FUSE_URING_BUF_RING");
+}
+
+/**
+ * Mainline 7.3's uapi headers (left beside its bzImage by
+ * ../shared/mainline-kernel/build.sh), or MAINLINE_KERNEL_INCLUDE: FUSE
+ * 7.46, with io_uring buffer pools and zero-copy.
+ */
+function mainlineHeaders(): Promise<string | null> {
+  const cache = Deno.env.get("MAINLINE_KERNEL_CACHE") ?? "/var/cache/denofuse-mainline-kernel";
+  return kernelHeaders(Deno.env.get("MAINLINE_KERNEL_INCLUDE"), cache, "FUSE_HAS_IO_URING_BUFPOOL");
 }
 
 const seedInclude = await seedHeaders();
@@ -306,23 +349,65 @@ Deno.test({
         uring.IoUringBufReg.min_left,
       ],
     ];
-    const dir = await Deno.makeTempDir();
-    try {
-      const body = values.map(([n, c]) => `printf("${n} %llu\\n", (unsigned long long)(${c}));`);
-      await Deno.writeTextFile(
-        `${dir}/seed.c`,
-        `#include <stdio.h>\n#include <stddef.h>\n#include <linux/fuse.h>\n` +
-          `#include <linux/io_uring.h>\nint main(void) {\n${body.join("\n")}\n}\n`,
-      );
-      const cc = await new Deno.Command("cc", {
-        args: ["-I", seedInclude!, "-o", `${dir}/seed`, `${dir}/seed.c`],
-      }).output();
-      assert.ok(cc.success, new TextDecoder().decode(cc.stderr));
-      const out = new TextDecoder().decode((await new Deno.Command(`${dir}/seed`).output()).stdout);
-      assert.deepEqual(out.trim().split("\n"), values.map(([n, , v]) => `${n} ${v}`));
-    } finally {
-      await Deno.remove(dir, { recursive: true });
-    }
+    const printed = await printedByC(seedInclude!, values.map(([n, c]) => [n, c]));
+    assert.deepEqual(printed, values.map(([n, , v]) => `${n} ${v}`));
+  },
+});
+
+const mainlineInclude = await mainlineHeaders();
+
+Deno.test({
+  name: "abi: mainline 7.3's buffer pools and zero-copy (FUSE 7.46) match its headers",
+  // CI builds the mainline kernel before the tests, so there the headers must be found.
+  ignore: (!haveCc || !mainlineInclude) && Deno.env.get("CI") !== "true",
+  async fn() {
+    assert.ok(haveCc && mainlineInclude, "CI needs cc and mainline 7.3's headers (build.sh)");
+    const req = "struct fuse_uring_cmd_req";
+    const ent = "struct fuse_uring_ent_in_out";
+    const values: [string, string, number | bigint][] = [
+      ["HAS_BUFPOOL", "FUSE_HAS_IO_URING_BUFPOOL", abi.InitFlag.HAS_IO_URING_BUFPOOL],
+      ["FOPEN_ZERO_COPY", "FOPEN_IO_URING_ZERO_COPY", abi.FOPEN.IO_URING_ZERO_COPY],
+      ["REGISTER", "FUSE_IO_URING_CMD_REGISTER", abi.UringCmd.REGISTER],
+      ["COMMIT", "FUSE_IO_URING_CMD_COMMIT_AND_FETCH", abi.UringCmd.COMMIT_AND_FETCH],
+      ["ADD_QUEUE", "FUSE_IO_URING_CMD_ADD_QUEUE", abi.UringPoolCmd.ADD_QUEUE],
+      ["ADD_BUFPOOL", "FUSE_IO_URING_CMD_ADD_BUFPOOL", abi.UringPoolCmd.ADD_BUFPOOL],
+      ["QUEUE_ZERO_COPY", "FUSE_URING_ZERO_COPY", abi.FUSE_URING_POOL_ZERO_COPY],
+      ["ENT_ZERO_COPY", "FUSE_URING_ENT_ZERO_COPY", abi.FUSE_URING_ENT_ZERO_COPY],
+      ["cmd_req.SIZE", `sizeof(${req})`, abi.UringPoolCmdReq.SIZE],
+      ["cmd_req.flags", `offsetof(${req}, flags)`, abi.UringPoolCmdReq.flags],
+      ["cmd_req.commit_id", `offsetof(${req}, commit_id)`, abi.UringPoolCmdReq.commit_id],
+      ["cmd_req.qid", `offsetof(${req}, qid)`, abi.UringPoolCmdReq.qid],
+      ["cmd_req.uaddr", `offsetof(${req}, bufpool.uaddr)`, abi.UringPoolCmdReq.bufpool_uaddr],
+      ["cmd_req.len", `offsetof(${req}, bufpool.len)`, abi.UringPoolCmdReq.bufpool_len],
+      [
+        "cmd_req.reserved",
+        `offsetof(${req}, bufpool.reserved)`,
+        abi.UringPoolCmdReq.bufpool_reserved,
+      ],
+      [
+        "cmd_req.zc_index",
+        `offsetof(${req}, ent_zero_copy_buf_index)`,
+        abi.UringPoolCmdReq.ent_zero_copy_buf_index,
+      ],
+      ["ent.SIZE", `sizeof(${ent})`, abi.UringEntInOut.SIZE],
+      ["ent.flags", `offsetof(${ent}, flags)`, abi.UringEntInOut.flags],
+      ["ent.commit_id", `offsetof(${ent}, commit_id)`, abi.UringEntInOut.commit_id],
+      ["ent.payload_sz", `offsetof(${ent}, payload_sz)`, abi.UringEntInOut.payload_sz],
+      ["ent.offset", `offsetof(${ent}, offset)`, abi.UringEntInOut.offset],
+      ["header.SIZE", "sizeof(struct fuse_uring_req_header)", abi.UringReqHeader.SIZE],
+      [
+        "header.op_in",
+        "offsetof(struct fuse_uring_req_header, op_in)",
+        abi.UringReqHeader.op_in,
+      ],
+      [
+        "header.ent",
+        "offsetof(struct fuse_uring_req_header, ring_ent_in_out)",
+        abi.UringReqHeader.ring_ent_in_out,
+      ],
+    ];
+    const printed = await printedByC(mainlineInclude!, values.map(([n, c]) => [n, c]));
+    assert.deepEqual(printed, values.map(([n, , v]) => `${n} ${v}`));
   },
 });
 
