@@ -14,9 +14,9 @@
  */
 
 import { Errno, SystemError } from "../ffi/errno.ts";
-import { FUSE_WRITE_KILL_SUIDGID, Opcode, ReadIn, WriteIn, WriteOut } from "./abi.ts";
+import { FUSE_WRITE_KILL_SUIDGID, Opcode, ReadIn, WriteIn } from "./abi.ts";
 import type { BackingFdTable } from "./backing_fds.ts";
-import { getU64 } from "./codec.ts";
+import { encodeWriteOut, getU64 } from "./codec.ts";
 import type { Exchange } from "./exchange.ts";
 
 /** How the caller replies: `error` 0 or a negative errno, `length` payload bytes. */
@@ -65,11 +65,7 @@ export function serveBacked(
     return true;
   }
   const kill = (a.getUint32(o + WriteIn.write_flags, true) & FUSE_WRITE_KILL_SUIDGID) !== 0;
-  const written = (n: number) => {
-    ex.out.setUint32(ex.outOffset + WriteOut.size, n, true);
-    ex.out.setUint32(ex.outOffset + 4, 0, true);
-    reply(ex, unique, 0, WriteOut.SIZE);
-  };
+  const written = (n: number) => reply(ex, unique, 0, encodeWriteOut(ex.out, ex.outOffset, n));
   try {
     const n = ex.writeDataToFd(fd, table.start(fh, offset), kill);
     if (typeof n === "number") written(n);

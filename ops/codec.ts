@@ -16,6 +16,7 @@ import {
   SetattrIn,
   StatfsOut,
   StatxOut,
+  WriteOut,
 } from "./abi.ts";
 import type { Attr, Entry, OpenReply, SetAttr, StatFs } from "./records.ts";
 
@@ -162,6 +163,13 @@ export function encodeStatfs(view: DataView, o: number, s: StatFs): number {
   view.setUint32(o + StatfsOut.frsize, s.frsize ?? s.bsize ?? 512, true);
   for (let i = 52; i < StatfsOut.SIZE; i += 4) view.setUint32(o + i, 0, true);
   return StatfsOut.SIZE;
+}
+
+/** Encode the `fuse_write_out` of a WRITE that wrote `n` bytes at `o` of `v`; its length. */
+export function encodeWriteOut(v: DataView, o: number, n: number): number {
+  v.setUint32(o + WriteOut.size, n, true);
+  v.setUint32(o + 4, 0, true); // padding
+  return WriteOut.SIZE;
 }
 
 /** Decode `fuse_setattr_in` into a {@linkcode SetAttr}. */

@@ -47,7 +47,6 @@ import {
   SetxattrIn,
   StatxIn,
   WriteIn,
-  WriteOut,
 } from "./abi.ts";
 import {
   decodeSetattr,
@@ -56,6 +55,7 @@ import {
   encodeOpen,
   encodeStatfs,
   encodeStatxOut,
+  encodeWriteOut,
   setU64,
 } from "./codec.ts";
 import {
@@ -122,9 +122,7 @@ function backed(o: OpenReply, nodeId: number, c: OperationContext): number {
 
 /** `struct fuse_write_out` with `n` bytes written. */
 function written(n: number, r: Request): number {
-  r.ex.out.setUint32(r.ex.outOffset + WriteOut.size, n, true);
-  r.ex.out.setUint32(r.ex.outOffset + 4, 0, true);
-  return WriteOut.SIZE;
+  return encodeWriteOut(r.ex.out, r.ex.outOffset, n);
 }
 
 /** getxattr/listxattr: the size when asked (size 0), else the bytes (ERANGE if too many). */

@@ -9,7 +9,8 @@ import type { TransportCounters } from "./dev/transport.ts";
 import type { KernelMountOptions } from "./mount/mount.ts";
 import type { TransportChoice } from "./plan.ts";
 import type { QueueCounters } from "./uring/queues.ts";
-import type { UringCounters, UringMode } from "./uring/transport.ts";
+import type { UringCounters } from "./uring/counters.ts";
+import type { UringMode } from "./uring/modes/mode.ts";
 import type { PerQueueFileSystem, PerQueueModule } from "./workers/messages.ts";
 
 /** Everything `mount` accepts. All fields are optional. */

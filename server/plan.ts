@@ -18,7 +18,8 @@ import { DEFAULT_MAX_WRITE, MAX_PAGES } from "../ops/init.ts";
 import { canMount, MountError } from "./mount/mount.ts";
 import { bufferRingMissing } from "./probe.ts";
 import { DEFAULT_QUEUE_DEPTH, planQueueDepth } from "./uring/locked_memory.ts";
-import { possibleCpus, type UringMode, uringUnavailable } from "./uring/transport.ts";
+import type { UringMode } from "./uring/modes/mode.ts";
+import { possibleCpus, uringUnavailable } from "./uring/transport.ts";
 
 /** Which transport serves requests. */
 export type TransportChoice = "auto" | "dev" | "io_uring";

@@ -52,7 +52,8 @@ import {
 import { SessionSignals } from "./signals.ts";
 import { PAYLOAD_MODES } from "./uring/modes/modes.ts";
 import { UringQueues } from "./uring/queues.ts";
-import { possibleCpus, type UringMode } from "./uring/transport.ts";
+import type { UringMode } from "./uring/modes/mode.ts";
+import { possibleCpus } from "./uring/transport.ts";
 import { bundleQueueModule } from "./workers/bundle.ts";
 import type { PerQueueFileSystem, PerQueueModule } from "./workers/messages.ts";
 

@@ -32,13 +32,10 @@ import { SlotExchange } from "../io/slot_exchange.ts";
 import { writeUringReply } from "./commands.ts";
 import { EntryMemory } from "./entry_memory.ts";
 import { PAYLOAD_MODES } from "./modes/modes.ts";
-import {
-  fitUringRequest,
-  QueueCounter,
-  type UringCounters,
-  type UringMode,
-  UringTransport,
-} from "./transport.ts";
+import { QueueCounter, type UringCounters } from "./counters.ts";
+import { fitUringRequest } from "./entry.ts";
+import type { UringMode } from "./modes/mode.ts";
+import { UringTransport } from "./transport.ts";
 
 /** Counters of one kernel queue. */
 export interface QueueCounters extends UringCounters {

@@ -10,7 +10,8 @@ import { pinThread } from "../../ffi/libc.ts";
 import type { Dispatcher } from "../../ops/dispatch.ts";
 import type { ServingThread, ThreadSetup } from "../workers/messages.ts";
 import type { EntryAddresses } from "./entry_memory.ts";
-import { type HandOver, type UringMode, UringTransport } from "./transport.ts";
+import type { UringMode } from "./modes/mode.ts";
+import { type HandOver, UringTransport } from "./transport.ts";
 
 /** A thread serving io_uring queues. */
 export interface UringThreadSetup extends ThreadSetup {

@@ -46,11 +46,6 @@ import {
   type UringMode,
 } from "./modes/modes.ts";
 
-export type { UringCounters } from "./counters.ts";
-export { QueueCounter } from "./counters.ts";
-export type { UringMode } from "./modes/modes.ts";
-export { fitUringRequest } from "./entry.ts";
-
 /** Completions handled before yielding to the event loop. */
 const BATCH_BUDGET = 64;
 /** The longest the serving loop runs before yielding to the event loop. */

@@ -25,7 +25,7 @@ import { DevTransport } from "../../server/dev/transport.ts";
 import { DirectIo } from "../../server/io/direct_io.ts";
 import { off } from "../../ffi/libc.ts";
 import { SlotExchange } from "../../server/io/slot_exchange.ts";
-import { fitUringRequest } from "../../server/uring/transport.ts";
+import { fitUringRequest } from "../../server/uring/entry.ts";
 import { FakeExchange } from "../fake_exchange.ts";
 import { noneUnhandled, run } from "../helpers.ts";
 
