@@ -52,9 +52,11 @@ export class PinnedRegion {
 
   /**
    * Map and lock `size` bytes (rounded up to pages). `shared` maps a new
-   * memfd instead of anonymous memory. Throws on failure.
+   * memfd instead of anonymous memory. `lazy` neither populates nor locks:
+   * pages cost memory only once touched (memory the kernel never reaches by
+   * address, such as staging slots used only sometimes). Throws on failure.
    */
-  constructor(size: number, options: { shared?: boolean } = {}) {
+  constructor(size: number, options: { shared?: boolean; lazy?: boolean } = {}) {
     if (!(size > 0)) throw new RangeError(`PinnedRegion size ${size}`);
     this.size = alignUp(size, PAGE_SIZE);
     this.fd = -1;
@@ -72,7 +74,8 @@ export class PinnedRegion {
       null,
       BigInt(this.size),
       PROT_READ | PROT_WRITE,
-      (this.fd >= 0 ? MAP_SHARED : MAP_PRIVATE | MAP_ANONYMOUS) | MAP_POPULATE,
+      (this.fd >= 0 ? MAP_SHARED : MAP_PRIVATE | MAP_ANONYMOUS) |
+        (options.lazy ? 0 : MAP_POPULATE),
       this.fd,
       0n,
     );
@@ -84,7 +87,7 @@ export class PinnedRegion {
     }
     this.pointer = ptr;
     this.address = BigInt(address);
-    this.locked = libc.mlock(ptr, BigInt(this.size)) === 0;
+    this.locked = !options.lazy && libc.mlock(ptr, BigInt(this.size)) === 0;
     const buffer = Deno.UnsafePointerView.getArrayBuffer(ptr, this.size);
     this.bytes = new Uint8Array(buffer);
     this.view = new DataView(buffer);

@@ -268,6 +268,29 @@ export class Ring {
   }
 
   /**
+   * Submit the one operation `prep` prepares (it claims the SQE and returns
+   * its offset) and wait for its `res` on this thread: for setup commands
+   * the kernel answers at once (a FUSE queue's ADD_QUEUE). Completions of
+   * other operations reaped meanwhile go to their handlers. Throws
+   * ETIMEDOUT after `timeoutMs`.
+   */
+  runNow(prep: () => number, timeoutMs = 5000): number {
+    let result: number | null = null;
+    const id = this.register((res) => result = res);
+    this.track(prep(), id);
+    this.submit();
+    const deadline = Date.now() + timeoutMs;
+    while (this.reap() >= 0 && result === null) {
+      if (Date.now() > deadline) {
+        throw new SystemError("io_uring setup command", 110 /* ETIMEDOUT */);
+      }
+      this.waitHere(100_000);
+    }
+    this.unregister(id);
+    return result!;
+  }
+
+  /**
    * Run the handlers of every completion in the CQ; returns how many. CQEs are
    * read before the head is advanced, so the kernel never overwrites one that
    * is still being read.

@@ -70,6 +70,12 @@ export const Sqe = {
   cmd: 48, // 80 bytes of command with SQE128
 } as const;
 
+/**
+ * `sqe->uring_cmd_flags` (at `Sqe.opFlags`): the command's buffer is fixed
+ * buffer `sqe->buf_index` of this ring (a FUSE queue's registered buffer pool).
+ */
+export const IORING_URING_CMD_FIXED = 1 << 0;
+
 // The kernel-managed buffer rings of the FUSE buffer-ring series (v4 as
 // ported to 7.2; see ops/abi.ts for the series' FUSE side).
 

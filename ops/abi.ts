@@ -1,5 +1,5 @@
 /**
- * The FUSE kernel ABI (include/uapi/linux/fuse.h, protocol 7.45): opcodes,
+ * The FUSE kernel ABI (include/uapi/linux/fuse.h, protocol 7.46): opcodes,
  * flags, and the byte layout of every struct this project reads or writes.
  *
  * Struct layouts are tables of byte offsets plus a `SIZE`; all fields are
@@ -12,7 +12,7 @@
 /** Protocol major version spoken by this implementation. */
 export const FUSE_KERNEL_VERSION = 7;
 /** Highest protocol minor version this implementation knows. */
-export const FUSE_KERNEL_MINOR_VERSION = 45;
+export const FUSE_KERNEL_MINOR_VERSION = 46;
 /**
  * Lowest minor version accepted. 7.31 (Linux 5.7) brings everything this
  * implementation relies on: max_pages, 64-bit-clean structs, and

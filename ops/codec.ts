@@ -141,12 +141,19 @@ export function openFlags(r: OpenReply): number {
 
 /**
  * Encode `struct fuse_open_out` at `o`; returns its size. A `backingId`
- * (kernel passthrough) sets FOPEN_PASSTHROUGH.
+ * (kernel passthrough) sets FOPEN_PASSTHROUGH; `transportFlags` are the
+ * transport's own (FOPEN_IO_URING_ZERO_COPY).
  */
-export function encodeOpen(view: DataView, o: number, r: OpenReply, backingId?: number): number {
+export function encodeOpen(
+  view: DataView,
+  o: number,
+  r: OpenReply,
+  backingId?: number,
+  transportFlags = 0,
+): number {
   setU64(view, o + OpenOut.fh, r.fh ?? 0);
   const passthrough = backingId ? FOPEN.PASSTHROUGH : 0;
-  view.setUint32(o + OpenOut.open_flags, openFlags(r) | passthrough, true);
+  view.setUint32(o + OpenOut.open_flags, openFlags(r) | passthrough | transportFlags, true);
   view.setUint32(o + OpenOut.backing_id, backingId ?? 0, true);
   return OpenOut.SIZE;
 }

@@ -125,7 +125,10 @@ export class Dispatcher {
   /** `#signalOf`, bound once: every request's context refers to it. */
   readonly #signalFor = (unique: number) => this.#signalOf(unique);
   /** What the operation table's functions are given (see {@linkcode OperationContext}). */
-  readonly #context: OperationContext & { backingIds: BackingIds | null };
+  readonly #context: OperationContext & {
+    backingIds: BackingIds | null;
+    zeroCopyOpens: boolean;
+  };
   #initResolve!: (c: Connection) => void;
   #initReject!: (e: Error) => void;
   /** Settles when INIT has been answered (rejects if it was refused). */
@@ -161,6 +164,7 @@ export class Dispatcher {
           (e) => this.#replyError(r.ex, r.unique, e, r.opcode),
         ),
       backingIds: null, // until INIT agrees on kernel passthrough
+      zeroCopyOpens: false, // until io_uring queues serve with zero-copy
     };
     this.initialized = new Promise((resolve, reject) => {
       this.#initResolve = resolve;
@@ -439,6 +443,15 @@ export class Dispatcher {
     this.#setxattrExt = (flags & InitFlag.SETXATTR_EXT) !== 0n;
     const passthrough = (flags & InitFlag.PASSTHROUGH) !== 0n;
     this.#context.backingIds = passthrough ? this.#options.backingIds ?? null : null;
+  }
+
+  /**
+   * Answer opens served from a backing fd with FOPEN_IO_URING_ZERO_COPY: set
+   * by the session once io_uring queues serve in a mode where the client's
+   * pages of READ and WRITE go straight between that fd and the kernel.
+   */
+  set zeroCopyOpens(on: boolean) {
+    this.#context.zeroCopyOpens = on;
   }
 
   /** Kernel passthrough's backing ids, when the connection has it; else null. */

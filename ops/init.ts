@@ -159,7 +159,9 @@ export function negotiate(k: KernelInit, o: InitOptions = {}): InitResult {
   if (o.posixLocks) want |= InitFlag.POSIX_LOCKS;
   if (o.flockLocks) want |= InitFlag.FLOCK_LOCKS;
   if (o.handleKillpriv) want |= InitFlag.HANDLE_KILLPRIV_V2;
-  if (o.ioUring) want |= InitFlag.OVER_IO_URING;
+  // A 7.46 kernel says it has buffer pools; it never reads the bit back, but
+  // keeping it in the agreed flags is how the queues learn it.
+  if (o.ioUring) want |= InitFlag.OVER_IO_URING | InitFlag.HAS_IO_URING_BUFPOOL;
   // INIT_EXT is ours to set whenever the kernel knows flags2 (7.36+).
   const flags = want & (k.flags | InitFlag.INIT_EXT) &
     (minor >= 36 ? ~0n : ~InitFlag.INIT_EXT);

@@ -41,6 +41,8 @@ export interface OperationContext {
   replyLater(r: Request, length: Promise<number>): void;
   /** Kernel passthrough, when the connection has it (see ops/backing_ids.ts). */
   readonly backingIds: BackingIds | null;
+  /** Opens served from a backing fd allow io_uring zero-copy (FOPEN_IO_URING_ZERO_COPY). */
+  readonly zeroCopyOpens: boolean;
 }
 
 /** How one opcode is served, typed against its method `K`. */

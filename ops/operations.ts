@@ -21,6 +21,7 @@ import {
   FallocateIn,
   FileLock as FileLockLayout,
   FlushIn,
+  FOPEN,
   FsyncIn,
   FUSE_FSYNC_FDATASYNC,
   FUSE_GETATTR_FH,
@@ -118,6 +119,15 @@ function backed(o: OpenReply, nodeId: number, c: OperationContext): number {
   c.backingFds.set(fh, o.backingFd, window);
   const direct = o.directIo === true;
   return c.backingIds ? c.backingIds.acquire(nodeId, fh, o.backingFd, whole && !direct, direct) : 0;
+}
+
+/**
+ * FOPEN_IO_URING_ZERO_COPY for a handle served from an fd, when the io_uring
+ * queues take the client's pages: its data then never passes through the
+ * server's memory.
+ */
+function zeroCopy(o: OpenReply, c: OperationContext): number {
+  return o.backingFd !== undefined && c.zeroCopyOpens ? FOPEN.IO_URING_ZERO_COPY : 0;
 }
 
 /** `struct fuse_write_out` with `n` bytes written. */
@@ -352,7 +362,8 @@ export const OPERATIONS: Readonly<Record<number, ServedOperation>> = {
     answer: OPEN,
     request: OpenIn,
     decode: (r) => [r.nodeId, r.u32(OpenIn.flags)],
-    encode: (o, r, c) => encodeOpen(r.ex.out, r.ex.outOffset, o, backed(o, r.nodeId, c)),
+    encode: (o, r, c) =>
+      encodeOpen(r.ex.out, r.ex.outOffset, o, backed(o, r.nodeId, c), zeroCopy(o, c)),
     missing: () => ({}),
     killSuidgid: { field: OpenIn.open_flags, bit: FUSE_OPEN_KILL_SUIDGID },
   }),
@@ -369,7 +380,7 @@ export const OPERATIONS: Readonly<Record<number, ServedOperation>> = {
     encode: (o, r, c) => {
       const n = entry(o.entry, r, c);
       const id = backed(o, o.entry.nodeId, c);
-      return n + encodeOpen(r.ex.out, r.ex.outOffset + n, o, id);
+      return n + encodeOpen(r.ex.out, r.ex.outOffset + n, o, id, zeroCopy(o, c));
     },
     killSuidgid: { field: CreateIn.open_flags, bit: FUSE_OPEN_KILL_SUIDGID },
   }),

@@ -11,6 +11,8 @@ import { FUSE_KERNEL_MINOR_VERSION, FUSE_KERNEL_VERSION } from "../ops/abi.ts";
 import { MountError } from "./mount/mount.ts";
 import { formatProbe, probe } from "./probe.ts";
 import { mount, type MountOptions, type Session } from "./session.ts";
+import type { UringMode } from "./uring/modes/mode.ts";
+import { MODE_NAMES } from "./uring/modes/modes.ts";
 
 /** A parsed command line. */
 export interface MountCommandLine {
@@ -49,10 +51,18 @@ export const MOUNT_OPTIONS_HELP = `Options:
      no_io_uring            serve over /dev/fuse only
      io_uring_q_depth=N     ring entries per queue (default 8)
      io_uring_mode=MODE     how io_uring queues take requests: auto (default:
-                            the best the kernel offers), mainline, buf_ring
-                            (kernel-managed buffer ring) or zero_copy (and the
-                            client's pages as fixed buffers); the last two
-                            need the FUSE buffer-ring series (see --probe)
+                            the best the kernel offers), mainline (a payload
+                            buffer per entry), bufpool (a buffer pool per
+                            queue; Linux 7.3+), bufpool_zero_copy (and the
+                            client's pages as fixed buffers; root), buf_ring
+                            or zero_copy (the seeds' FUSE buffer-ring series);
+                            see --probe
+     io_uring_bufpool       io_uring_mode=bufpool, and require io_uring
+     io_uring_bufpool_zero_copy
+                            io_uring_mode=bufpool_zero_copy, and io_uring
+     io_uring_bufpool_buffers=N
+                            payload buffers in each queue's pool (default:
+                            the queue depth)
      io_uring_bufring       io_uring_mode=buf_ring, and require io_uring
      io_uring_zero_copy     io_uring_mode=zero_copy, and require io_uring
      threads=N              serving threads (default: one per CPU: io_uring
@@ -69,8 +79,9 @@ export const MOUNT_OPTIONS_HELP = `Options:
   -h, --help              show this help
   -V, --version           show the denofuse and FUSE protocol versions
   --probe                 show what this kernel offers (io_uring, fixed
-                          buffers, buffer rings, FUSE zero-copy), without
-                          mounting`;
+                          buffers, buffer pools, buffer rings, zero-copy);
+                          as root it mounts and unmounts a throwaway FUSE
+                          connection on a fresh directory to ask`;
 
 /** An `-o` option of a server's own: declared for `runMain`, shown by `--help`. */
 export interface ServerOption {
@@ -147,11 +158,23 @@ const MOUNT_O: Record<string, (o: MountOptions, value: string | undefined, name:
     io_uring: (o) => o.transport = "io_uring",
     no_io_uring: (o) => o.transport = "dev",
     io_uring_mode: (o, v) => {
-      if (!["auto", "mainline", "buf_ring", "zero_copy"].includes(v ?? "")) {
-        throw new UsageError("-o io_uring_mode takes auto, mainline, buf_ring or zero_copy");
+      const modes = ["auto", ...MODE_NAMES];
+      if (!modes.includes(v as UringMode)) {
+        throw new UsageError(
+          `-o io_uring_mode takes ${modes.slice(0, -1).join(", ")} or ${modes.at(-1)}`,
+        );
       }
       o.uringMode = v as MountOptions["uringMode"];
     },
+    io_uring_bufpool: (o) => {
+      o.uringMode = "bufpool";
+      o.transport = "io_uring";
+    },
+    io_uring_bufpool_zero_copy: (o) => {
+      o.uringMode = "bufpool_zero_copy";
+      o.transport = "io_uring";
+    },
+    io_uring_bufpool_buffers: (o, v, name) => o.poolBuffers = positiveInt(name, v),
     io_uring_bufring: (o) => {
       o.uringMode = "buf_ring";
       o.transport = "io_uring";

@@ -29,14 +29,23 @@ export interface MountOptions extends KernelMountOptions, DispatcherOptions {
   queueDepth?: number;
   /**
    * How io_uring queues take requests (see {@linkcode UringMode}).
-   * `"auto"` (default): the best this kernel offers, found by probing, never
-   * by version: `zero_copy` (as root), `buf_ring`, then `mainline`, each
-   * tried in turn until the kernel accepts one. A mode named here is the
-   * only one tried, and the mount fails with the reason if the kernel lacks
-   * it. The buffer-ring modes need a kernel with the FUSE buffer-ring
-   * series, and a serving thread per queue when `threads` is not 1.
+   * `"auto"` (default): the best this kernel and process allow, found from
+   * what the kernel says, never from its version: `bufpool_zero_copy` (as
+   * root) and `bufpool` where INIT offers FUSE_HAS_IO_URING_BUFPOOL (Linux
+   * 7.3+), `zero_copy` (as root) and `buf_ring` where the seeds' buffer
+   * rings are, then `mainline`; `-d` says which and why not the better
+   * ones. A mode named here is the only one tried, and the mount fails
+   * before mounting with the reason if the kernel or process lacks it. The
+   * seeds' modes need a serving thread per queue when `threads` is not 1.
    */
   uringMode?: "auto" | UringMode;
+  /**
+   * Payload buffers in each queue's pool in the buffer-pool modes (default:
+   * the queue depth, so no request waits for a buffer). Fewer pins less
+   * memory: only requests that carry a payload take a buffer, and only
+   * while the server holds them (a zero-copy READ takes none).
+   */
+  poolBuffers?: number;
   /**
    * Serving threads, besides this thread's own /dev/fuse loop (default: one
    * per possible CPU). On io_uring, Workers that each serve a kernel queue

@@ -19,7 +19,15 @@ import { canMount, MountError } from "./mount/mount.ts";
 import { bufferRingMissing } from "./probe.ts";
 import { DEFAULT_QUEUE_DEPTH, planQueueDepth } from "./uring/locked_memory.ts";
 import type { UringMode } from "./uring/modes/mode.ts";
+import { MODE_NAMES, PAYLOAD_MODES } from "./uring/modes/modes.ts";
+import { probeBufferPools } from "./pool_probe.ts";
 import { possibleCpus, uringUnavailable } from "./uring/transport.ts";
+
+/** Why a throwaway connection says this kernel has no buffer pools, or null. */
+function bufferPoolMissing(): string | null {
+  const p = probeBufferPools();
+  return p.pools === true ? null : p.detail;
+}
 
 /** Which transport serves requests. */
 export type TransportChoice = "auto" | "dev" | "io_uring";
@@ -61,6 +69,12 @@ export interface MachineProbes {
   queueDepth: number | string;
   /** Why the kernel has no FUSE buffer rings (the seeds' modes), or null. */
   bufferRingMissing: string | null;
+  /**
+   * Why the kernel has no FUSE buffer pools (Linux 7.3+), or null when it
+   * has them or is not asked before mounting: then the queues find out from
+   * INIT, and a pool mode the kernel lacks is passed over.
+   */
+  bufferPoolMissing: string | null;
   /** Running as root (zero-copy needs CAP_SYS_ADMIN). */
   root: boolean;
   /** Root or CAP_SYS_ADMIN: may call mount(2) and use kernel passthrough. */
@@ -91,7 +105,7 @@ export interface TransportPlan {
 
 const TRANSPORTS = ["auto", "dev", "io_uring"];
 const BACKING_IO = ["ring", "direct"];
-const MODES = ["auto", "mainline", "buf_ring", "zero_copy"];
+const MODES = ["auto", ...MODE_NAMES];
 
 /** Bytes of one io_uring entry's payload slot for these options. */
 export function uringSlotSize(o: PlanOptions): number {
@@ -119,20 +133,31 @@ export function checkPlanOptions(o: PlanOptions): void {
   }
 }
 
+/** Why `mode` cannot be had here, or null if it may be. */
+function modeMissing(mode: UringMode, p: MachineProbes): string | null {
+  const spec = PAYLOAD_MODES[mode];
+  if (spec.admin && !p.root) return "zero-copy needs CAP_SYS_ADMIN (root)";
+  if (spec.kernel === "buf_ring") return p.bufferRingMissing;
+  if (spec.kernel === "bufpool") return p.bufferPoolMissing;
+  return null;
+}
+
 /**
  * The io_uring modes to try, best first: a named mode alone (a MountError
- * if this kernel cannot have it), or for `auto` every mode it has.
+ * if this kernel or process cannot have it), or for `auto` every mode they
+ * may have, from buffer pools with zero-copy down to mainline.
  */
-function uringModes(asked: "auto" | UringMode, p: MachineProbes): UringMode[] {
-  if (asked === "mainline") return ["mainline"];
-  const missing = p.bufferRingMissing;
+function uringModes(asked: "auto" | UringMode, p: MachineProbes, debug: string[]): UringMode[] {
   if (asked !== "auto") {
+    const missing = modeMissing(asked, p);
     if (missing) throw new MountError(`io_uring ${asked} mode: ${missing}`);
     return [asked];
   }
-  if (missing) return ["mainline"];
-  // Zero-copy needs CAP_SYS_ADMIN; without it the kernel refuses and buf_ring is next.
-  return p.root ? ["zero_copy", "buf_ring", "mainline"] : ["buf_ring", "mainline"];
+  return MODE_NAMES.filter((mode) => {
+    const missing = modeMissing(mode, p);
+    if (missing) debug.push(`io_uring: not ${mode}: ${missing}`);
+    return missing === null;
+  });
 }
 
 /**
@@ -159,7 +184,7 @@ export function planTransport(o: PlanOptions, p: MachineProbes): TransportPlan {
     throw new MountError(`io_uring transport: ${fallbackReason}`);
   }
   const transport = fallbackReason === null ? "io_uring" : "dev";
-  const modes = transport === "io_uring" ? uringModes(o.uringMode ?? "auto", p) : [];
+  const modes = transport === "io_uring" ? uringModes(o.uringMode ?? "auto", p, debug) : [];
   const passthrough = o.passthrough === true && p.canMount;
   if (o.passthrough && !passthrough) {
     notices.push(
@@ -182,10 +207,13 @@ export function planTransport(o: PlanOptions, p: MachineProbes): TransportPlan {
 /**
  * Probe what {@linkcode planTransport} needs for options `o`; only what
  * they can use (no memory budget without io_uring, no buffer-ring probe
- * for the mainline mode).
+ * for the mainline mode). A buffer-pool mode asked for by name is asked of
+ * a throwaway connection (`pool_probe.ts`), so that it fails before
+ * mounting; `auto` learns of pools at INIT instead.
  */
 export async function probeMachine(o: PlanOptions): Promise<MachineProbes> {
   const cpus = possibleCpus();
+  const mode = o.uringMode ?? "auto";
   const wantsUring = (o.transport ?? "auto") !== "dev";
   const uring = wantsUring ? uringUnavailable() : "not asked for";
   const usable = wantsUring && uring === null;
@@ -193,9 +221,12 @@ export async function probeMachine(o: PlanOptions): Promise<MachineProbes> {
     uringUnavailable: uring,
     cpus,
     queueDepth: usable ? await planQueueDepth(o.queueDepth, cpus, uringSlotSize(o)) : 0,
-    bufferRingMissing: usable && (o.uringMode ?? "auto") !== "mainline"
+    bufferRingMissing: usable && ["auto", "buf_ring", "zero_copy"].includes(mode)
       ? bufferRingMissing()
       : "not probed",
+    bufferPoolMissing: usable && PAYLOAD_MODES[mode as UringMode]?.kernel === "bufpool"
+      ? bufferPoolMissing()
+      : null,
     root: libc.geteuid() === 0,
     canMount: canMount(),
   };

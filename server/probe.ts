@@ -1,7 +1,8 @@
 /**
- * What this kernel offers, found out without mounting anything: each
- * feature the transports can use, tried on a throwaway io_uring where it
- * can be, with the reason when it is absent (`--probe` on the command line).
+ * What this kernel offers: each feature the transports can use, tried on a
+ * throwaway io_uring where it can be, or asked of a throwaway FUSE
+ * connection (buffer pools, `pool_probe.ts`), with the reason when it is
+ * absent (`--probe` on the command line).
  *
  * The kernel-managed buffer ring of the FUSE buffer-ring and zero-copy
  * series (not in mainline) is registered with opcode 38 on the ported
@@ -23,6 +24,7 @@ import { IORING_OP, IORING_REGISTER_KMBUF_RING } from "../ffi/uring_abi.ts";
 import { kernelBufferRingsMissing } from "../ffi/kernel_buffer_ring.ts";
 import { FUSE_KERNEL_MINOR_VERSION, FUSE_KERNEL_VERSION } from "../ops/abi.ts";
 import { canMount, openFuseDevice } from "./mount/mount.ts";
+import { probeBufferPools } from "./pool_probe.ts";
 import { uringUnavailable } from "./uring/transport.ts";
 
 /** One feature: whether this kernel offers it, and what was seen. */
@@ -89,9 +91,13 @@ const RING_FEATURES = [
   "FUSE zero-copy",
 ];
 
-/** Probe the running kernel. Mounts nothing; makes and closes throwaway rings. */
+/**
+ * Probe the running kernel: throwaway rings, and (as root) a throwaway
+ * FUSE connection, mounted on a fresh directory and unmounted at once, to
+ * ask about buffer pools.
+ */
 export function probe(): ProbeLine[] {
-  const lines = fuseLines();
+  const lines = [...fuseLines(), ...poolLines()];
   let ring: Ring;
   try {
     ring = new Ring({ entries: 8 });
@@ -140,6 +146,19 @@ function fuseLines(): ProbeLine[] {
       : "needs CAP_SYS_ADMIN (root): the server moves file data itself",
   );
   return lines;
+}
+
+/** What a FUSE connection says of buffer pools and zero-copy (Linux 7.3+). */
+function poolLines(): ProbeLine[] {
+  const p = probeBufferPools();
+  return [
+    { feature: "FUSE buffer pools", available: p.pools === true, detail: p.detail },
+    {
+      feature: "FUSE pool zero-copy",
+      available: p.zeroCopy === true,
+      detail: p.zeroCopyDetail,
+    },
+  ];
 }
 
 /** What a ring of this kernel supports: the opcodes, buffer tables and rings FUSE uses. */

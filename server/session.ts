@@ -377,6 +377,7 @@ class SessionRuntime {
         threads: this.devRing ? this.plan.threads : 1,
         queueDepth: this.plan.queueDepth,
         modes: this.plan.modes,
+        poolBuffers: o.poolBuffers,
         slotSize: uringSlotSize(connection),
         backingIo: o.backingIo ?? "ring",
         perQueue,
@@ -399,6 +400,7 @@ class SessionRuntime {
       );
     }
     this.uring = queues;
+    if (PAYLOAD_MODES[queues.mode].zeroCopyOpens) this.dispatcher.zeroCopyOpens = true;
     return null;
   }
 
@@ -445,13 +447,14 @@ class SessionRuntime {
     lines.push(`backing calls: ${uring ? uring.io.kind : dev.io.kind}${this.devIoNote}`);
     if (!uring) return lines;
     const threads = uring.threads === 1 ? "one thread" : `${uring.threads} queue threads`;
+    const spec = PAYLOAD_MODES[uring.mode];
+    const pool = spec.bufferPool ? `, pools of ${uring.poolBuffers} buffers` : "";
     lines.push(
       `io_uring: ${uring.mode} mode, ${uring.queues} queues x ${uring.depth} entries x ` +
-        `${uring.slotSize} bytes = ${uring.memory} bytes pinned (${
-          PAYLOAD_MODES[uring.mode].memory
-        }), ` +
+        `${uring.slotSize} bytes${pool} = ${uring.memory} bytes pinned (${spec.memory}), ` +
         threads + (uring.perQueue ? ", a FileSystem in each" : ""),
     );
+    for (const why of uring.passedOver) lines.push(`io_uring: not ${why}`);
     for (const q of uring.perQueueCounters) {
       const where = q.cpus.length ? `on CPU ${q.cpus.join(",")}` : "on the main thread";
       lines.push(`io_uring: queue ${q.qid} served ${where}, ${uring.memory / uring.queues} bytes`);

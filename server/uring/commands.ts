@@ -1,8 +1,9 @@
 /**
- * The two FUSE-over-io_uring commands and the reply header, in one place
- * for every thread that serves a queue: REGISTER hands an entry's header
- * and payload buffers to the kernel, COMMIT_AND_FETCH sends the reply held
- * in them and asks for the next request.
+ * The FUSE-over-io_uring commands and the reply header, in one place for
+ * every thread that serves a queue: REGISTER hands an entry's header and
+ * payload buffers to the kernel, COMMIT_AND_FETCH sends the reply held in
+ * them and asks for the next request, and on 7.46 kernels ADD_QUEUE and
+ * ADD_BUFPOOL make a queue that takes payloads from a buffer pool.
  *
  * An entry's header buffer (`struct fuse_uring_req_header`) carries the
  * in header on the way in and the out header on the way out; both keep
@@ -13,8 +14,16 @@
 
 import type { Ring } from "../../ffi/ring.ts";
 import { prepUringCmd } from "../../ffi/sqe.ts";
-import { Sqe } from "../../ffi/uring_abi.ts";
-import { OutHeader, UringCmd, UringCmdReq, UringEntInOut, UringReqHeader } from "../../ops/abi.ts";
+import { IORING_URING_CMD_FIXED, Sqe } from "../../ffi/uring_abi.ts";
+import {
+  OutHeader,
+  UringCmd,
+  UringCmdReq,
+  UringEntInOut,
+  UringPoolCmd,
+  UringPoolCmdReq,
+  UringReqHeader,
+} from "../../ops/abi.ts";
 
 const ENT = UringReqHeader.ring_ent_in_out;
 
@@ -74,8 +83,75 @@ export function prepRegisterBufRing(
 }
 
 /**
+ * Mark the command at `at` as using fixed buffer `slot` of the ring (a
+ * registered buffer pool): the kernel reaches the pool through it, and
+ * refuses REGISTER and COMMIT_AND_FETCH on a pool queue without it.
+ */
+export function useFixedBuffer(s: DataView, at: number, slot: number): void {
+  s.setUint32(at + Sqe.opFlags, IORING_URING_CMD_FIXED, true);
+  s.setUint16(at + Sqe.bufIndex, slot, true);
+}
+
+/** Prepare ADD_QUEUE of queue `qid` (7.46; `flags`: FUSE_URING_POOL_ZERO_COPY). */
+export function prepAddQueue(ring: Ring, fuseFd: number, qid: number, flags: number): number {
+  const s = ring.sqes;
+  const at = ring.sqe();
+  prepUringCmd(s, at, fuseFd, UringPoolCmd.ADD_QUEUE);
+  s.setBigUint64(at + Sqe.cmd + UringPoolCmdReq.flags, BigInt(flags), true);
+  s.setUint16(at + Sqe.cmd + UringPoolCmdReq.qid, qid, true);
+  return at;
+}
+
+/**
+ * Prepare ADD_BUFPOOL for queue `qid`: `length` bytes at `address`, which
+ * the ring holds as fixed buffer `slot`. The kernel cuts them into buffers
+ * of its maximum payload size.
+ */
+export function prepAddBufPool(
+  ring: Ring,
+  fuseFd: number,
+  qid: number,
+  address: bigint,
+  length: number,
+  slot: number,
+): number {
+  const s = ring.sqes;
+  const at = ring.sqe();
+  prepUringCmd(s, at, fuseFd, UringPoolCmd.ADD_BUFPOOL);
+  s.setUint16(at + Sqe.cmd + UringPoolCmdReq.qid, qid, true);
+  s.setBigUint64(at + Sqe.cmd + UringPoolCmdReq.bufpool_uaddr, address, true);
+  s.setUint32(at + Sqe.cmd + UringPoolCmdReq.bufpool_len, length, true);
+  useFixedBuffer(s, at, slot);
+  return at;
+}
+
+/**
+ * Prepare REGISTER of an entry of pool queue `qid`: `iovecs` points at two
+ * struct iovec, the header buffer and an empty payload (the pool gives
+ * payloads); `zeroCopySlot` is where the kernel installs the client's
+ * pages (a zero-copy queue), or -1.
+ */
+export function prepRegisterPooled(
+  ring: Ring,
+  fuseFd: number,
+  iovecs: bigint,
+  qid: number,
+  poolSlot: number,
+  zeroCopySlot: number,
+): number {
+  const at = prepRegister(ring, fuseFd, iovecs, qid);
+  const s = ring.sqes;
+  useFixedBuffer(s, at, poolSlot);
+  if (zeroCopySlot >= 0) {
+    s.setUint32(at + Sqe.cmd + UringPoolCmdReq.ent_zero_copy_buf_index, zeroCopySlot, true);
+  }
+  return at;
+}
+
+/**
  * Prepare COMMIT_AND_FETCH of the reply in the header buffer at `o` (see
- * {@linkcode writeUringReply}) for queue `qid`; returns the SQE's offset.
+ * {@linkcode writeUringReply}) for queue `qid`, through the queue's pool in
+ * fixed buffer `poolSlot` if it has one; returns the SQE's offset.
  */
 export function prepCommit(
   ring: Ring,
@@ -83,10 +159,12 @@ export function prepCommit(
   h: DataView,
   o: number,
   qid: number,
+  poolSlot = -1,
 ): number {
   const s = ring.sqes;
   const at = ring.sqe();
   prepUringCmd(s, at, fuseFd, UringCmd.COMMIT_AND_FETCH);
+  if (poolSlot >= 0) useFixedBuffer(s, at, poolSlot);
   // commit_id is an opaque u64: copy it as two halves, no bigint per request.
   const id = o + ENT + UringEntInOut.commit_id;
   s.setUint32(at + Sqe.cmd + UringCmdReq.commit_id, h.getUint32(id, true), true);

@@ -32,6 +32,17 @@ export interface UringCounters {
   zeroCopyWrites: number;
   /** Zero-copy requests whose data went through the entry's staging slot instead. */
   staged: number;
+  /** Requests whose payload the kernel put in a buffer of the queue's pool (`bufpool` modes). */
+  poolPayloads: number;
+  /**
+   * Bytes of file data moved through the server's memory: read from or
+   * written to a backing fd through a payload slot, pool or kernel buffer,
+   * staged, or copied for another thread. The kernel copies them once more
+   * between that memory and the client's pages.
+   */
+  bytesThroughServer: number;
+  /** Bytes of file data moved between a backing fd and the client's own pages (zero-copy). */
+  bytesZeroCopy: number;
 }
 
 /** Per-queue counters in shared memory: one Float64 each, queue-major. */
@@ -46,5 +57,8 @@ export const QueueCounter = {
   zeroCopyWrites: 7,
   staged: 8,
   bufferKept: 9,
-  COUNT: 10,
+  poolPayloads: 10,
+  bytesThroughServer: 11,
+  bytesZeroCopy: 12,
+  COUNT: 13,
 } as const;

@@ -40,9 +40,12 @@ export class UringEntry extends SlotExchange {
   readonly ownOffset: number;
   /** The kernel-managed buffer this entry holds, -1 for none (buffer-ring modes). */
   bufferId = -1;
+  /** Where this request's buffer starts in the transport's pools (buffer-pool modes). */
+  poolOffset = 0;
   /**
    * Zero-copy: this request's data is the client's pages in fixed slot
-   * `id`, going `in` (WRITE) or `out` (READ, READDIR, READLINK); else null.
+   * `id`, going `in` (WRITE) or `out` (READ; with the seeds' series also
+   * READDIR, READLINK); else null.
    */
   pages: "in" | "out" | null = null;
   /** The pages hold the reply already (READ_FIXED from a backing fd). */

@@ -20,7 +20,7 @@
 
 import type { Ring } from "../../ffi/ring.ts";
 import { prepMsgRing } from "../../ffi/sqe.ts";
-import { InHeader, UringReqHeader } from "../../ops/abi.ts";
+import { InHeader, InitFlag, UringReqHeader } from "../../ops/abi.ts";
 import type { BackingIo } from "../../ops/backing_io.ts";
 import type { Connection, Dispatcher } from "../../ops/dispatch.ts";
 import { QUEUE_WORKER_SOURCE } from "../../gen/queue_worker_source.ts";
@@ -30,8 +30,8 @@ import { allReady, QueueWorkerHandle, stopAll, workerUrl } from "../workers/hand
 import { pinnedRead, pinnedWrite, type RingIo } from "../io/ring_io.ts";
 import { SlotExchange } from "../io/slot_exchange.ts";
 import { writeUringReply } from "./commands.ts";
-import { EntryMemory } from "./entry_memory.ts";
-import { PAYLOAD_MODES } from "./modes/modes.ts";
+import type { EntryMemory } from "./entry_memory.ts";
+import { entryMemoryFor, PAYLOAD_MODES } from "./modes/modes.ts";
 import { QueueCounter, type UringCounters } from "./counters.ts";
 import { fitUringRequest } from "./entry.ts";
 import type { UringMode } from "./modes/mode.ts";
@@ -57,6 +57,9 @@ const COUNTERS = [
   "zeroCopyReads",
   "zeroCopyWrites",
   "staged",
+  "poolPayloads",
+  "bytesThroughServer",
+  "bytesZeroCopy",
 ] as const;
 
 /** Options of a session's io_uring queues. */
@@ -74,6 +77,8 @@ export interface UringQueuesOptions {
    * accepts serves (default: mainline only).
    */
   modes?: UringMode[];
+  /** Buffers in each queue's pool in the buffer-pool modes (default: the depth). */
+  poolBuffers?: number;
   /** Backing calls as ring operations or direct calls. */
   backingIo: "ring" | "direct";
   /** A FileSystem in every queue thread, instead of handing requests over. */
@@ -217,6 +222,9 @@ export class UringQueues {
     return this.#local.length ? 1 : this.#workers.length;
   }
 
+  /** The better modes tried before the one that serves, each with why it could not. */
+  passedOver: string[] = [];
+
   /** How the queues take their requests (known once {@linkcode start} succeeded). */
   get mode(): UringMode {
     return this.#mode;
@@ -274,12 +282,18 @@ export class UringQueues {
   async start(connection: Connection, onFatal: (reason: string) => void): Promise<string | null> {
     this.#onFatal = onFatal;
     const reasons: string[] = [];
+    const pools = (connection.flags & InitFlag.HAS_IO_URING_BUFPOOL) !== 0n;
     for (const mode of this.#o.modes ?? ["mainline"]) {
+      if (PAYLOAD_MODES[mode].kernel === "bufpool" && !pools) {
+        reasons.push(`${mode}: the kernel did not offer FUSE_HAS_IO_URING_BUFPOOL at INIT`);
+        continue;
+      }
       const why = this.#o.threads <= 1
         ? await this.#startHere(mode)
         : await this.#startWorkers(connection, mode);
       if (why === null) {
         this.#mode = mode;
+        this.passedOver = reasons;
         return null;
       }
       reasons.push(`${mode}: ${why}`);
@@ -293,14 +307,13 @@ export class UringQueues {
    */
   async #startHere(mode: UringMode): Promise<string | null> {
     const all = Array.from({ length: this.queues }, (_, q) => q);
-    const spec = PAYLOAD_MODES[mode];
-    const groups = spec.ringPerQueue ? all.map((q) => [q]) : [all];
+    const groups = PAYLOAD_MODES[mode].ringPerQueue ? all.map((q) => [q]) : [all];
     let why: string | null = null;
     for (const qids of groups) {
       let memory: EntryMemory;
       let transport: UringTransport;
       try {
-        memory = new EntryMemory(qids.length * this.depth, this.slotSize, spec.slotsInMemfd);
+        memory = this.#memory(mode, qids.length);
       } catch (e) {
         why = `cannot pin the ring entries' memory: ${(e as Error).message}`;
         break;
@@ -385,11 +398,7 @@ export class UringQueues {
     connection: Connection,
     mode: UringMode,
   ): void {
-    const memory = new EntryMemory(
-      qids.length * this.depth,
-      this.slotSize,
-      PAYLOAD_MODES[mode].slotsInMemfd,
-    );
+    const memory = this.#memory(mode, qids.length);
     const setup: UringThreadSetup = {
       kind: "io_uring",
       fuseFd: this.#fuseFd,
@@ -418,6 +427,16 @@ export class UringQueues {
     };
     this.#workers.push(w);
     for (let i = 0; i < memory.n; i++) this.#entries[base + i] = new HandedOverEntry(this, w, i);
+  }
+
+  /** Buffers in each queue's pool (buffer-pool modes). */
+  get poolBuffers(): number {
+    return this.#o.poolBuffers ?? this.depth;
+  }
+
+  /** The entry memory of `queues` queues in `mode`. */
+  #memory(mode: UringMode, queues: number): EntryMemory {
+    return entryMemoryFor(mode, queues, this.depth, this.slotSize, this.poolBuffers);
   }
 
   /** A queue Worker handed over entry `res`: dispatch it here. */

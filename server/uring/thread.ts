@@ -11,6 +11,7 @@ import type { Dispatcher } from "../../ops/dispatch.ts";
 import type { ServingThread, ThreadSetup } from "../workers/messages.ts";
 import type { EntryAddresses } from "./entry_memory.ts";
 import type { UringMode } from "./modes/mode.ts";
+import { PAYLOAD_MODES } from "./modes/modes.ts";
 import { type HandOver, UringTransport } from "./transport.ts";
 
 /** A thread serving io_uring queues. */
@@ -43,6 +44,7 @@ export async function startUringThread(
   ownFileSystem: boolean,
 ): Promise<ServingThread> {
   pinThread(s.cpus);
+  if (PAYLOAD_MODES[s.mode].zeroCopyOpens) dispatcher.zeroCopyOpens = true;
   const transport = new UringTransport({
     fuseFd: s.fuseFd,
     qids: s.qids,

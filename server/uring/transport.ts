@@ -219,12 +219,15 @@ export class UringTransport implements EntryOwner {
   #context(own: DataView<ArrayBuffer>): ModeContext {
     return {
       ring: this.#ring,
+      fuseFd: this.#o.fuseFd,
       memory: this.#o.memory,
       depth: this.depth,
+      qids: this.#o.qids,
       own,
       ownBytes: new Uint8Array(own.buffer),
       ringIo: this.#ringIo,
       count: (entry, counter) => this.#count(entry, counter),
+      add: (entry, counter, amount) => this.#count(entry, counter, amount),
       fixed: (read, fd, address, length, offset, slot) =>
         this.#fixed(read, fd, address, length, offset, slot),
       flushSoon: () => this.#flushSoon(),
@@ -357,8 +360,8 @@ export class UringTransport implements EntryOwner {
     this.#payloads?.close(); // what the mode registered went with the ring
   }
 
-  #count(entry: UringEntry, counter: number): void {
-    this.#counters[entry.qid * QueueCounter.COUNT + counter]++;
+  #count(entry: UringEntry, counter: number, amount = 1): void {
+    this.#counters[entry.qid * QueueCounter.COUNT + counter] += amount;
   }
 
   /** A REGISTER or COMMIT_AND_FETCH completed: a request arrived, or the entry ended. */
@@ -466,7 +469,9 @@ export class UringTransport implements EntryOwner {
   #commit(entry: UringEntry): void {
     let at: number;
     try {
-      at = prepCommit(this.#ring, this.#o.fuseFd, entry.header, entry.headerOffset, entry.qid);
+      const h = entry.header;
+      const slot = this.#payloads.commandSlot(entry);
+      at = prepCommit(this.#ring, this.#o.fuseFd, h, entry.headerOffset, entry.qid, slot);
     } catch (e) {
       // The ring is wedged: end serving (the session aborts the connection).
       this.#failure ??= e;

@@ -18,6 +18,8 @@ const FEATURES = [
   "FUSE",
   "FUSE-over-io_uring",
   "kernel passthrough",
+  "FUSE buffer pools",
+  "FUSE pool zero-copy",
   "io_uring",
   "fixed buffers (sparse table)",
   "MSG_RING",
@@ -45,6 +47,19 @@ Deno.test({
     // Root here: this process may make backing files.
     assert.equal(by["kernel passthrough"].available, true);
     for (const l of lines) assert.ok(l.detail.length > 0, l.feature);
+    // Buffer pools are what a throwaway connection's INIT says (the 7.3 guest says yes);
+    // asking mounted something for a moment and left nothing behind.
+    const pools = by["FUSE buffer pools"];
+    if (!pools.available) {
+      assert.match(
+        pools.detail,
+        uringMissing === null ? /did not offer FUSE_HAS_IO_URING_BUFPOOL at INIT/ : /enable_uring/,
+      );
+      assert.equal(by["FUSE pool zero-copy"].available, false);
+    }
+    assert.doesNotMatch(Deno.readTextFileSync("/proc/self/mountinfo"), /denofuse-probe/);
+    const left = [...Deno.readDirSync("/tmp")].filter((e) => e.name.startsWith("denofuse-probe-"));
+    assert.deepEqual(left, []);
     // The buffer-ring modes follow from the kernel-managed ring.
     const kmbuf = by["kernel-managed buffer rings"].available;
     assert.equal(by["FUSE buffer ring"].available, kmbuf);
@@ -108,6 +123,18 @@ uringTest(
       assert.match(out, /over io_uring \(mainline\)/);
       child.kill("SIGTERM");
       assert.equal((await reap(child)).code, 0);
+      // Buffer pools, asked of a throwaway connection before mounting.
+      if (!probe().find((l) => l.feature === "FUSE buffer pools")!.available) {
+        for (const opt of ["io_uring_bufpool", "io_uring_mode=bufpool_zero_copy"]) {
+          const r = await helloWith(opt);
+          assert.equal(r.code, 1, `${opt}: ${r.stdout}`);
+          assert.match(
+            r.stderr,
+            /io_uring bufpool(_zero_copy)? mode: the kernel \(FUSE 7\.\d+\) did not offer FUSE_HAS_IO_URING_BUFPOOL at INIT/,
+          );
+          assert.equal(isMounted(mnt), false, opt);
+        }
+      }
       for (const opt of ["io_uring_zero_copy", "io_uring_bufring", "io_uring_mode=buf_ring"]) {
         const r = await helloWith(opt);
         assert.equal(r.code, 1, `${opt}: ${r.stdout}`);
@@ -119,7 +146,10 @@ uringTest(
       }
       const bad = await helloWith("io_uring_mode=fast");
       assert.equal(bad.code, 2);
-      assert.match(bad.stderr, /io_uring_mode takes auto, mainline, buf_ring or zero_copy/);
+      assert.match(
+        bad.stderr,
+        /io_uring_mode takes auto, bufpool_zero_copy, bufpool, zero_copy, buf_ring or mainline/,
+      );
     } finally {
       await cleanup();
     }

@@ -365,6 +365,8 @@ Deno.test({
     const req = "struct fuse_uring_cmd_req";
     const ent = "struct fuse_uring_ent_in_out";
     const values: [string, string, number | bigint][] = [
+      ["MINOR", "FUSE_KERNEL_MINOR_VERSION", abi.FUSE_KERNEL_MINOR_VERSION],
+      ["CMD_FIXED", "IORING_URING_CMD_FIXED", uring.IORING_URING_CMD_FIXED],
       ["HAS_BUFPOOL", "FUSE_HAS_IO_URING_BUFPOOL", abi.InitFlag.HAS_IO_URING_BUFPOOL],
       ["FOPEN_ZERO_COPY", "FOPEN_IO_URING_ZERO_COPY", abi.FOPEN.IO_URING_ZERO_COPY],
       ["REGISTER", "FUSE_IO_URING_CMD_REGISTER", abi.UringCmd.REGISTER],

@@ -65,6 +65,21 @@ Deno.test("init: options turn on what the kernel offers, never what it does not"
   assert.equal(r.maxWrite, 65536);
 });
 
+Deno.test("init: a 7.46 kernel gets 7.46, and its buffer pools are kept with io_uring", () => {
+  const offered = kernelFlags | InitFlag.HAS_IO_URING_BUFPOOL;
+  const k = { major: 7, minor: 46, maxReadahead: 131072, flags: offered };
+  const r = negotiate(k, { ioUring: true });
+  if (r.kind !== "ready") throw new Error(r.kind);
+  assert.equal(r.minor, 46);
+  assert.ok(r.flags & InitFlag.HAS_IO_URING_BUFPOOL);
+  // Only what the kernel offered: a 7.45 kernel's flags never gain it.
+  const older = negotiate({ ...k, minor: 45, flags: kernelFlags }, { ioUring: true });
+  assert.equal(older.kind === "ready" && older.flags & InitFlag.HAS_IO_URING_BUFPOOL, 0n);
+  // Without io_uring the pools mean nothing to this connection.
+  const dev = negotiate(k);
+  assert.equal(dev.kind === "ready" && dev.flags & InitFlag.HAS_IO_URING_BUFPOOL, 0n);
+});
+
 Deno.test("init: a newer major is answered with ours; an old kernel is refused", () => {
   const retry = negotiate({ major: 8, minor: 0, maxReadahead: 0, flags: 0n });
   assert.equal(retry.kind, "retry");

@@ -4,17 +4,23 @@ import assert from "node:assert/strict";
 import { MountError } from "../../server/mount/mount.ts";
 import { type MachineProbes, type PlanOptions, planTransport } from "../../server/plan.ts";
 
-/** A root process on a 4-CPU kernel with io_uring and the seeds' buffer rings. */
+/**
+ * A root process on a 4-CPU kernel with io_uring and the seeds' buffer
+ * rings; buffer pools not asked before mounting (as for `auto`: INIT says).
+ */
 const SEED_KERNEL: MachineProbes = {
   uringUnavailable: null,
   cpus: 4,
   queueDepth: 8,
   bufferRingMissing: null,
+  bufferPoolMissing: null,
   root: true,
   canMount: true,
 };
 /** Mainline: io_uring, no buffer rings. */
 const MAINLINE = { ...SEED_KERNEL, bufferRingMissing: "no FUSE buffer rings" };
+/** Mainline before 7.3, as a throwaway connection says when a pool mode is named. */
+const NO_POOLS = { ...MAINLINE, bufferPoolMissing: "no FUSE_HAS_IO_URING_BUFPOOL at INIT" };
 const SWITCHED_OFF = { ...MAINLINE, uringUnavailable: "enable_uring is N" };
 
 const plan = (o: PlanOptions, p: MachineProbes) => planTransport(o, p);
@@ -22,12 +28,28 @@ const fails = (o: PlanOptions, p: MachineProbes, message: RegExp) =>
   assert.throws(() => plan(o, p), (e: Error) => e instanceof MountError && message.test(e.message));
 
 Deno.test("plan: auto takes io_uring and the best mode the kernel and privileges allow", () => {
-  assert.deepEqual(plan({}, SEED_KERNEL).modes, ["zero_copy", "buf_ring", "mainline"]);
-  assert.deepEqual(plan({}, { ...SEED_KERNEL, root: false }).modes, ["buf_ring", "mainline"]);
+  // Best first: 7.3's pools (kept only if INIT offers them), the seeds' rings, mainline.
+  assert.deepEqual(plan({}, SEED_KERNEL).modes, [
+    "bufpool_zero_copy",
+    "bufpool",
+    "zero_copy",
+    "buf_ring",
+    "mainline",
+  ]);
+  const user = plan({}, { ...SEED_KERNEL, root: false });
+  assert.deepEqual(user.modes, ["bufpool", "buf_ring", "mainline"]);
+  assert.deepEqual(user.debug, [
+    "io_uring: not bufpool_zero_copy: zero-copy needs CAP_SYS_ADMIN (root)",
+    "io_uring: not zero_copy: zero-copy needs CAP_SYS_ADMIN (root)",
+  ]);
   const p = plan({}, MAINLINE);
   assert.equal(p.transport, "io_uring");
   assert.equal(p.fallbackReason, null);
-  assert.deepEqual(p.modes, ["mainline"]);
+  assert.deepEqual(p.modes, ["bufpool_zero_copy", "bufpool", "mainline"]);
+  assert.deepEqual(p.debug, [
+    "io_uring: not zero_copy: no FUSE buffer rings",
+    "io_uring: not buf_ring: no FUSE buffer rings",
+  ]);
   assert.equal(p.queueDepth, 8);
   assert.equal(p.threads, 4);
   assert.equal(p.mountedBy, "mount");
@@ -47,7 +69,7 @@ Deno.test("plan: without io_uring, auto falls back to /dev/fuse and says why; io
 Deno.test("plan: RLIMIT_MEMLOCK shrinks the depth, or sends auto to /dev/fuse", () => {
   const small = plan({}, { ...MAINLINE, queueDepth: 3 });
   assert.equal(small.queueDepth, 3);
-  assert.deepEqual(small.debug, ["io_uring: 3 entries per queue, to fit RLIMIT_MEMLOCK"]);
+  assert.equal(small.debug[0], "io_uring: 3 entries per queue, to fit RLIMIT_MEMLOCK");
   const none = { ...MAINLINE, queueDepth: "fixed buffers need 9 MiB of locked memory" };
   assert.equal(plan({}, none).transport, "dev");
   assert.equal(plan({}, none).fallbackReason, none.queueDepth);
@@ -59,6 +81,17 @@ Deno.test("plan: a named io_uring mode is the only one tried, and fails where mi
   assert.deepEqual(plan({ uringMode: "buf_ring" }, SEED_KERNEL).modes, ["buf_ring"]);
   assert.deepEqual(plan({ uringMode: "mainline" }, SEED_KERNEL).modes, ["mainline"]);
   fails({ uringMode: "zero_copy" }, MAINLINE, /^io_uring zero_copy mode: no FUSE buffer rings$/);
+  assert.deepEqual(plan({ uringMode: "bufpool" }, SEED_KERNEL).modes, ["bufpool"]);
+  fails(
+    { uringMode: "bufpool" },
+    NO_POOLS,
+    /^io_uring bufpool mode: no FUSE_HAS_IO_URING_BUFPOOL at INIT$/,
+  );
+  fails(
+    { uringMode: "bufpool_zero_copy" },
+    { ...SEED_KERNEL, root: false },
+    /^io_uring bufpool_zero_copy mode: zero-copy needs CAP_SYS_ADMIN \(root\)$/,
+  );
   // Over /dev/fuse no mode is asked of the kernel.
   assert.deepEqual(plan({ uringMode: "zero_copy", transport: "dev" }, MAINLINE).modes, []);
 });

@@ -18,7 +18,14 @@ import { pinnedRead, pinnedWrite } from "../../io/ring_io.ts";
 import { prepRegisterBufRing, uringPayloadSize } from "../commands.ts";
 import { QueueCounter } from "../counters.ts";
 import type { UringEntry } from "../entry.ts";
-import { type ModeContext, type PayloadMode, type UringMode, useOwnSlot } from "./mode.ts";
+import {
+  copyFromOwnSlot,
+  copyToOwnSlot,
+  type ModeContext,
+  type PayloadMode,
+  type UringMode,
+  useOwnSlot,
+} from "./mode.ts";
 
 /** Payloads in kernel-managed buffers; the entries' own slots stage what is handed over. */
 export class BufRingMode implements PayloadMode {
@@ -67,6 +74,11 @@ export class BufRingMode implements PayloadMode {
     return prepRegisterBufRing(c.ring, fuseFd, entry.id, entry.qid, this.registerFlags, c.depth);
   }
 
+  /** No pool: commands name no fixed buffer. */
+  commandSlot(): number {
+    return -1;
+  }
+
   /** The client's pages this opcode's data is in (zero-copy only). */
   protected pagesOf(_opcode: number): "in" | "out" | null {
     return null;
@@ -111,6 +123,7 @@ export class BufRingMode implements PayloadMode {
   ): number | Promise<number> {
     const c = this.c;
     c.count(entry, read ? QueueCounter.fixedReads : QueueCounter.fixedWrites);
+    c.add(entry, QueueCounter.bytesThroughServer, length);
     const address = read ? entry.outAddress : entry.dataAddress;
     const n = (read ? pinnedRead : pinnedWrite)(c.ringIo, fd, address, length, offset);
     if (typeof n !== "number") c.flushSoon();
@@ -120,14 +133,7 @@ export class BufRingMode implements PayloadMode {
   /** For another thread, copy the kernel buffer's bytes into the entry's own slot. */
   stageIn(entry: UringEntry, handOver: boolean): Promise<void> | null {
     if (!handOver) return null;
-    const c = this.c;
-    const size = uringPayloadSize(entry.header, entry.headerOffset);
-    if (size > 0 && entry.dataAddress !== entry.ownAddress) {
-      const from = entry.dataOffset;
-      const length = Math.min(size, c.memory.slotSize);
-      c.ownBytes.set(entry.data.subarray(from, from + length), entry.ownOffset);
-    }
-    useOwnSlot(c, entry, true, true);
+    copyToOwnSlot(this.c, entry, uringPayloadSize(entry.header, entry.headerOffset));
     return Promise.resolve();
   }
 
@@ -139,9 +145,8 @@ export class BufRingMode implements PayloadMode {
   /** Copy a handed-over reply from the entry's own slot into its kernel buffer. */
   handBack(entry: UringEntry, length: number): Promise<boolean> | null {
     if (entry.bufferId >= 0) {
-      const c = this.c;
       const to = this.buffers.offsetOf(entry.bufferId);
-      this.buffers.bytes.set(c.ownBytes.subarray(entry.ownOffset, entry.ownOffset + length), to);
+      copyFromOwnSlot(this.c, entry, this.buffers.bytes, to, length);
     }
     return null;
   }

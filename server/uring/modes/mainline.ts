@@ -52,6 +52,11 @@ export class MainlineMode implements PayloadMode {
     return prepRegister(this.c.ring, fuseFd, iovecs, entry.qid);
   }
 
+  /** No pool: commands name no fixed buffer. */
+  commandSlot(): number {
+    return -1;
+  }
+
   /** The payload is the entry's own slot (a NOTIFY_REPLY moved its start: reset it). */
   place(entry: UringEntry): void {
     entry.setData(this.c.ownBytes, entry.ownOffset);
@@ -67,6 +72,7 @@ export class MainlineMode implements PayloadMode {
   ): number | Promise<number> {
     const c = this.c;
     c.count(entry, read ? QueueCounter.fixedReads : QueueCounter.fixedWrites);
+    c.add(entry, QueueCounter.bytesThroughServer, length);
     const address = read ? entry.outAddress : entry.dataAddress;
     if (c.ringIo) return c.fixed(read, fd, address, length, offset, entry.id);
     return (read ? pinnedRead : pinnedWrite)(null, fd, address, length, offset);

@@ -14,7 +14,13 @@
  * - `buf_ring.ts`: payloads in a kernel-managed buffer ring (the seeds' v4
  *   series);
  * - `zero_copy.ts`: as `buf_ring`, and the client's own pages of READ and
- *   WRITE installed as fixed buffer `id`.
+ *   WRITE installed as fixed buffer `id`;
+ * - `bufpool.ts`: payloads in a buffer pool per queue, one pinned region
+ *   the server registers and the kernel cuts into buffers (Linux 7.3, FUSE
+ *   7.46: the series' successor in mainline);
+ * - `bufpool_zero_copy.ts`: as `bufpool`, and the client's pages of READ
+ *   and WRITE of files opened with FOPEN_IO_URING_ZERO_COPY installed as
+ *   fixed buffer `id`.
  *
  * Adding a mode is adding a file here and its entry in `modes.ts`.
  *
@@ -27,25 +33,32 @@
 
 import type { Ring } from "../../../ffi/ring.ts";
 import type { RingIo } from "../../io/ring_io.ts";
+import { QueueCounter } from "../counters.ts";
 import type { UringEntry } from "../entry.ts";
 import type { EntryAddresses } from "../entry_memory.ts";
 
 /**
  * How io_uring queues take requests: `mainline` (an iovec pair per entry,
- * Linux 6.14+), or, on kernels with the FUSE buffer-ring series,
- * `buf_ring` (payloads in a kernel-managed buffer ring) and `zero_copy`
- * (and READ/WRITE data in the client's own pages, as fixed buffers).
+ * Linux 6.14+); on Linux 7.3+ (FUSE 7.46) `bufpool` (payloads in a buffer
+ * pool per queue) and `bufpool_zero_copy` (and READ/WRITE data in the
+ * client's own pages, as fixed buffers; CAP_SYS_ADMIN); on kernels with the
+ * seeds' FUSE buffer-ring series, `buf_ring` (payloads in a kernel-managed
+ * buffer ring) and `zero_copy` (and the client's pages).
  */
-export type UringMode = "mainline" | "buf_ring" | "zero_copy";
+export type UringMode = "mainline" | "bufpool" | "bufpool_zero_copy" | "buf_ring" | "zero_copy";
 
 /** What a mode may use of the transport that runs it. */
 export interface ModeContext {
   /** The transport's ring. */
   readonly ring: Ring;
+  /** The session's `/dev/fuse` fd (setup commands go to it). */
+  readonly fuseFd: number;
   /** The entries' pinned memory (headers, own payload slots). */
   readonly memory: EntryAddresses;
   /** Entries per queue. */
   readonly depth: number;
+  /** The kernel queues this transport serves; entry `id` is on `qids[floor(id / depth)]`. */
+  readonly qids: readonly number[];
   /** The entries' own slots, as views. */
   readonly own: DataView<ArrayBuffer>;
   /** The entries' own slots, as bytes. */
@@ -54,6 +67,8 @@ export interface ModeContext {
   readonly ringIo: RingIo | null;
   /** Count an event of `entry`'s queue (see `QueueCounter`). */
   count(entry: UringEntry, counter: number): void;
+  /** Add `amount` to a counter of `entry`'s queue (bytes moved). */
+  add(entry: UringEntry, counter: number, amount: number): void;
   /** READ_FIXED from `fd` into fixed slot `slot` (`read`), or WRITE_FIXED from it. */
   fixed(
     read: boolean,
@@ -75,6 +90,8 @@ export interface PayloadMode {
   setup(): void;
   /** Prepare `entry`'s REGISTER on the ring; the SQE's index. */
   prepRegister(fuseFd: number, entry: UringEntry): number;
+  /** The fixed buffer `entry`'s commands must name (its queue's pool), or -1. */
+  commandSlot(entry: UringEntry): number;
   /**
    * A request arrived in `entry` (`cqeFlags` from its completion): point
    * its data and its reply's memory where this mode put the payload.
@@ -112,6 +129,33 @@ export interface PayloadMode {
   handBack(entry: UringEntry, length: number): Promise<boolean> | null;
   /** Unmap what the mode mapped (once the ring is closed). */
   close(): void;
+}
+
+/**
+ * For a FileSystem on another thread, copy the request's payload from
+ * wherever the kernel put it into `entry`'s own slot, and point its data
+ * and reply there (the only payload memory that thread knows).
+ */
+export function copyToOwnSlot(c: ModeContext, entry: UringEntry, size: number): void {
+  if (size > 0 && entry.dataAddress !== entry.ownAddress) {
+    const from = entry.dataOffset;
+    const length = Math.min(size, c.memory.slotSize);
+    c.ownBytes.set(entry.data.subarray(from, from + length), entry.ownOffset);
+    c.add(entry, QueueCounter.bytesThroughServer, length);
+  }
+  useOwnSlot(c, entry, true, true);
+}
+
+/** Copy a handed-over reply of `length` bytes from `entry`'s own slot to `to` at `at`. */
+export function copyFromOwnSlot(
+  c: ModeContext,
+  entry: UringEntry,
+  to: Uint8Array,
+  at: number,
+  length: number,
+): void {
+  to.set(c.ownBytes.subarray(entry.ownOffset, entry.ownOffset + length), at);
+  c.add(entry, QueueCounter.bytesThroughServer, length);
 }
 
 /** Point `entry`'s data (`data`) and/or reply (`out`) at its own slot. */

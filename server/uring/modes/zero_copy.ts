@@ -11,7 +11,6 @@
  * @module
  */
 
-import { Errno, SystemError } from "../../../ffi/errno.ts";
 import {
   FUSE_URING_BUF_RING,
   FUSE_URING_ZERO_COPY,
@@ -20,10 +19,10 @@ import {
   Opcode,
 } from "../../../ops/abi.ts";
 import { uringPayloadSize } from "../commands.ts";
-import { QueueCounter } from "../counters.ts";
 import type { UringEntry } from "../entry.ts";
 import { BufRingMode } from "./buf_ring.ts";
-import { type ModeContext, type UringMode, useOwnSlot } from "./mode.ts";
+import type { ModeContext, UringMode } from "./mode.ts";
+import { stagePagesIn, stagePagesOut, transferPages } from "./pages.ts";
 
 /** Opcodes whose reply data the kernel passes as the client's pages. */
 const PAGES_OUT = new Set<number>([
@@ -70,9 +69,7 @@ export class ZeroCopyMode extends BufRingMode {
   ): number | Promise<number> {
     const inPages = read ? entry.pages === "out" : entry.pages === "in" && !entry.dataStaged;
     if (!inPages) return super.transfer(entry, read, fd, offset, length);
-    this.c.count(entry, read ? QueueCounter.zeroCopyReads : QueueCounter.zeroCopyWrites);
-    if (read) entry.replyInPages = true;
-    return this.c.fixed(read, fd, 0n, length, offset, entry.id);
+    return transferPages(this.c, entry, read, fd, offset, length);
   }
 
   /**
@@ -82,7 +79,6 @@ export class ZeroCopyMode extends BufRingMode {
   override stageIn(entry: UringEntry, handOver: boolean): Promise<void> | null {
     if (entry.pages !== "in") return super.stageIn(entry, handOver);
     const c = this.c;
-    c.count(entry, QueueCounter.staged);
     const size = uringPayloadSize(entry.header, entry.headerOffset);
     // A NOTIFY_REPLY's argument is in the kernel buffer, its data in the
     // pages; put them together, as a mainline payload has them.
@@ -92,17 +88,7 @@ export class ZeroCopyMode extends BufRingMode {
       const from = entry.dataOffset;
       c.ownBytes.set(entry.data.subarray(from, from + lead), entry.ownOffset);
     }
-    const length = Math.min(size, c.memory.slotSize) - lead;
-    const staged = () => {
-      entry.dataStaged = true;
-      useOwnSlot(c, entry, true, false);
-    };
-    if (length <= 0) return Promise.resolve(staged());
-    const fd = c.memory.payloadsFd;
-    return c.fixed(false, fd, 0n, length, entry.ownOffset + lead, entry.id).then((n) => {
-      if (n !== length) throw new SystemError("staging write data", Errno.EIO);
-      staged();
-    });
+    return stagePagesIn(c, entry, size, lead);
   }
 
   /**
@@ -112,10 +98,7 @@ export class ZeroCopyMode extends BufRingMode {
    */
   override stageOut(entry: UringEntry, length: number): Promise<boolean> | null {
     if (entry.pages !== "out" || entry.replyInPages) return null;
-    const c = this.c;
-    c.count(entry, QueueCounter.staged);
-    return c.fixed(true, c.memory.payloadsFd, 0n, length, entry.ownOffset, entry.id)
-      .then((n) => n === length, () => false);
+    return stagePagesOut(this.c, entry, length);
   }
 
   /** A handed-over reply for the client's pages is staged out; others as in `buf_ring`. */
