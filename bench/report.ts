@@ -76,6 +76,12 @@ export interface Sample {
   cpuSeconds: number;
   /** Server peak resident set (VmHWM) in KiB; 0 for tmpfs. */
   peakRssKiB: number;
+  /**
+   * Bytes of file data the server moved through its own memory, and
+   * between backing files and the client's pages (zero-copy), from its
+   * `--counters` (`--modes` only).
+   */
+  moved?: { throughServer: number; zeroCopy: number };
 }
 
 /** Every sample of a run: results[config][jobId] = samples, one per round. */
@@ -127,6 +133,12 @@ export interface Row {
   vsPeer: number | null;
   /** CPU µs per operation over the peer's; null without a peer or a count. */
   cpuVsPeer: number | null;
+  /**
+   * Bytes through the server's memory per MiB of file data served (summed
+   * over the rounds), in KiB: 1024 when every byte passed through it, 0
+   * with zero-copy; null when not counted or no file data moved.
+   */
+  throughServerKiBPerMiB: number | null;
   /**
    * Whether the row meets its target: a `targeted` row against
    * {@linkcode PEER_TARGET} × its peer (other rows null); in a run without
@@ -255,6 +267,9 @@ export function summarize(
         ? own.cpuUsPerOp / theirs.cpuUsPerOp
         : null;
       const ratio = own.median / base;
+      const moved = samplesOf(config, job).map((s) => s.moved).filter((m) => m !== undefined);
+      const through = moved.reduce((n, m) => n + m.throughServer, 0);
+      const served = through + moved.reduce((n, m) => n + m.zeroCopy, 0);
       rows.push({
         job: job.id,
         config,
@@ -267,6 +282,7 @@ export function summarize(
         peer: theirs ? peers[config] : null,
         vsPeer,
         cpuVsPeer,
+        throughServerKiBPerMiB: served > 0 ? through / served * 1024 : null,
         meetsTarget: byTmpfs
           ? config === reference
             ? null
@@ -301,10 +317,13 @@ function fmt(x: number, unit: Job["unit"]): string {
  * target is against the peer when the run has peers, else against tmpfs.
  */
 export function markdownTable(summary: Summary, jobs: Job[] = JOBS): string {
+  // The bytes-through-server column only where a run counted them (--modes).
+  const moved = summary.rows.some((r) => r.throughServerKiBPerMiB !== null);
   const lines = [
     "| job | config | median | ratio to tmpfs | vs peer | target | met | io_uring/dev | " +
-    "server CPU s | CPU µs/op | CPU/op vs peer | peak RSS MiB |",
-    "|---|---|---:|---:|---:|---|---|---:|---:|---:|---:|---:|",
+    "server CPU s | CPU µs/op | CPU/op vs peer | peak RSS MiB |" +
+    (moved ? " KiB through server per MiB |" : ""),
+    "|---|---|---:|---:|---:|---|---|---:|---:|---:|---:|---:|" + (moved ? "---:|" : ""),
   ];
   const byTmpfs = summary.rows.every((r) => r.peer === null);
   for (const job of jobs) {
@@ -329,7 +348,8 @@ export function markdownTable(summary: Summary, jobs: Job[] = JOBS): string {
         `| ${job.label} | ${r.config} | ${fmt(r.median, r.unit)} ${r.unit} | ` +
           `${r.ratioToTmpfs.toFixed(r.unit === "s" ? 1 : 3)}${r.unit === "s" ? "×" : ""} | ` +
           `${vs} | ${target} | ${met} | ${cd} | ${server ? r.cpuSeconds.toFixed(2) : ""} | ` +
-          `${perOp} | ${cpuVs} | ${server ? (r.peakRssKiB / 1024).toFixed(0) : ""} |`,
+          `${perOp} | ${cpuVs} | ${server ? (r.peakRssKiB / 1024).toFixed(0) : ""} |` +
+          (moved ? ` ${r.throughServerKiBPerMiB?.toFixed(0) ?? ""} |` : ""),
       );
     }
   }

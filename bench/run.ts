@@ -5,7 +5,7 @@
  *
  *     deno task bench [--quick] [--rounds N] [--runtime S] [--size SIZE]
  *                     [--files N] [--compare '[LABEL=]COMMAND' ...] [--modes]
- *                     [--out DIR]
+ *                     [--pools N,...] [--numjobs N] [--only JOB,...] [--out DIR]
  *
  * Configurations: `tmpfs` itself; `dev` and `io_uring`, the passthrough
  * serving file data itself (`-o no_io_uring,nopassthrough` and
@@ -24,10 +24,18 @@
  * and `dev` against the first that does not; `default` and `io_uring` must
  * be at least as fast as their peers ({@linkcode PEER_TARGET}).
  *
- * `--modes` compares the io_uring modes instead (mainline, buf_ring,
- * zero_copy: `-o io_uring_mode=...`), for a kernel with the FUSE
- * buffer-ring series; `deno task bench:guest` runs it in the seed kernel's
- * guest, where only ratios between modes mean anything.
+ * `--modes` compares the io_uring modes instead (`-o io_uring_mode=...`),
+ * those the kernel has: on Linux 7.3+ mainline, bufpool (also with a pool
+ * of 2 buffers for 8 entries) and bufpool_zero_copy; on the seed kernel
+ * mainline, buf_ring and zero_copy. Each server runs with `--counters`, and
+ * the table gives the bytes of file data that passed through its memory
+ * per MiB served, which emulation does not distort. `deno task bench:guest`
+ * runs it in the mainline 7.3 guest (`bash scripts/guest.sh seed bench` in
+ * the seed kernel's), where only ratios between modes mean anything.
+ * `--pools 1,2,8` compares pool sizes instead (each buffer-pool mode with a
+ * pool of that many buffers); `--numjobs N` sets fio's clients per data job
+ * (default 2, each with one I/O in flight), `--only seqread,metadata` the
+ * jobs.
  *
  * @module
  */
@@ -35,6 +43,8 @@
 import { parseArgs } from "node:util";
 import { libc, readSmallFile } from "../ffi/libc.ts";
 import { memoryKiB, sh } from "./proc.ts";
+import { probeBufferPools } from "../server/pool_probe.ts";
+import { bufferRingMissing } from "../server/probe.ts";
 import {
   type Comparison,
   type Job,
@@ -62,6 +72,9 @@ const { values } = parseArgs({
     files: { type: "string" },
     compare: { type: "string", multiple: true },
     modes: { type: "boolean", default: false },
+    pools: { type: "string" },
+    numjobs: { type: "string" },
+    only: { type: "string" },
     out: { type: "string", default: new URL("./results", import.meta.url).pathname },
   },
 });
@@ -70,6 +83,22 @@ const rounds = Number(values.rounds ?? 2);
 const runtime = Number(values.runtime ?? (quick ? 2 : 15));
 const size = values.size ?? (quick ? "128M" : "1G");
 const files = Number(values.files ?? (quick ? 1000 : 10000));
+// fio's clients per data job (each with one I/O in flight: ioengine sync).
+const numjobs = Number(values.numjobs ?? 2);
+const jobs = values.only ? JOBS.filter((j) => values.only!.split(",").includes(j.id)) : JOBS;
+// --pools 1,2,8: the buffer-pool modes with pools of that many buffers, instead of the modes.
+const poolSizes = values.pools?.split(",").map(Number) ?? [];
+if (
+  !(numjobs >= 1) || jobs.length === 0 ||
+  poolSizes.some((n) => !(Number.isInteger(n) && n >= 1))
+) {
+  console.error("bench: --numjobs takes a positive number, --only job ids, --pools e.g. 1,2,8");
+  Deno.exit(2);
+}
+if (poolSizes.length > 0 && !values.modes) {
+  console.error("bench: --pools compares pool sizes of the io_uring modes: it goes with --modes");
+  Deno.exit(2);
+}
 if (!(rounds >= 1 && runtime >= 1 && files >= 1) || !/^\d+[KMG]$/.test(size)) {
   console.error("bench: --rounds, --runtime and --files take positive numbers, --size e.g. 1G");
   Deno.exit(2);
@@ -124,10 +153,11 @@ function cpuSeconds(pid: number): number {
   return (Number(fields[11]) + Number(fields[12])) / CLK_TCK; // utime, stime
 }
 
-/** A running server: its process and the pid that holds /dev/fuse. */
+/** A running server: its process, the pid that holds /dev/fuse, and (ours) its stderr. */
 interface Server {
   child: Deno.ChildProcess;
   pid: number;
+  stderr: Promise<string> | null;
 }
 
 /** The passthrough's `-o` options for one of our configurations (none: as a user starts it). */
@@ -136,9 +166,38 @@ function oursOptions(config: string): string[] {
   if (config === "dev") return ["-o", "no_io_uring,nopassthrough"];
   if (config === "io_uring") return ["-o", "io_uring,nopassthrough"];
   if (config.startsWith("io_uring:")) {
-    return ["-o", `io_uring,nopassthrough,io_uring_mode=${config.slice("io_uring:".length)}`];
+    // io_uring:MODE, or io_uring:MODE/N for a pool of N buffers.
+    const [mode, buffers] = config.slice("io_uring:".length).split("/");
+    const pool = buffers ? `,io_uring_bufpool_buffers=${buffers}` : "";
+    return ["--counters", "-o", `io_uring,nopassthrough,io_uring_mode=${mode}${pool}`];
   }
   return [];
+}
+
+/** The modes `--modes` compares: those this kernel has, by what it says. */
+function modeConfigs(): string[] {
+  const pools = probeBufferPools();
+  if (pools.pools && poolSizes.length > 0) {
+    const modes = pools.zeroCopy ? ["bufpool", "bufpool_zero_copy"] : ["bufpool"];
+    return modes.flatMap((m) => poolSizes.map((n) => `io_uring:${m}/${n}`));
+  }
+  if (pools.pools) {
+    const zc = pools.zeroCopy ? ["io_uring:bufpool_zero_copy", "io_uring:bufpool_zero_copy/2"] : [];
+    return [MAINLINE, "io_uring:bufpool", "io_uring:bufpool/2", ...zc];
+  }
+  const missing = bufferRingMissing();
+  if (missing === null) return [MAINLINE, "io_uring:buf_ring", "io_uring:zero_copy"];
+  console.error(
+    `bench: --modes needs buffer pools (${pools.detail}) or the seeds' series (${missing})`,
+  );
+  Deno.exit(1);
+}
+
+/** What a server run with `--counters` says it moved, from its stderr. */
+function movedBy(stderr: string): Sample["moved"] {
+  const line = stderr.split("\n").find((l) => l.startsWith("counters: "));
+  const u = line ? JSON.parse(line.slice("counters: ".length)).uring : undefined;
+  return u ? { throughServer: u.bytesThroughServer, zeroCopy: u.bytesZeroCopy } : undefined;
 }
 
 async function startServer(config: string, src: string, mnt: string): Promise<Server> {
@@ -153,11 +212,13 @@ async function startServer(config: string, src: string, mnt: string): Promise<Se
     mnt,
     ...oursOptions(config),
   ];
+  const counted = command.includes("--counters");
   const child = new Deno.Command(command[0], {
     args: command.slice(1),
     stdout: "null",
-    stderr: "inherit",
+    stderr: counted ? "piped" : "inherit",
   }).spawn();
+  const stderr = counted ? new Response(child.stderr).text() : null;
   const deadline = Date.now() + 20_000;
   while (!mountedFuse(mnt)) {
     if (Date.now() > deadline) {
@@ -172,7 +233,7 @@ async function startServer(config: string, src: string, mnt: string): Promise<Se
   // process that newly holds /dev/fuse.
   const pid = before ? [...fuseServers()].find((p) => !before.has(p)) : child.pid;
   if (pid === undefined) throw new Error(`${config}: no new process holds /dev/fuse`);
-  return { child, pid };
+  return { child, pid, stderr };
 }
 
 async function stopServer(server: Server, mnt: string): Promise<void> {
@@ -196,17 +257,23 @@ async function runJob(job: Job, dir: string): Promise<number> {
   }
   const out = await sh(
     `fio --name=${job.id} --directory=${dir} --filename_format='bench.$jobnum' ` +
-      `--rw=${job.rw} --bs=${job.bs} --direct=1 --ioengine=sync --numjobs=2 --size=${size} ` +
+      `--rw=${job.rw} --bs=${job.bs} --direct=1 --ioengine=sync --numjobs=${numjobs} ` +
+      `--size=${size} ` +
       `--time_based --runtime=${runtime} --group_reporting --output-format=json`,
   );
   return parseFio(out, job);
 }
 
-const configs = values.modes
-  ? ["tmpfs", MAINLINE, "io_uring:buf_ring", "io_uring:zero_copy"]
-  : [...OUR_CONFIGS, ...labels];
+const configs = values.modes ? ["tmpfs", ...modeConfigs()] : [...OUR_CONFIGS, ...labels];
+// Modes against mainline; pool sizes against the first size of their mode.
 const comparison: Comparison = values.modes
-  ? { peers: Object.fromEntries(configs.slice(1).map((c) => [c, MAINLINE])) }
+  ? {
+    peers: Object.fromEntries(
+      configs.slice(1).map((
+        c,
+      ) => [c, poolSizes.length ? `${c.split("/")[0]}/${poolSizes[0]}` : MAINLINE]),
+    ),
+  }
   : peersOf(compared);
 
 const results: Results = Object.fromEntries(configs.map((c) => [c, {}]));
@@ -223,12 +290,12 @@ try {
   // Lay out the two job files once; every job and configuration reuses them.
   await sh(
     `fio --name=layout --directory=${src} --filename_format='bench.$jobnum' --rw=write ` +
-      `--bs=1M --numjobs=2 --size=${size} --output=/dev/null`,
+      `--bs=1M --numjobs=${numjobs} --size=${size} --output=/dev/null`,
   );
   for (let round = 0; round < rounds; round++) {
     const order = round % 2 === 0 ? configs : [...configs].reverse();
     for (const config of order) {
-      for (const job of JOBS) {
+      for (const job of jobs) {
         let sample: Sample;
         if (config === "tmpfs") {
           sample = { value: await runJob(job, src), cpuSeconds: 0, peakRssKiB: 0 };
@@ -245,6 +312,7 @@ try {
           } finally {
             await stopServer(server, mnt);
           }
+          if (server.stderr) sample.moved = movedBy(await server.stderr);
         }
         (results[config][job.id] ??= []).push(sample);
         console.error(
@@ -260,8 +328,8 @@ try {
   await Deno.remove(base, { recursive: true });
 }
 
-const summary = summarize(results, configs, comparison, { runtime, files });
-const table = markdownTable(summary);
+const summary = summarize(results, configs, comparison, { runtime, files }, jobs);
+const table = markdownTable(summary, jobs);
 const title = `denofuse bench ${values.modes ? "of io_uring modes " : ""}` +
   `${started.toISOString().slice(0, 16)}Z` + (quick ? " (quick)" : "") + `, ${rounds} rounds`;
 console.log(`${title}\n\n${table}`);
@@ -278,7 +346,8 @@ if (!values.modes) {
   );
 }
 await Deno.mkdir(values.out!, { recursive: true });
-const stem = `${values.out}/${quick ? "quick-" : ""}${values.modes ? "modes-" : ""}` +
+const kind = values.modes ? (poolSizes.length ? "pools-" : "modes-") : "";
+const stem = `${values.out}/${quick ? "quick-" : ""}${kind}` +
   started.toISOString().replace(/[:.]/g, "-");
 await Deno.writeTextFile(
   `${stem}.json`,
@@ -295,6 +364,9 @@ await Deno.writeTextFile(
         files,
         compare: compared,
         modes: values.modes,
+        pools: poolSizes,
+        numjobs,
+        jobs: jobs.map((j) => j.id),
       },
       configs,
       comparison,
@@ -305,5 +377,5 @@ await Deno.writeTextFile(
     2,
   ) + "\n",
 );
-await Deno.writeTextFile(`${stem}.svg`, svgChart(summary, title) + "\n");
+await Deno.writeTextFile(`${stem}.svg`, svgChart(summary, title, jobs) + "\n");
 console.log(`\nwrote ${stem}.json and ${stem}.svg`);

@@ -26,6 +26,8 @@ export interface MountCommandLine {
   options: MountOptions;
   /** `-o` options the caller declared in `extra`, by name (value or `true`). */
   extra: Record<string, string | true>;
+  /** `--counters`: print the session's counters on stderr when it ends. */
+  counters?: boolean;
 }
 
 /** This release of denofuse (kept equal to deno.json's version by a test). */
@@ -34,6 +36,8 @@ export const VERSION = "0.1.0";
 /** What `-o` understands, for `--help`. */
 export const MOUNT_OPTIONS_HELP = `Options:
   -d                      log every request and reply (libfuse's debug mode)
+  --counters              at exit, print what each transport and queue did
+                          (requests, bytes through the server, zero-copy)
   -o opt[,opt...]         mount options:
      allow_other            let other users in
      default_permissions    let the kernel check permissions from file modes
@@ -234,6 +238,7 @@ export function parseMountArgs(
   const positionals: string[] = [];
   const options: MountOptions = {};
   const own: Record<string, string | true> = {};
+  let counters = false;
   for (let i = 0; i < args.length; i++) {
     const arg = args[i];
     if (arg === "-h" || arg === "--help") return null;
@@ -241,7 +246,9 @@ export function parseMountArgs(
       return { positionals, options, extra: own, version: true };
     }
     if (arg === "--probe") return { positionals, options, extra: own, probe: true };
-    if (arg === "-d") {
+    if (arg === "--counters") {
+      counters = true;
+    } else if (arg === "-d") {
       options.debug = (line) => console.error(line);
     } else if (arg === "-o" || (arg.startsWith("-o") && arg.length > 2)) {
       const list = arg === "-o" ? args[++i] : arg.slice(2);
@@ -251,7 +258,7 @@ export function parseMountArgs(
       throw new UsageError(`unknown flag: ${arg}`);
     } else positionals.push(arg);
   }
-  return { positionals, options, extra: own };
+  return { positionals, options, extra: own, ...(counters ? { counters } : {}) };
 }
 
 /**
@@ -269,7 +276,7 @@ export async function runMain(
   own?: readonly ServerOption[],
 ): Promise<void> {
   own ??= [];
-  const usage = `usage: deno run --allow-ffi ${name} ${args} [-d] [-o opt,...]`;
+  const usage = `usage: deno run --allow-ffi ${name} ${args} [-d] [--counters] [-o opt,...]`;
   let session: Session;
   let debugging = false;
   try {
@@ -290,7 +297,7 @@ export async function runMain(
       return;
     }
     session = await start(cli);
-    debugging = cli.options.debug !== undefined;
+    debugging = cli.options.debug !== undefined || cli.counters === true;
   } catch (e) {
     if (e instanceof UsageError) {
       console.error(`${name}: ${e.message}\n${usage}`);
@@ -311,7 +318,7 @@ export async function runMain(
     console.error(`${name}: ${(e as Error).message}`);
     Deno.exit(1);
   } finally {
-    // The debug log ends with what each transport and queue did.
+    // The debug log (or --counters) ends with what each transport and queue did.
     if (debugging) console.error(`counters: ${JSON.stringify(session.counters)}`);
   }
 }

@@ -208,6 +208,33 @@ Deno.test("bench: --modes compares io_uring modes with mainline, without absolut
   assert.doesNotMatch(svg, /stroke-dasharray/); // no target lines
 });
 
+Deno.test("bench: --modes gives the KiB of file data through the server per MiB served", () => {
+  const s = (value: number, throughServer: number, zeroCopy: number) => ({
+    value,
+    cpuSeconds: 1,
+    peakRssKiB: 2048,
+    moved: { throughServer, zeroCopy },
+  });
+  const MiB = 1 << 20;
+  const results: Results = {
+    tmpfs: { seqread: [{ value: 1000, cpuSeconds: 0, peakRssKiB: 0 }] },
+    "io_uring:bufpool": { seqread: [s(90, 64 * MiB, 0), s(100, 32 * MiB, 0)] },
+    // A quarter through the server (say, staged), the rest zero-copy.
+    "io_uring:bufpool_zero_copy": { seqread: [s(120, 16 * MiB, 48 * MiB)] },
+  };
+  const configs = ["tmpfs", "io_uring:bufpool", "io_uring:bufpool_zero_copy"];
+  const sum = summarize(results, configs, { peers: { "io_uring:bufpool_zero_copy": configs[1] } });
+  const row = (config: string) => sum.rows.find((r) => r.config === config)!;
+  assert.equal(row("io_uring:bufpool").throughServerKiBPerMiB, 1024);
+  assert.equal(row("io_uring:bufpool_zero_copy").throughServerKiBPerMiB, 256);
+  assert.equal(row("tmpfs").throughServerKiBPerMiB, null);
+  const table = markdownTable(sum, [job("seqread")]);
+  assert.match(table, /\| KiB through server per MiB \|$/m);
+  assert.match(table, /^\| seq read 1M \| io_uring:bufpool_zero_copy \| .* \| 256 \|$/m);
+  // Runs that counted nothing keep the table as it was.
+  assert.doesNotMatch(markdownTable(summarize({ tmpfs: results.tmpfs }, ["tmpfs"])), /through/);
+});
+
 Deno.test("bench: a soak's RSS is bounded when the last minute stays near the first", () => {
   const flat = Array.from(
     { length: 121 },

@@ -146,3 +146,18 @@ Deno.test("cli: -o options, -d and positionals parse like mount.fuse", () => {
   assert.throws(() => parseMountArgs(["-o", "max_write=-1"]), /positive whole number/);
   assert.throws(() => parseMountArgs(["-x"]), /unknown flag: -x/);
 });
+
+Deno.test("cli: the buffer-pool modes, their pool size, and --counters", () => {
+  const pool = parseMountArgs(["m", "-o", "io_uring_bufpool,io_uring_bufpool_buffers=3"])!;
+  assert.deepEqual(pool.options, { uringMode: "bufpool", transport: "io_uring", poolBuffers: 3 });
+  const zc = parseMountArgs(["m", "-o", "io_uring_bufpool_zero_copy"])!;
+  assert.deepEqual(zc.options, { uringMode: "bufpool_zero_copy", transport: "io_uring" });
+  assert.equal(
+    parseMountArgs(["m", "-o", "io_uring_mode=bufpool_zero_copy"])!.options.uringMode,
+    "bufpool_zero_copy",
+  );
+  assert.throws(() => parseMountArgs(["-o", "io_uring_bufpool_buffers=0"]), /positive whole/);
+  assert.throws(() => parseMountArgs(["-o", "io_uring_mode=pool"]), /takes auto, bufpool_zero_/);
+  assert.equal(parseMountArgs(["m", "--counters"])!.counters, true);
+  assert.equal(parseMountArgs(["m"])!.counters, undefined);
+});

@@ -14,7 +14,6 @@ import { KernelBufferRing } from "../../../ffi/kernel_buffer_ring.ts";
 import { alignUp, PAGE_SIZE, PinnedRegion } from "../../../ffi/memory.ts";
 import { IORING_CQE_BUFFER_SHIFT, IORING_CQE_F_BUFFER } from "../../../ffi/uring_abi.ts";
 import { FUSE_URING_BUF_RING, FUSE_URING_RINGBUF_GROUP, UringReqHeader } from "../../../ops/abi.ts";
-import { pinnedRead, pinnedWrite } from "../../io/ring_io.ts";
 import { prepRegisterBufRing, uringPayloadSize } from "../commands.ts";
 import { QueueCounter } from "../counters.ts";
 import type { UringEntry } from "../entry.ts";
@@ -23,6 +22,7 @@ import {
   copyToOwnSlot,
   type ModeContext,
   type PayloadMode,
+  transferThroughServer,
   type UringMode,
   useOwnSlot,
 } from "./mode.ts";
@@ -121,13 +121,8 @@ export class BufRingMode implements PayloadMode {
     offset: number,
     length: number,
   ): number | Promise<number> {
-    const c = this.c;
-    c.count(entry, read ? QueueCounter.fixedReads : QueueCounter.fixedWrites);
-    c.add(entry, QueueCounter.bytesThroughServer, length);
-    const address = read ? entry.outAddress : entry.dataAddress;
-    const n = (read ? pinnedRead : pinnedWrite)(c.ringIo, fd, address, length, offset);
-    if (typeof n !== "number") c.flushSoon();
-    return n;
+    // The kernel's buffers are no fixed buffers of this ring: plain READ / WRITE.
+    return transferThroughServer(this.c, entry, read, fd, offset, length, -1);
   }
 
   /** For another thread, copy the kernel buffer's bytes into the entry's own slot. */

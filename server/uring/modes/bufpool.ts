@@ -21,7 +21,6 @@
 import { Errno, SystemError } from "../../../ffi/errno.ts";
 import { PinnedRegion } from "../../../ffi/memory.ts";
 import { UringEntInOut, UringReqHeader } from "../../../ops/abi.ts";
-import { pinnedRead, pinnedWrite } from "../../io/ring_io.ts";
 import { prepAddBufPool, prepAddQueue, prepRegisterPooled, uringPayloadSize } from "../commands.ts";
 import { QueueCounter } from "../counters.ts";
 import type { UringEntry } from "../entry.ts";
@@ -31,6 +30,7 @@ import {
   copyToOwnSlot,
   type ModeContext,
   type PayloadMode,
+  transferThroughServer,
   type UringMode,
   useOwnSlot,
 } from "./mode.ts";
@@ -175,12 +175,7 @@ export class BufPoolMode implements PayloadMode {
     offset: number,
     length: number,
   ): number | Promise<number> {
-    const c = this.c;
-    c.count(entry, read ? QueueCounter.fixedReads : QueueCounter.fixedWrites);
-    c.add(entry, QueueCounter.bytesThroughServer, length);
-    const address = read ? entry.outAddress : entry.dataAddress;
-    if (c.ringIo) return c.fixed(read, fd, address, length, offset, this.commandSlot(entry));
-    return (read ? pinnedRead : pinnedWrite)(null, fd, address, length, offset);
+    return transferThroughServer(this.c, entry, read, fd, offset, length, this.commandSlot(entry));
   }
 
   /** For another thread, copy the payload into the entry's own slot. */

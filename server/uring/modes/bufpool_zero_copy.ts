@@ -65,9 +65,8 @@ export class BufPoolZeroCopyMode extends BufPoolMode {
     offset: number,
     length: number,
   ): number | Promise<number> {
-    const inPages = read ? entry.pages === "out" : entry.pages === "in" && !entry.dataStaged;
-    if (!inPages) return super.transfer(entry, read, fd, offset, length);
-    return transferPages(this.c, entry, read, fd, offset, length);
+    return transferPages(this.c, entry, read, fd, offset, length) ??
+      super.transfer(entry, read, fd, offset, length);
   }
 
   /** A zero-copy WRITE's data is staged before the CPU reads it, here or on another thread. */
@@ -78,7 +77,6 @@ export class BufPoolZeroCopyMode extends BufPoolMode {
 
   /** A zero-copy READ's reply made by the FileSystem goes from the staging slot into the pages. */
   override stageOut(entry: UringEntry, length: number): Promise<boolean> | null {
-    if (entry.pages !== "out" || entry.replyInPages) return null;
     return stagePagesOut(this.c, entry, length);
   }
 

@@ -12,11 +12,9 @@
 
 import { PinnedRegion } from "../../../ffi/memory.ts";
 import { UringReqHeader } from "../../../ops/abi.ts";
-import { pinnedRead, pinnedWrite } from "../../io/ring_io.ts";
 import { prepRegister } from "../commands.ts";
-import { QueueCounter } from "../counters.ts";
 import type { UringEntry } from "../entry.ts";
-import type { ModeContext, PayloadMode } from "./mode.ts";
+import { type ModeContext, type PayloadMode, transferThroughServer } from "./mode.ts";
 
 /** Payloads in the entries' own pinned slots, registered as fixed buffers. */
 export class MainlineMode implements PayloadMode {
@@ -70,12 +68,7 @@ export class MainlineMode implements PayloadMode {
     offset: number,
     length: number,
   ): number | Promise<number> {
-    const c = this.c;
-    c.count(entry, read ? QueueCounter.fixedReads : QueueCounter.fixedWrites);
-    c.add(entry, QueueCounter.bytesThroughServer, length);
-    const address = read ? entry.outAddress : entry.dataAddress;
-    if (c.ringIo) return c.fixed(read, fd, address, length, offset, entry.id);
-    return (read ? pinnedRead : pinnedWrite)(null, fd, address, length, offset);
+    return transferThroughServer(this.c, entry, read, fd, offset, length, entry.id);
   }
 
   /** The slot is ordinary memory: every thread reads it as it is. */

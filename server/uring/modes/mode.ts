@@ -33,6 +33,7 @@
 
 import type { Ring } from "../../../ffi/ring.ts";
 import type { RingIo } from "../../io/ring_io.ts";
+import { pinnedRead, pinnedWrite } from "../../io/ring_io.ts";
 import { QueueCounter } from "../counters.ts";
 import type { UringEntry } from "../entry.ts";
 import type { EntryAddresses } from "../entry_memory.ts";
@@ -129,6 +130,30 @@ export interface PayloadMode {
   handBack(entry: UringEntry, length: number): Promise<boolean> | null;
   /** Unmap what the mode mapped (once the ring is closed). */
   close(): void;
+}
+
+/**
+ * Move `length` bytes between `fd` at `offset` and `entry`'s payload memory
+ * in the server (its data, or its reply): READ_FIXED / WRITE_FIXED on
+ * fixed buffer `slot` (-1: that memory is no fixed buffer, so a plain READ /
+ * WRITE) on the ring, or pread / pwrite when direct.
+ */
+export function transferThroughServer(
+  c: ModeContext,
+  entry: UringEntry,
+  read: boolean,
+  fd: number,
+  offset: number,
+  length: number,
+  slot: number,
+): number | Promise<number> {
+  c.count(entry, read ? QueueCounter.fixedReads : QueueCounter.fixedWrites);
+  c.add(entry, QueueCounter.bytesThroughServer, length);
+  const address = read ? entry.outAddress : entry.dataAddress;
+  if (c.ringIo && slot >= 0) return c.fixed(read, fd, address, length, offset, slot);
+  const n = (read ? pinnedRead : pinnedWrite)(c.ringIo, fd, address, length, offset);
+  if (typeof n !== "number") c.flushSoon();
+  return n;
 }
 
 /**

@@ -41,10 +41,16 @@ export function stagePagesIn(
 
 /**
  * Move a reply of `length` bytes that the FileSystem wrote into the
- * staging slot into the client's pages (READ_FIXED from the memfd); resolves
- * with whether it all went.
+ * staging slot into the client's pages (READ_FIXED from the memfd), unless
+ * the reply is not bound for them or a backing-fd read put it there
+ * already (then null); resolves with whether it all went.
  */
-export function stagePagesOut(c: ModeContext, entry: UringEntry, length: number): Promise<boolean> {
+export function stagePagesOut(
+  c: ModeContext,
+  entry: UringEntry,
+  length: number,
+): Promise<boolean> | null {
+  if (entry.pages !== "out" || entry.replyInPages) return null;
   c.count(entry, QueueCounter.staged);
   c.add(entry, QueueCounter.bytesThroughServer, length);
   return c.fixed(true, c.memory.payloadsFd, 0n, length, entry.ownOffset, entry.id)
@@ -53,7 +59,8 @@ export function stagePagesOut(c: ModeContext, entry: UringEntry, length: number)
 
 /**
  * Move `length` bytes between backing `fd` at `offset` and the client's
- * pages (READ_FIXED into them for a READ, WRITE_FIXED from them for a WRITE).
+ * pages (READ_FIXED into them for a READ, WRITE_FIXED from them for a
+ * WRITE), if that is where this request's data is; else null.
  */
 export function transferPages(
   c: ModeContext,
@@ -62,7 +69,9 @@ export function transferPages(
   fd: number,
   offset: number,
   length: number,
-): Promise<number> {
+): Promise<number> | null {
+  const inPages = read ? entry.pages === "out" : entry.pages === "in" && !entry.dataStaged;
+  if (!inPages) return null;
   c.count(entry, read ? QueueCounter.zeroCopyReads : QueueCounter.zeroCopyWrites);
   c.add(entry, QueueCounter.bytesZeroCopy, length);
   if (read) entry.replyInPages = true;

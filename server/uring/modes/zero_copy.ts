@@ -67,9 +67,8 @@ export class ZeroCopyMode extends BufRingMode {
     offset: number,
     length: number,
   ): number | Promise<number> {
-    const inPages = read ? entry.pages === "out" : entry.pages === "in" && !entry.dataStaged;
-    if (!inPages) return super.transfer(entry, read, fd, offset, length);
-    return transferPages(this.c, entry, read, fd, offset, length);
+    return transferPages(this.c, entry, read, fd, offset, length) ??
+      super.transfer(entry, read, fd, offset, length);
   }
 
   /**
@@ -97,7 +96,6 @@ export class ZeroCopyMode extends BufRingMode {
    * there already).
    */
   override stageOut(entry: UringEntry, length: number): Promise<boolean> | null {
-    if (entry.pages !== "out" || entry.replyInPages) return null;
     return stagePagesOut(this.c, entry, length);
   }
 
