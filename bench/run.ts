@@ -5,7 +5,8 @@
  *
  *     deno task bench [--quick] [--rounds N] [--runtime S] [--size SIZE]
  *                     [--files N] [--compare '[LABEL=]COMMAND' ...] [--modes]
- *                     [--pools N,...] [--numjobs N] [--only JOB,...] [--out DIR]
+ *                     [--pools N,...] [--numjobs N] [--only JOB,...]
+ *                     [--server-options OPT,...] [--out DIR]
  *
  * Configurations: `tmpfs` itself; `dev` and `io_uring`, the passthrough
  * serving file data itself (`-o no_io_uring,nopassthrough` and
@@ -35,7 +36,7 @@
  * `--pools 1,2,8` compares pool sizes instead (each buffer-pool mode with a
  * pool of that many buffers); `--numjobs N` sets fio's clients per data job
  * (default 2, each with one I/O in flight), `--only seqread,metadata` the
- * jobs.
+ * jobs, `--server-options backing_io=ring` more `-o` options for every mode.
  *
  * @module
  */
@@ -75,6 +76,7 @@ const { values } = parseArgs({
     pools: { type: "string" },
     numjobs: { type: "string" },
     only: { type: "string" },
+    "server-options": { type: "string" },
     out: { type: "string", default: new URL("./results", import.meta.url).pathname },
   },
 });
@@ -169,7 +171,8 @@ function oursOptions(config: string): string[] {
     // io_uring:MODE, or io_uring:MODE/N for a pool of N buffers.
     const [mode, buffers] = config.slice("io_uring:".length).split("/");
     const pool = buffers ? `,io_uring_bufpool_buffers=${buffers}` : "";
-    return ["--counters", "-o", `io_uring,nopassthrough,io_uring_mode=${mode}${pool}`];
+    const more = values["server-options"] ? `,${values["server-options"]}` : "";
+    return ["--counters", "-o", `io_uring,nopassthrough,io_uring_mode=${mode}${pool}${more}`];
   }
   return [];
 }
@@ -367,6 +370,7 @@ await Deno.writeTextFile(
         pools: poolSizes,
         numjobs,
         jobs: jobs.map((j) => j.id),
+        serverOptions: values["server-options"] ?? null,
       },
       configs,
       comparison,
