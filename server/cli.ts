@@ -146,6 +146,14 @@ function seconds(name: string, value: string | undefined): number {
   return n;
 }
 
+/** A shorthand option: io_uring in `mode`, and io_uring required. */
+function requireMode(mode: UringMode): (o: MountOptions) => void {
+  return (o) => {
+    o.uringMode = mode;
+    o.transport = "io_uring";
+  };
+}
+
 /** The mount options of `-o`, each setting what it names in {@linkcode MountOptions}. */
 const MOUNT_O: Record<string, (o: MountOptions, value: string | undefined, name: string) => void> =
   {
@@ -170,23 +178,11 @@ const MOUNT_O: Record<string, (o: MountOptions, value: string | undefined, name:
       }
       o.uringMode = v as MountOptions["uringMode"];
     },
-    io_uring_bufpool: (o) => {
-      o.uringMode = "bufpool";
-      o.transport = "io_uring";
-    },
-    io_uring_bufpool_zero_copy: (o) => {
-      o.uringMode = "bufpool_zero_copy";
-      o.transport = "io_uring";
-    },
+    io_uring_bufpool: requireMode("bufpool"),
+    io_uring_bufpool_zero_copy: requireMode("bufpool_zero_copy"),
     io_uring_bufpool_buffers: (o, v, name) => o.poolBuffers = positiveInt(name, v),
-    io_uring_bufring: (o) => {
-      o.uringMode = "buf_ring";
-      o.transport = "io_uring";
-    },
-    io_uring_zero_copy: (o) => {
-      o.uringMode = "zero_copy";
-      o.transport = "io_uring";
-    },
+    io_uring_bufring: requireMode("buf_ring"),
+    io_uring_zero_copy: requireMode("zero_copy"),
     io_uring_q_depth: (o, v, name) => o.queueDepth = positiveInt(name, v),
     threads: (o, v, name) => o.threads = positiveInt(name, v),
     backing_io: (o, v) => {
