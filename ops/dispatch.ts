@@ -37,7 +37,7 @@ import { FuseError } from "./error.ts";
 import type { Exchange } from "./exchange.ts";
 import type { ConnectionInfo, FileSystem, MaybePromise, RequestContext } from "./filesystem.ts";
 import { decodeInitIn, type InitOptions, negotiate } from "./init.ts";
-import { INTERRUPT_POLL_MS, InterruptBoard } from "./interrupts.ts";
+import { InterruptBoard } from "./interrupts.ts";
 import type { OperationContext, ServedOperation } from "./operation.ts";
 import { OPERATIONS } from "./operations.ts";
 import { serveBacked } from "./backed_data.ts";
@@ -109,7 +109,8 @@ export class Dispatcher {
   readonly interrupts: InterruptBoard;
   /** Requests in progress whose method asked for `ctx.signal`. */
   #signals = new Map<number, AbortController>();
-  #pollTimer: ReturnType<typeof setInterval> | undefined;
+  /** Whether a wait for interrupts posted by other threads is armed. */
+  #watching = false;
   /** Notify retrieves waiting for the kernel's NOTIFY_REPLY, by notify unique. */
   #retrieves = new Map<number, (data: Uint8Array) => void>();
   #nextRetrieve = 1;
@@ -503,23 +504,27 @@ export class Dispatcher {
     controller = new AbortController();
     this.#signals.set(unique, controller);
     if (this.interrupts.has(unique)) controller.abort(new FuseError(Errno.EINTR));
-    // Interrupts read by another thread's dispatcher reach this one by looking.
-    if (this.#pollTimer === undefined) {
-      this.#pollTimer = setInterval(() => {
-        for (const [u, c] of this.#signals) {
-          if (!c.signal.aborted && this.interrupts.has(u)) c.abort(new FuseError(Errno.EINTR));
-        }
-      }, INTERRUPT_POLL_MS);
-      Deno.unrefTimer(this.#pollTimer);
-    }
+    // Interrupts read by another thread's dispatcher reach this one through the board.
+    if (!this.#watching) this.#watchInterrupts(this.interrupts.posts);
     return controller.signal;
+  }
+
+  /** While requests hold signals, abort those the board says were interrupted, as posts come. */
+  #watchInterrupts(seen: number): void {
+    this.#watching = true;
+    this.interrupts.posted(seen).then(() => {
+      const now = this.interrupts.posts;
+      for (const [u, c] of this.#signals) {
+        if (!c.signal.aborted && this.interrupts.has(u)) c.abort(new FuseError(Errno.EINTR));
+      }
+      if (this.#signals.size > 0) this.#watchInterrupts(now);
+      else this.#watching = false;
+    });
   }
 
   /** Request `unique` is answered: its signal is no longer watched. */
   #settled(unique: number): void {
-    if (!this.#signals.delete(unique) || this.#signals.size > 0) return;
-    clearInterval(this.#pollTimer);
-    this.#pollTimer = undefined;
+    this.#signals.delete(unique);
   }
 
   /** Send a reply (`length` -1: the reply was already sent by the transport). */

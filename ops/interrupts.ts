@@ -5,21 +5,23 @@
  * The kernel sends INTERRUPT over /dev/fuse (to the session's thread) while
  * the request it names may be running in any thread: a queue thread's own
  * FileSystem, a /dev/fuse thread. The session's dispatcher posts the unique
- * here; each dispatcher aborts the `ctx.signal` of its requests that are
- * posted, at once if the request is its own, else on its next look (every
- * {@linkcode INTERRUPT_POLL_MS} while it has requests that asked for a signal).
+ * here and wakes every thread that waits on the board ({@linkcode
+ * InterruptBoard.posted}); each dispatcher aborts the `ctx.signal` of its
+ * requests that are posted. Nothing polls: a thread with no signalled
+ * request does not look at all, and one with some sleeps until a post.
  *
  * @module
  */
 
-/** How often a dispatcher with signalled requests looks for interrupts posted by others. */
-export const INTERRUPT_POLL_MS = 20;
 /** Interrupts remembered (a ring: the oldest are forgotten first). */
 const CAPACITY = 256;
 
 /** Uniques of interrupted requests, shared between a session's threads. */
 export class InterruptBoard {
-  /** The shared memory: a write counter, then CAPACITY uniques as (low, high) words. */
+  /**
+   * The shared memory: a write counter, a count of completed posts, then
+   * CAPACITY uniques as (low, high) words.
+   */
   readonly buffer: SharedArrayBuffer;
   readonly #words: Int32Array;
 
@@ -36,6 +38,23 @@ export class InterruptBoard {
     // sees it sees the whole entry.
     Atomics.store(this.#words, 2 + 2 * at, unique % 2 ** 32 | 0);
     Atomics.store(this.#words, 3 + 2 * at, Math.floor(unique / 2 ** 32) + 1);
+    Atomics.add(this.#words, 1, 1);
+    Atomics.notify(this.#words, 1);
+  }
+
+  /**
+   * Settles once an interrupt is posted after `seen` (a {@linkcode posts}
+   * reading); at once if one already was. A waiting thread is woken by the
+   * post itself, and the wait does not keep a process or Worker alive.
+   */
+  posted(seen: number): Promise<unknown> {
+    const wait = Atomics.waitAsync(this.#words, 1, seen);
+    return wait.async ? wait.value : Promise.resolve();
+  }
+
+  /** How many interrupts have been posted (complete, with their uniques), for {@linkcode posted}. */
+  get posts(): number {
+    return Atomics.load(this.#words, 1);
   }
 
   /** Whether request `unique` was interrupted (among the last CAPACITY interrupts). */

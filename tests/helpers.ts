@@ -333,6 +333,31 @@ export async function noneUnhandled(fn: () => Promise<void>): Promise<void> {
   assert.deepEqual(seen, []);
 }
 
+/**
+ * Stop a server with `signal` and resolve with its exit code; if it has not
+ * exited after `ms`, kill it and throw, with the end of its log (`log`, its
+ * stderr being drained) so a hang says where it stopped.
+ */
+export async function stopServer(
+  child: Deno.ChildProcess,
+  signal: Deno.Signal,
+  log?: Promise<string>,
+  ms = 60_000,
+): Promise<number> {
+  child.kill(signal);
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<null>((r) => timer = setTimeout(r, ms, null));
+  const status = await Promise.race([child.status, late]);
+  clearTimeout(timer);
+  if (status) return status.code;
+  try {
+    child.kill("SIGKILL");
+  } catch { /* gone meanwhile */ }
+  await child.status;
+  const tail = log ? (await log.catch(() => "")).slice(-3000) : "";
+  throw new Error(`the server did not exit within ${ms} ms of ${signal}; its log ends:\n${tail}`);
+}
+
 /** Make sure a server process is gone (SIGKILL if it still runs) and its pipes released. */
 export async function killServer(child: Deno.ChildProcess): Promise<void> {
   try {

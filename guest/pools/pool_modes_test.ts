@@ -10,7 +10,7 @@
 import assert from "node:assert/strict";
 import { probeBufferPools } from "../../server/pool_probe.ts";
 import type { SessionCounters } from "../../server/session.ts";
-import { run, sh, startServer, tempMountpoint, waitFor } from "../../tests/helpers.ts";
+import { run, sh, startServer, stopServer, tempMountpoint, waitFor } from "../../tests/helpers.ts";
 import {
   cmp,
   exercise,
@@ -116,7 +116,12 @@ for (const mode of ["bufpool", "bufpool_zero_copy"] as const) {
 guestTest(
   "guest 7.3: --probe says yes to buffer pools and zero-copy; auto picks them",
   async () => {
+    // Bounded, so that a probe that hangs fails here and says so.
     const r = await run(
+      "timeout",
+      "-k",
+      "5",
+      "60",
       Deno.execPath(),
       "run",
       "--allow-ffi",
@@ -135,8 +140,7 @@ guestTest(
       const { child, out } = await startServer(["examples/hello.ts", mnt, "-o", "io_uring", "-d"]);
       const log = new Response(child.stderr).text();
       assert.match(out, /over io_uring \(bufpool_zero_copy\)/);
-      child.kill("SIGTERM");
-      assert.equal((await child.status).code, 0);
+      assert.equal(await stopServer(child, "SIGTERM", log), 0);
       assert.match(await log, /io_uring: not zero_copy: .*FUSE buffer-ring series/);
     } finally {
       await cleanup();
@@ -179,12 +183,17 @@ async function serveAsUser(): Promise<void> {
       // Only its user may enter a mount without allow_other.
       await waitFor(
         async () =>
-          (await run(user[0], ...user.slice(1), "cat", `${mnt}/hello`)).stdout ===
-            "Hello, World!\n",
+          (await run(user[0], ...user.slice(1), "timeout", "20", "cat", `${mnt}/hello`))
+            .stdout === "Hello, World!\n",
         120_000,
-      );
+      ).catch(async (e) => {
+        throw new Error(`${e.message}: the user's server logged:\n${await stopped(child, log)}`);
+      });
+      assert.equal(await stopServer(child, "SIGTERM", log), 0);
     } finally {
-      child.kill("SIGTERM");
+      try {
+        child.kill("SIGKILL");
+      } catch { /* ended */ }
       await child.status;
     }
     assert.match(await out, /over io_uring \(bufpool\)/);
@@ -194,4 +203,10 @@ async function serveAsUser(): Promise<void> {
     await cleanup();
     await Deno.remove(home, { recursive: true });
   }
+}
+
+/** The end of a server's log, once it is stopped (killed if SIGTERM does not end it). */
+async function stopped(child: Deno.ChildProcess, log: Promise<string>): Promise<string> {
+  await stopServer(child, "SIGTERM", log, 20_000).catch(() => {});
+  return (await log).slice(-3000);
 }

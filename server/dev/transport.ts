@@ -20,7 +20,7 @@
  */
 
 import { Errno, SystemError } from "../../ffi/errno.ts";
-import { errno, libc } from "../../ffi/libc.ts";
+import { check, errno, libc } from "../../ffi/libc.ts";
 import { PinnedRegion } from "../../ffi/memory.ts";
 import { InHeader, Opcode, OutHeader, WriteIn } from "../../ops/abi.ts";
 import type { Dispatcher } from "../../ops/dispatch.ts";
@@ -35,6 +35,10 @@ import { BUSY_WAIT_US, coalesced, makeYield, settleHandlers } from "../io/yield.
 /** Requests handled per batch before yielding to the event loop. */
 const BATCH_BUDGET = 64;
 const POLLIN = 1;
+const EFD_NONBLOCK = 0o4000;
+const EFD_CLOEXEC = 0o2000000;
+/** The eventfd increment that wakes a waiting loop. */
+const WAKE = new BigUint64Array([1n]);
 
 /** Counters of a transport, for tests and `-d`. */
 export interface TransportCounters {
@@ -177,9 +181,14 @@ export class DevTransport {
   /** Called when a slot is free again, instead of the free list (slots filled by another thread). */
   #onSlotFree: ((index: number) => void) | null = null;
   #slotWaiter: (() => void) | null = null;
-  /** struct pollfd for /dev/fuse, then for the ring's fd once attached. */
-  #pollfds = new Uint8Array(16);
-  #nfds = 1n;
+  /**
+   * struct pollfd for /dev/fuse, for the wake eventfd ({@linkcode stop}),
+   * then for the ring's fd once attached: an idle loop waits on them with
+   * no timeout, so an idle mount costs no wake-ups.
+   */
+  #pollfds = new Uint8Array(24);
+  #nfds = 2n;
+  #wakeFd: number;
   #stopped = false;
   #othersPending: () => number = () => 0;
   #slots: number;
@@ -214,9 +223,12 @@ export class DevTransport {
       this.#all.push(new DevSlot(this, this.#region, i, slotSize, fd));
     }
     this.#free = this.#all.toReversed();
+    this.#wakeFd = check(libc.eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC), "eventfd");
     const pv = new DataView(this.#pollfds.buffer);
     pv.setInt32(0, fd, true);
     pv.setInt16(4, POLLIN, true);
+    pv.setInt32(8, this.#wakeFd, true);
+    pv.setInt16(12, POLLIN, true);
     [this.#yield, this.#closeYield] = makeYield();
   }
 
@@ -231,9 +243,9 @@ export class DevTransport {
     const kick = () => this.#flushSoon();
     if (backingCalls) this.ring = new RingIo(ring, kick);
     const pv = new DataView(this.#pollfds.buffer);
-    pv.setInt32(8, ring.fd, true);
-    pv.setInt16(12, POLLIN, true);
-    this.#nfds = 2n;
+    pv.setInt32(16, ring.fd, true);
+    pv.setInt16(20, POLLIN, true);
+    this.#nfds = 3n;
     return kick;
   }
 
@@ -322,7 +334,7 @@ export class DevTransport {
             }
             if (busy && libc.poll(this.#pollfds, this.#nfds, BUSY_WAIT_US / 1000) > 0) continue;
             busy = false;
-            await libc.poll_wait(this.#pollfds, this.#nfds, 1000);
+            await libc.poll_wait(this.#pollfds, this.#nfds, -1);
             continue;
           }
           // ENOENT: the request was interrupted before we read it.
@@ -355,6 +367,8 @@ export class DevTransport {
   stop(): void {
     this.#stopped = true;
     this.#slotWaiter?.();
+    // End a wait in poll (a nonblocking write of 8 bytes: it cannot block).
+    if (this.#wakeFd >= 0) libc.write(this.#wakeFd, Deno.UnsafePointer.of(WAKE), 8n);
   }
 
   /**
@@ -372,6 +386,8 @@ export class DevTransport {
       await new Promise((resolve) => setTimeout(resolve, 10));
     }
     if (this.#free.length === this.#slots) this.#region.close();
+    if (this.#wakeFd >= 0) libc.close(this.#wakeFd);
+    this.#wakeFd = -1;
   }
 
   /** Submit prepared ring operations and run the handlers of completed ones. */

@@ -133,7 +133,7 @@ Deno.test("interrupt: INTERRUPT aborts the request's signal, here or in another 
   const there = new Dispatcher(waits, { interrupts: new InterruptBoard(board.buffer) });
   await init(here);
   await init(there);
-  // The dispatchers' poll timer does not hold a process open (a transport
+  // A dispatcher's wait on the board does not hold a process open (a transport
   // does); this test has no transport, so hold it open while it runs.
   const alive = setInterval(() => {}, 1000);
   const interrupt = (target: number) =>
