@@ -451,6 +451,59 @@ export function svgChart(summary: Summary, title: string, jobs: Job[] = JOBS): s
   return out.join("\n");
 }
 
+/** A server's resident memory once idle, at a number of serving threads (null: as started). */
+export interface IdleMemory {
+  config: string;
+  threads: number | null;
+  rssKiB: number;
+}
+
+/**
+ * One serving thread's cost: the least-squares slope of idle RSS over the
+ * thread counts measured from 2 on (the first extra thread also pays for
+ * what every thread shares: code paged in, shared tables), in KiB; null
+ * with fewer than two such counts.
+ */
+export function perThreadKiB(points: IdleMemory[]): number | null {
+  const xs = points.filter((p) => p.threads !== null && p.threads >= 2);
+  if (xs.length < 2) return null;
+  const mx = xs.reduce((a, p) => a + p.threads!, 0) / xs.length;
+  const my = xs.reduce((a, p) => a + p.rssKiB, 0) / xs.length;
+  const sxy = xs.reduce((a, p) => a + (p.threads! - mx) * (p.rssKiB - my), 0);
+  const sxx = xs.reduce((a, p) => a + (p.threads! - mx) ** 2, 0);
+  return sxx > 0 ? sxy / sxx : null;
+}
+
+/**
+ * The memory table: per configuration, its peak RSS over every job, its
+ * idle RSS at each thread count measured, what the first extra thread
+ * added, and what each further one adds ({@linkcode perThreadKiB}).
+ */
+export function memoryTable(memory: IdleMemory[], summary: Summary): string {
+  const mib = (k: number) => (k / 1024).toFixed(1);
+  const lines = [
+    "| config | peak RSS MiB (all jobs) | idle RSS MiB by serving threads | 1 → 2 threads MiB | " +
+    "per further thread MiB |",
+    "|---|---:|---|---:|---:|",
+  ];
+  for (const config of [...new Set(memory.map((m) => m.config))]) {
+    const points = memory.filter((m) => m.config === config);
+    const peak = Math.max(
+      0,
+      ...summary.rows.filter((r) => r.config === config).map((r) => r.peakRssKiB),
+    );
+    const idle = points.map((p) => `${p.threads ?? "default"}: ${mib(p.rssKiB)}`).join(", ");
+    const one = points.find((p) => p.threads === 1), two = points.find((p) => p.threads === 2);
+    const first = one && two ? mib(two.rssKiB - one.rssKiB) : "";
+    const slope = perThreadKiB(points);
+    lines.push(
+      `| ${config} | ${peak ? mib(peak) : ""} | ${idle} | ${first} | ` +
+        `${slope === null ? "" : mib(slope)} |`,
+    );
+  }
+  return lines.join("\n");
+}
+
 /** What a soak's RSS samples say (see bench/soak.ts). */
 export interface RssVerdict {
   /** Peak RSS in the first minute, KiB. */
@@ -459,9 +512,14 @@ export interface RssVerdict {
   lastKiB: number;
   /** Peak RSS overall, KiB. */
   peakKiB: number;
-  /** The last minute's peak is within 25 % + 32 MiB of the first minute's. */
+  /** Peak RSS of each whole or partial minute, KiB, in order. */
+  perMinuteKiB: number[];
+  /** The last minute's peak is within {@linkcode SOAK_FLAT} of the first minute's. */
   bounded: boolean;
 }
+
+/** How much the last minute's peak RSS of a soak may exceed the first minute's: 10 %. */
+export const SOAK_FLAT = 0.1;
 
 /** Judge RSS samples (seconds since start, KiB) of a soak: bounded, or growing. */
 export function rssVerdict(samples: { t: number; rssKiB: number }[]): RssVerdict {
@@ -470,10 +528,13 @@ export function rssVerdict(samples: { t: number; rssKiB: number }[]): RssVerdict
     Math.max(0, ...samples.filter((s) => s.t >= from && s.t <= to).map((s) => s.rssKiB));
   const firstKiB = peak(0, 60);
   const lastKiB = peak(Math.max(0, end - 60), end);
+  const perMinuteKiB = [];
+  for (let m = 0; m * 60 < end; m++) perMinuteKiB.push(peak(m * 60, Math.min(end, (m + 1) * 60)));
   return {
     firstKiB,
     lastKiB,
     peakKiB: peak(0, end),
-    bounded: lastKiB <= firstKiB * 1.25 + 32 * 1024,
+    perMinuteKiB,
+    bounded: lastKiB <= firstKiB * (1 + SOAK_FLAT),
   };
 }

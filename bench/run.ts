@@ -48,10 +48,12 @@ import { probeBufferPools } from "../server/pool_probe.ts";
 import { bufferRingMissing } from "../server/probe.ts";
 import {
   type Comparison,
+  type IdleMemory,
   type Job,
   JOBS,
   MAINLINE,
   markdownTable,
+  memoryTable,
   OUR_CONFIGS,
   parseCompare,
   parseFio,
@@ -203,7 +205,12 @@ function movedBy(stderr: string): Sample["moved"] {
   return u ? { throughServer: u.bytesThroughServer, zeroCopy: u.bytesZeroCopy } : undefined;
 }
 
-async function startServer(config: string, src: string, mnt: string): Promise<Server> {
+async function startServer(
+  config: string,
+  src: string,
+  mnt: string,
+  more: string[] = [],
+): Promise<Server> {
   const other = compared.find((c) => c.label === config);
   const before = other ? fuseServers() : null;
   const command = other ? ["sh", "-c", `${other.command} "$0" "$1"`, src, mnt] : [
@@ -214,6 +221,7 @@ async function startServer(config: string, src: string, mnt: string): Promise<Se
     src,
     mnt,
     ...oursOptions(config),
+    ...more,
   ];
   const counted = command.includes("--counters");
   const child = new Deno.Command(command[0], {
@@ -279,7 +287,47 @@ const comparison: Comparison = values.modes
   }
   : peersOf(compared);
 
+/**
+ * Each server's resident memory once it has served a little and gone idle:
+ * ours at several thread counts (io_uring threads stop at one per queue,
+ * /dev/fuse threads may outnumber the CPUs), so that what one more serving
+ * thread costs is measured, not guessed; each compared server as started.
+ */
+async function idleMemory(): Promise<IdleMemory[]> {
+  const cpus = navigator.hardwareConcurrency;
+  const counts = (config: string) =>
+    config === "dev"
+      ? [...new Set([1, 2, 4, 8, cpus])].sort((a, b) => a - b)
+      : [...new Set([1, Math.min(2, cpus), cpus])];
+  const out: IdleMemory[] = [];
+  for (const config of configs.filter((c) => c !== "tmpfs")) {
+    const ours = !compared.some((c) => c.label === config);
+    for (const threads of ours ? counts(config) : [null]) {
+      const server = await startServer(
+        config,
+        src,
+        mnt,
+        threads === null ? [] : ["-o", `threads=${threads}`],
+      );
+      try {
+        // Serve a little: write, read back, list; then let it settle.
+        await sh(
+          `dd if=/dev/zero of=${mnt}/idle bs=1M count=8 status=none && ` +
+            `cat ${mnt}/idle > /dev/null && ls -l ${mnt} > /dev/null && rm ${mnt}/idle`,
+        );
+        await new Promise((r) => setTimeout(r, 3000));
+        out.push({ config, threads, rssKiB: memoryKiB(server.pid, "VmRSS") });
+      } finally {
+        await stopServer(server, mnt);
+      }
+      console.error(`memory ${config} threads=${threads ?? "-"}: ${out.at(-1)!.rssKiB} KiB`);
+    }
+  }
+  return out;
+}
+
 const results: Results = Object.fromEntries(configs.map((c) => [c, {}]));
+const memory: IdleMemory[] = [];
 const base = await Deno.makeTempDir({ prefix: "denofuse-bench-" });
 const src = `${base}/src`;
 const mnt = `${base}/mnt`;
@@ -326,6 +374,7 @@ try {
       }
     }
   }
+  if (!values.modes) memory.push(...await idleMemory());
 } finally {
   await sh(`umount ${mnt} 2>/dev/null || true; umount ${src}`);
   await Deno.remove(base, { recursive: true });
@@ -342,7 +391,8 @@ for (const r of summary.rows.filter((r) => r.vsPeer !== null && r.peer !== r.con
     : ` (target ≥ ${PEER_TARGET}: ${r.meetsTarget ? "met" : "not met"})`;
   console.log(`${r.config} / ${r.peer} on ${r.job}: ${r.vsPeer!.toFixed(2)}${target}`);
 }
-if (!values.modes) {
+if (memory.length > 0) console.log(`\n${memoryTable(memory, summary)}`);
+if (!values.modes && summary.uringOverDev.randread !== undefined) {
   console.log(
     `io_uring/dev on rand read 4k: ${summary.uringOverDev.randread?.toFixed(2)} ` +
       `(target ≥ 1.3: ${summary.uringTargetMet ? "met" : "not met"})`,
@@ -376,6 +426,7 @@ await Deno.writeTextFile(
       comparison,
       results,
       summary,
+      memory,
     },
     null,
     2,

@@ -53,8 +53,9 @@ export class PinnedRegion {
   /**
    * Map and lock `size` bytes (rounded up to pages). `shared` maps a new
    * memfd instead of anonymous memory. `lazy` neither populates nor locks:
-   * pages cost memory only once touched (memory the kernel never reaches by
-   * address, such as staging slots used only sometimes). Throws on failure.
+   * pages cost memory only once touched (memory no fixed-buffer table pins:
+   * /dev/fuse slots that read(2) and write(2) copy through, staging slots
+   * used only sometimes). Throws on failure.
    */
   constructor(size: number, options: { shared?: boolean; lazy?: boolean } = {}) {
     if (!(size > 0)) throw new RangeError(`PinnedRegion size ${size}`);

@@ -11,6 +11,13 @@ import { check, check64, libc } from "../ffi/libc.ts";
 
 const decoder = new TextDecoder();
 
+/**
+ * getdents64's buffer, one per thread: each pass decodes it before the
+ * next call, so no request needs a 64 KiB buffer of its own.
+ */
+const dirents = new Uint8Array(65536);
+const direntView = new DataView(dirents.buffer);
+
 /** One entry of a directory, as getdents64 gives it. */
 export interface DirectoryEntry {
   /** Its name. */
@@ -47,8 +54,8 @@ export class DirectorySnapshots {
     if (dir.entries && offset !== 0) return dir.entries;
     check64(libc.lseek(dir.fd, 0n, 0), "lseek");
     const entries: DirectoryEntry[] = [];
-    const buf = new Uint8Array(65536);
-    const view = new DataView(buf.buffer);
+    const buf = dirents;
+    const view = direntView;
     const ptr = Deno.UnsafePointer.of(buf);
     for (;;) {
       const n = check(libc.getdents64(dir.fd, ptr, BigInt(buf.length)), "getdents64");

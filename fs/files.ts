@@ -64,10 +64,13 @@ export function closeFile(fd: number): void {
   check(libc.close(fd), "close", `fd ${fd}`);
 }
 
+/** struct statx, one per thread: each call decodes it before returning. */
+const statxScratch = new Uint8Array(256);
+const statxView = new DataView(statxScratch.buffer);
+
 function statx(dirfd: number, path: Uint8Array<ArrayBuffer>, flags: number, what: string): Attr {
-  const buf = new Uint8Array(256);
-  check(libc.statx(dirfd, path, flags, STATX_BASIC_STATS, buf), "statx", what);
-  return attrFromStatx(new DataView(buf.buffer));
+  check(libc.statx(dirfd, path, flags, STATX_BASIC_STATS, statxScratch), "statx", what);
+  return attrFromStatx(statxView);
 }
 
 /** The attributes of `path` (a symlink's own, as lstat(2)), as FUSE answers them. */

@@ -67,6 +67,8 @@ import {
 export { attrFromStatx };
 
 const AT_STATX_SYNC_TYPE = 0x6000;
+/** readlinkat's buffer (PATH_MAX), one per thread: the call is synchronous and copied out. */
+const linkScratch = new Uint8Array(4096);
 
 /**
  * What every instance of one mount's passthrough shares (one per queue
@@ -192,7 +194,7 @@ export class Passthrough implements FileSystem {
   }
 
   readlink(_ctx: RequestContext, nodeId: number): Uint8Array {
-    const buf = new Uint8Array(4096);
+    const buf = linkScratch;
     const n = this.#nodes.use(
       nodeId,
       (inode) => check64(libc.readlinkat(inode.fd, EMPTY, buf, 4096n), "readlinkat"),

@@ -11,6 +11,12 @@ import { check, check64, cstr, libc } from "../ffi/libc.ts";
 /** The largest value (and list) the kernel passes: XATTR_SIZE_MAX. */
 const XATTR_SIZE_MAX = 65536;
 const decoder = new TextDecoder();
+/**
+ * Room for any value or list, one per thread: the calls are synchronous and
+ * their results copied out, so one buffer serves every request instead of
+ * 64 KiB allocated (and left for the collector) per getxattr.
+ */
+const scratch = new Uint8Array(XATTR_SIZE_MAX);
 
 /** setxattr(2). */
 export function setXattr(path: Uint8Array, name: string, value: Uint8Array, flags: number): void {
@@ -20,16 +26,14 @@ export function setXattr(path: Uint8Array, name: string, value: Uint8Array, flag
 
 /** getxattr(2): the value. */
 export function getXattr(path: Uint8Array, name: string): Uint8Array {
-  const buf = new Uint8Array(XATTR_SIZE_MAX);
-  const n = check64(libc.getxattr(path, cstr(name), buf, BigInt(buf.length)), "getxattr");
-  return buf.slice(0, n);
+  const n = check64(libc.getxattr(path, cstr(name), scratch, BigInt(scratch.length)), "getxattr");
+  return scratch.slice(0, n);
 }
 
 /** listxattr(2): the names. */
 export function listXattrs(path: Uint8Array): string[] {
-  const buf = new Uint8Array(XATTR_SIZE_MAX);
-  const n = check64(libc.listxattr(path, buf, BigInt(buf.length)), "listxattr");
-  return n === 0 ? [] : decoder.decode(buf.subarray(0, n - 1)).split("\0");
+  const n = check64(libc.listxattr(path, scratch, BigInt(scratch.length)), "listxattr");
+  return n === 0 ? [] : decoder.decode(scratch.subarray(0, n - 1)).split("\0");
 }
 
 /** removexattr(2). */

@@ -66,10 +66,13 @@ const EMPTY = cstr("");
 
 /** Whether the file open at `fd` has setuid or setgid bits (or cannot be told: then yes). */
 function privileged(fd: number): boolean {
-  const buf = new Uint8Array(256);
-  if (libc.statx(fd, EMPTY, AT.EMPTY_PATH, STATX_MODE, buf) < 0) return true;
-  return (new DataView(buf.buffer).getUint16(28, true) & (S_ISUID | S_ISGID)) !== 0;
+  if (libc.statx(fd, EMPTY, AT.EMPTY_PATH, STATX_MODE, statxScratch) < 0) return true;
+  return (statxView.getUint16(28, true) & (S_ISUID | S_ISGID)) !== 0;
 }
+
+/** struct statx for {@linkcode privileged}, one per thread (a synchronous call). */
+const statxScratch = new Uint8Array(256);
+const statxView = new DataView(statxScratch.buffer);
 
 /** What a {@linkcode BackingIds} keeps in shared memory. */
 export interface BackingIdsShared {

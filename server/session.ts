@@ -438,7 +438,9 @@ class SessionRuntime {
     const { uring, devThreads, dev } = this;
     const lines = [
       `transport: ${uring ? "io_uring" : "dev"}${fallbackReason ? ` (${fallbackReason})` : ""}`,
-      `dev: ${this.options.maxInFlight ?? DEFAULT_IN_FLIGHT} slots, ${dev.memory} bytes pinned`,
+      `dev: ${
+        this.options.maxInFlight ?? DEFAULT_IN_FLIGHT
+      } slots, ${dev.memory} bytes mapped (touched as used)`,
       `open files: up to ${fds.soft} (hard limit ${fds.hard})`,
     ];
     if (devThreads) {

@@ -30,7 +30,13 @@ import type { Ring } from "../../ffi/ring.ts";
 import { DirectIo } from "../io/direct_io.ts";
 import { pinnedRead, pinnedWrite, RingIo } from "../io/ring_io.ts";
 import { SlotExchange } from "../io/slot_exchange.ts";
-import { BUSY_WAIT_US, coalesced, makeYield, settleHandlers } from "../io/yield.ts";
+import {
+  BUSY_WAIT_US,
+  coalesced,
+  makeYield,
+  settleHandlers,
+  trimBeforeSleep,
+} from "../io/yield.ts";
 
 /** Requests handled per batch before yielding to the event loop. */
 const BATCH_BUDGET = 64;
@@ -218,7 +224,11 @@ export class DevTransport {
     this.#fd = fd;
     this.#dispatcher = dispatcher;
     this.#slots = slots;
-    this.#region = new PinnedRegion(slots * slotSize);
+    // read(2) and write(2) copy in and out of the slots, and ring backing
+    // calls name them by address (never as fixed buffers): nothing needs
+    // them locked, so a slot costs memory only for the pages requests touch
+    // (a thread that sees only FORGETs holds a page per slot, not 1 MiB).
+    this.#region = new PinnedRegion(slots * slotSize, { lazy: true });
     for (let i = 0; i < slots; i++) {
       this.#all.push(new DevSlot(this, this.#region, i, slotSize, fd));
     }
@@ -298,7 +308,7 @@ export class DevTransport {
     return this.ring ?? this.#direct;
   }
 
-  /** Bytes of pinned memory held. */
+  /** Bytes of slot memory mapped (resident only where requests have touched it). */
   get memory(): number {
     return this.#region.size;
   }
@@ -334,6 +344,7 @@ export class DevTransport {
             }
             if (busy && libc.poll(this.#pollfds, this.#nfds, BUSY_WAIT_US / 1000) > 0) continue;
             busy = false;
+            trimBeforeSleep();
             await libc.poll_wait(this.#pollfds, this.#nfds, -1);
             continue;
           }

@@ -13,6 +13,8 @@
  * @module
  */
 
+import { libc } from "../../ffi/libc.ts";
+
 /**
  * The longest a busy serving loop waits on its own thread for the next
  * request; also the longest it holds up timers and signals while waiting.
@@ -81,4 +83,24 @@ export function makeYield(): [yieldNow: () => Promise<void>, close: () => void] 
     channel.port2.close();
   };
   return [yieldNow, close];
+}
+
+/** The least time between two {@linkcode trimBeforeSleep} trims on one thread. */
+export const TRIM_EVERY_MS = 1000;
+let lastTrim = -Infinity;
+
+/**
+ * Before a serving loop sleeps with nothing to do: hand the memory freed
+ * since the last trim back to the kernel (glibc's `malloc_trim`), at most
+ * once a {@linkcode TRIM_EVERY_MS} per thread. Buffers the runtime
+ * allocates for JavaScript (typed arrays, FFI and op buffers) are freed by
+ * the collector from several threads into glibc's per-thread arenas,
+ * which keep them: over a long mixed load that held more than the server
+ * itself uses (a 10-minute soak: 100 MiB of 270 MiB resident).
+ */
+export function trimBeforeSleep(): void {
+  const now = performance.now();
+  if (now - lastTrim < TRIM_EVERY_MS) return;
+  lastTrim = now;
+  libc.malloc_trim(0n);
 }

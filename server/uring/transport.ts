@@ -34,7 +34,13 @@ import type { BackingIo } from "../../ops/backing_io.ts";
 import type { Dispatcher } from "../../ops/dispatch.ts";
 import { DirectIo } from "../io/direct_io.ts";
 import { RingIo } from "../io/ring_io.ts";
-import { BUSY_WAIT_US, coalesced, makeYield, settleHandlers } from "../io/yield.ts";
+import {
+  BUSY_WAIT_US,
+  coalesced,
+  makeYield,
+  settleHandlers,
+  trimBeforeSleep,
+} from "../io/yield.ts";
 import { prepCommit, writeUringReply } from "./commands.ts";
 import { QueueCounter } from "./counters.ts";
 import { type EntryOwner, fitUringRequest, UringEntry } from "./entry.ts";
@@ -154,6 +160,7 @@ export class UringTransport implements EntryOwner {
   #stopped = false;
   /** Requests dispatched on this thread, or staged, and not yet committed or handed over. */
   #pending = 0;
+
   #flush = coalesced(() => this.#pump(BATCH_BUDGET), (e) => {
     this.#failure ??= e;
     this.#stopped = true;
@@ -300,7 +307,9 @@ export class UringTransport implements EntryOwner {
         // wake soon and let the event loop run; idle, sleep until the kernel
         // or the session (stop, fault: MSG_RING) puts a completion here,
         // so an idle mount costs no wake-ups.
-        const waited = this.#ring.waitHere(this.#pending > 0 ? BUSY_WAIT_US : Infinity);
+        const working = this.#pending > 0;
+        if (!working) trimBeforeSleep();
+        const waited = this.#ring.waitHere(working ? BUSY_WAIT_US : Infinity);
         if (!waited) {
           await yieldNow();
           lastYield = performance.now();
@@ -309,6 +318,7 @@ export class UringTransport implements EntryOwner {
         continue; // the next request came while we waited in the kernel
       } else {
         busy = false;
+        trimBeforeSleep();
         await this.#ring.wait(); // idle: wait on Deno's pool, loop free
       }
     }

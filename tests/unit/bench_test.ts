@@ -2,12 +2,15 @@
 // output captured on this machine), and its table and chart.
 import assert from "node:assert/strict";
 import {
+  type IdleMemory,
   JOBS,
   markdownTable,
   median,
+  memoryTable,
   parseCompare,
   parseFio,
   peersOf,
+  perThreadKiB,
   type Results,
   rssVerdict,
   summarize,
@@ -249,4 +252,50 @@ Deno.test("bench: a soak's RSS is bounded when the last minute stays near the fi
   const w = rssVerdict(leak);
   assert.equal(w.bounded, false);
   assert.equal(w.peakKiB, 200_000 + 120 * 1024);
+  // Every minute's peak, in order: ten minutes and the last sample's.
+  assert.equal(v.perMinuteKiB.length, 10);
+  assert.equal(w.perMinuteKiB[0], 200_000 + 12 * 1024);
+  assert.equal(w.perMinuteKiB.at(-1), 200_000 + 120 * 1024);
+  // Flat means the last minute's peak within 10 % of the first's: 10 % passes, 11 % fails.
+  const grown = (by: number) =>
+    rssVerdict(flat.map((s) => ({ t: s.t, rssKiB: s.t > 540 ? 202_000 * by : 202_000 })));
+  assert.equal(grown(1.1).bounded, true);
+  assert.equal(grown(1.11).bounded, false);
+});
+
+Deno.test("bench: the memory table gives peak RSS, idle RSS by threads, and the per-thread cost", () => {
+  const memory: IdleMemory[] = [
+    { config: "dev", threads: 1, rssKiB: 50 * 1024 },
+    { config: "dev", threads: 2, rssKiB: 80 * 1024 },
+    { config: "dev", threads: 4, rssKiB: 100 * 1024 },
+    { config: "dev", threads: 8, rssKiB: 140 * 1024 },
+    { config: "hp", threads: null, rssKiB: 70 * 1024 },
+  ];
+  // From 2 threads on, 10 MiB a thread exactly; the first extra thread paid 30.
+  assert.equal(perThreadKiB(memory.filter((m) => m.config === "dev")), 10 * 1024);
+  assert.equal(perThreadKiB(memory.filter((m) => m.config === "hp")), null);
+  const sum = summarize(
+    { dev: { seqread: [{ value: 100, cpuSeconds: 1, peakRssKiB: 150 * 1024 }] } },
+    ["dev"],
+  );
+  const table = memoryTable(memory, sum);
+  assert.match(
+    table,
+    /^\| dev \| 150\.0 \| 1: 50\.0, 2: 80\.0, 4: 100\.0, 8: 140\.0 \| 30\.0 \| 10\.0 \|$/m,
+  );
+  assert.match(table, /^\| hp \|  \| default: 70\.0 \|  \|  \|$/m);
+});
+
+Deno.test("bench: the committed soak stayed flat and under 250 MiB", () => {
+  // The newest soak result committed under bench/results (the issue's bar).
+  const dir = new URL("../../bench/results/", import.meta.url);
+  const soaks = [...Deno.readDirSync(dir)].map((e) => e.name).filter((n) =>
+    /^soak-.*\.json$/.test(n)
+  ).sort((a, b) => a.slice(a.lastIndexOf("-20")).localeCompare(b.slice(b.lastIndexOf("-20"))));
+  assert.ok(soaks.length > 0, "no soak result under bench/results");
+  const newest = JSON.parse(Deno.readTextFileSync(new URL(soaks.at(-1)!, dir)));
+  const v = rssVerdict(newest.samples);
+  assert.equal(newest.minutes, 10, soaks.at(-1));
+  assert.equal(v.bounded, true, `${soaks.at(-1)}: ${JSON.stringify(v)}`);
+  assert.ok(v.peakKiB <= 250 * 1024, `${soaks.at(-1)}: peak ${v.peakKiB} KiB`);
 });
