@@ -54,19 +54,17 @@ export class DirectorySnapshots {
     if (dir.entries && offset !== 0) return dir.entries;
     check64(libc.lseek(dir.fd, 0n, 0), "lseek");
     const entries: DirectoryEntry[] = [];
-    const buf = dirents;
-    const view = direntView;
-    const ptr = Deno.UnsafePointer.of(buf);
+    const ptr = Deno.UnsafePointer.of(dirents);
     for (;;) {
-      const n = check(libc.getdents64(dir.fd, ptr, BigInt(buf.length)), "getdents64");
+      const n = check(libc.getdents64(dir.fd, ptr, BigInt(dirents.length)), "getdents64");
       if (n === 0) break;
       for (let at = 0; at < n;) {
-        const reclen = view.getUint16(at + 16, true);
-        const end = buf.indexOf(0, at + 19);
+        const reclen = direntView.getUint16(at + 16, true);
+        const end = dirents.indexOf(0, at + 19);
         entries.push({
-          ino: Number(view.getBigUint64(at, true)),
-          type: buf[at + 18] << 12,
-          name: decoder.decode(buf.subarray(at + 19, end)),
+          ino: Number(direntView.getBigUint64(at, true)),
+          type: dirents[at + 18] << 12,
+          name: decoder.decode(dirents.subarray(at + 19, end)),
         });
         at += reclen;
       }

@@ -522,18 +522,14 @@ export class Dispatcher {
     });
   }
 
-  /** Request `unique` is answered: its signal is no longer watched. */
-  #settled(unique: number): void {
-    this.#signals.delete(unique);
-  }
-
   /** Send a reply (`length` -1: the reply was already sent by the transport). */
   /** {@linkcode #reply}, bound, for the backed data path. */
   #replyTo = (ex: Exchange, unique: number, error: number, length: number): void =>
     this.#reply(ex, unique, error, length);
 
   #reply(ex: Exchange, unique: number, error: number, length: number): void {
-    if (this.#signals.size > 0) this.#settled(unique);
+    // Answered: its signal is no longer watched.
+    if (this.#signals.size > 0) this.#signals.delete(unique);
     if (length < 0) return;
     if (this.#debug) {
       this.#debug(

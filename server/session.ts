@@ -436,11 +436,10 @@ class SessionRuntime {
   /** What `-d` says of the session once it serves. */
   describe(fallbackReason: string | null, fds: { soft: number; hard: number }): string[] {
     const { uring, devThreads, dev } = this;
+    const slots = this.options.maxInFlight ?? DEFAULT_IN_FLIGHT;
     const lines = [
       `transport: ${uring ? "io_uring" : "dev"}${fallbackReason ? ` (${fallbackReason})` : ""}`,
-      `dev: ${
-        this.options.maxInFlight ?? DEFAULT_IN_FLIGHT
-      } slots, ${dev.memory} bytes mapped (touched as used)`,
+      `dev: ${slots} slots, ${dev.memory} bytes mapped (touched as used)`,
       `open files: up to ${fds.soft} (hard limit ${fds.hard})`,
     ];
     if (devThreads) {
