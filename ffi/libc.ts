@@ -26,10 +26,10 @@ const symbols = {
   writev: { parameters: ["i32", "pointer", "i32"], result: "i32" },
   pread64: { parameters: ["i32", "pointer", "usize", "i64"], result: "i32" },
   pwrite64: { parameters: ["i32", "pointer", "usize", "i64"], result: "i32" },
-  poll: { parameters: ["buffer", "u64", "i32"], result: "i32" },
+  poll: { parameters: ["pointer", "u64", "i32"], result: "i32" },
   poll_wait: {
     name: "poll",
-    parameters: ["buffer", "u64", "i32"],
+    parameters: ["pointer", "u64", "i32"],
     result: "i32",
     nonblocking: true,
   },

@@ -192,7 +192,14 @@ export class DevTransport {
    * then for the ring's fd once attached: an idle loop waits on them with
    * no timeout, so an idle mount costs no wake-ups.
    */
-  #pollfds = new Uint8Array(24);
+  #pollfds = new PinnedRegion(24, { lazy: true });
+  /**
+   * A poll runs on Deno's blocking pool and writes `revents` when it
+   * returns, even after this thread is gone (a Worker that died): its
+   * pollfds live outside the JS heap, and are unmapped only when no poll
+   * is in flight.
+   */
+  #polling = false;
   #nfds = 2n;
   #wakeFd: number;
   #stopped = false;
@@ -234,7 +241,7 @@ export class DevTransport {
     }
     this.#free = this.#all.toReversed();
     this.#wakeFd = check(libc.eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC), "eventfd");
-    const pv = new DataView(this.#pollfds.buffer);
+    const pv = this.#pollfds.view;
     pv.setInt32(0, fd, true);
     pv.setInt16(4, POLLIN, true);
     pv.setInt32(8, this.#wakeFd, true);
@@ -252,7 +259,7 @@ export class DevTransport {
     this.#ring = ring;
     const kick = () => this.#flushSoon();
     if (backingCalls) this.ring = new RingIo(ring, kick);
-    const pv = new DataView(this.#pollfds.buffer);
+    const pv = this.#pollfds.view;
     pv.setInt32(16, ring.fd, true);
     pv.setInt16(20, POLLIN, true);
     this.#nfds = 3n;
@@ -342,10 +349,14 @@ export class DevTransport {
             if (pending && await settleHandlers(() => this.#moved)) {
               continue;
             }
-            if (busy && libc.poll(this.#pollfds, this.#nfds, BUSY_WAIT_US / 1000) > 0) continue;
+            if (busy && libc.poll(this.#pollfds.pointer, this.#nfds, BUSY_WAIT_US / 1000) > 0) {
+              continue;
+            }
             busy = false;
             trimBeforeSleep();
-            await libc.poll_wait(this.#pollfds, this.#nfds, -1);
+            this.#polling = true;
+            await libc.poll_wait(this.#pollfds.pointer, this.#nfds, -1);
+            this.#polling = false;
             continue;
           }
           // ENOENT: the request was interrupted before we read it.
@@ -397,8 +408,10 @@ export class DevTransport {
       await new Promise((resolve) => setTimeout(resolve, 10));
     }
     if (this.#free.length === this.#slots) this.#region.close();
+    if (this.#polling) return; // its poll still holds the pollfds and the eventfd
     if (this.#wakeFd >= 0) libc.close(this.#wakeFd);
     this.#wakeFd = -1;
+    this.#pollfds.close();
   }
 
   /** Submit prepared ring operations and run the handlers of completed ones. */
