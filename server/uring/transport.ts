@@ -301,6 +301,11 @@ export class UringTransport implements EntryOwner {
         }
       } else if (this.#pending > 0 && await settleHandlers(() => this.#prepared)) {
         continue; // a handler reached the ring after a few microtask turns
+      } else if (this.#ring.hasUnsubmitted) {
+        // Resuming from that await took a few more microtask turns, in which
+        // a handler may have replied: submit its commit before blocking, or
+        // the client waits until some other request wakes this thread.
+        continue;
       } else if (onThread) {
         // Nothing else runs on a queue thread: wait right here. With a
         // handler still pending (waiting on something other than the ring),
