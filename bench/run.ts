@@ -36,7 +36,9 @@
  * `--pools 1,2,8` compares pool sizes instead (each buffer-pool mode with a
  * pool of that many buffers); `--numjobs N` sets fio's clients per data job
  * (default 2, each with one I/O in flight), `--only seqread,metadata` the
- * jobs, `--server-options backing_io=ring` more `-o` options for every mode.
+ * jobs, `--server-options OPT,...` more `-o` options for every server of
+ * ours (e.g. `entry_timeout=86400,attr_timeout=86400`, passthrough_hp's
+ * cache policy, to compare metadata at equal caching).
  *
  * @module
  */
@@ -166,17 +168,17 @@ interface Server {
 
 /** The passthrough's `-o` options for one of our configurations (none: as a user starts it). */
 function oursOptions(config: string): string[] {
+  const more = values["server-options"] ? `,${values["server-options"]}` : "";
   // dev and io_uring measure the transports: the server moves the file data.
-  if (config === "dev") return ["-o", "no_io_uring,nopassthrough"];
-  if (config === "io_uring") return ["-o", "io_uring,nopassthrough"];
+  if (config === "dev") return ["-o", `no_io_uring,nopassthrough${more}`];
+  if (config === "io_uring") return ["-o", `io_uring,nopassthrough${more}`];
   if (config.startsWith("io_uring:")) {
     // io_uring:MODE, or io_uring:MODE/N for a pool of N buffers.
     const [mode, buffers] = config.slice("io_uring:".length).split("/");
     const pool = buffers ? `,io_uring_bufpool_buffers=${buffers}` : "";
-    const more = values["server-options"] ? `,${values["server-options"]}` : "";
     return ["--counters", "-o", `io_uring,nopassthrough,io_uring_mode=${mode}${pool}${more}`];
   }
-  return [];
+  return more ? ["-o", more.slice(1)] : [];
 }
 
 /** The modes `--modes` compares: those this kernel has, by what it says. */

@@ -32,6 +32,7 @@ import {
 import { getU64 } from "./codec.ts";
 import { AnswerError } from "./answers.ts";
 import { BackingFdTable } from "./backing_fds.ts";
+import { Context } from "./context.ts";
 import type { BackingIds } from "./backing_ids.ts";
 import { FuseError } from "./error.ts";
 import type { Exchange } from "./exchange.ts";
@@ -276,19 +277,15 @@ export class Dispatcher {
   #contextOf(r: Request): RequestContext {
     const h = r.ex.header;
     const o = r.ex.headerOffset;
-    const signalFor = this.#signalFor;
-    const unique = r.unique;
-    return {
-      unique,
-      uid: h.getUint32(o + InHeader.uid, true),
-      gid: h.getUint32(o + InHeader.gid, true),
-      pid: h.getUint32(o + InHeader.pid, true),
-      io: r.ex.io,
-      killSuidgid: r.killSuidgid,
-      get signal() {
-        return signalFor(unique);
-      },
-    };
+    return new Context(
+      r.unique,
+      h.getUint32(o + InHeader.uid, true),
+      h.getUint32(o + InHeader.gid, true),
+      h.getUint32(o + InHeader.pid, true),
+      r.ex.io,
+      r.killSuidgid,
+      this.#signalFor,
+    );
   }
 
   /** The protocol's own messages: INIT, DESTROY, INTERRUPT, NOTIFY_REPLY; ENOSYS for the rest. */
