@@ -35,7 +35,8 @@ const SLOT_WORDS = 8;
 // counter, and the capacity (so that another thread's view knows the layout).
 const LOCK = 0, LIVE = 1, FREE_TOP = 2, NEXT_SLOT = 3, COUNTER = 4, CAPACITY = 7;
 const HEADER_WORDS = 8;
-const EMPTY = 0, TOMBSTONE = -1;
+/** An index entry that names no slot (slots start at 1). */
+const EMPTY = 0;
 
 /** Flags kept with a node. */
 export const InodeFlag = {
@@ -275,29 +276,46 @@ export class SharedInodeTable {
   #insert(slot: number, key: InodeKey): void {
     for (let i = this.#hash(key);; i = (i + 1) & this.#indexMask) {
       const v = this.#index[i];
-      if (v === EMPTY || v === TOMBSTONE) {
+      if (v === EMPTY) {
         this.#index[i] = slot;
         return;
       }
     }
   }
 
-  #remove(slot: number): void {
+  /** The key of the node in `slot`. */
+  #keyOf(slot: number): InodeKey {
     const s = this.#slots;
     const o = slot * SLOT_WORDS;
-    const key = {
+    return {
       major: s[o + MAJOR],
       minor: s[o + MINOR],
       ino: (s[o + INO_LO] >>> 0) + s[o + INO_HI] * 4294967296,
     };
-    for (let i = this.#hash(key);; i = (i + 1) & this.#indexMask) {
-      const v = this.#index[i];
-      if (v === EMPTY) return;
-      if (v === slot) {
-        this.#index[i] = TOMBSTONE;
-        return;
-      }
+  }
+
+  /**
+   * Take `slot` out of the index, moving back each later entry of its run
+   * that may sit in the hole (no tombstones: a lookup that misses stops at
+   * the first empty entry, however many nodes came and went).
+   */
+  #remove(slot: number): void {
+    const index = this.#index;
+    const mask = this.#indexMask;
+    let hole = this.#hash(this.#keyOf(slot));
+    while (index[hole] !== slot) {
+      if (index[hole] === EMPTY) return;
+      hole = (hole + 1) & mask;
     }
+    for (let k = (hole + 1) & mask; index[k] !== EMPTY; k = (k + 1) & mask) {
+      // The entry at k may fill the hole unless its home lies cyclically in (hole, k].
+      const home = this.#hash(this.#keyOf(index[k]));
+      const stays = hole <= k ? home > hole && home <= k : home > hole || home <= k;
+      if (stays) continue;
+      index[hole] = index[k];
+      hole = k;
+    }
+    index[hole] = EMPTY;
   }
 
   #lock(): void {

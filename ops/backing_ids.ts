@@ -78,7 +78,7 @@ const statxView = new DataView(statxScratch.buffer);
 export interface BackingIdsShared {
   /** Lock, state, and per slot: backing id, passed-through opens, served opens. */
   readonly words: SharedArrayBuffer;
-  /** Per slot: the node id (0: free, -1: freed). */
+  /** Per slot: the node id (0: free). */
   readonly nodes: SharedArrayBuffer;
   /** Per handle: what its open counted (passed through, served, or nothing). */
   readonly handles: SharedArrayBuffer;
@@ -190,7 +190,7 @@ export class BackingIds {
         this.#words[at] = 0;
       }
       if (kind === SERVED) this.#words[at + 2]--;
-      if (this.#words[at + 1] <= 0 && this.#words[at + 2] <= 0) this.#nodes[slot] = -1;
+      if (this.#words[at + 1] <= 0 && this.#words[at + 2] <= 0) this.#remove(slot);
     } finally {
       this.#unlock();
     }
@@ -214,13 +214,22 @@ export class BackingIds {
     return 0;
   }
 
-  #slotOf(nodeId: number, i: number): number {
-    return (nodeId * 2654435761 + i) % CAPACITY;
+  /**
+   * Where `nodeId` is looked for first. The table is probed linearly from
+   * there, and a removal shifts the rest of its run back (no tombstones):
+   * a lookup stops at the first free slot, however many opens came and went.
+   */
+  #home(nodeId: number): number {
+    const mixed = Math.imul((nodeId % 4294967296) ^ Math.floor(nodeId / 4294967296), 0x9e3779b1);
+    return (mixed ^ (mixed >>> 15)) & (CAPACITY - 1);
   }
 
   #find(nodeId: number): number {
-    for (let i = 0; i < CAPACITY; i++) {
-      const slot = this.#slotOf(nodeId, i);
+    for (
+      let i = 0, slot = this.#home(nodeId);
+      i < CAPACITY;
+      i++, slot = (slot + 1) & (CAPACITY - 1)
+    ) {
       const n = this.#nodes[slot];
       if (n === nodeId) return slot;
       if (n === 0) return -1;
@@ -229,11 +238,32 @@ export class BackingIds {
   }
 
   #free(nodeId: number): number {
-    for (let i = 0; i < CAPACITY; i++) {
-      const slot = this.#slotOf(nodeId, i);
-      if (this.#nodes[slot] <= 0) return slot;
+    for (
+      let i = 0, slot = this.#home(nodeId);
+      i < CAPACITY;
+      i++, slot = (slot + 1) & (CAPACITY - 1)
+    ) {
+      if (this.#nodes[slot] === 0) return slot;
     }
     return -1;
+  }
+
+  /** Empty `slot`, moving back each later entry of its run that may sit there. */
+  #remove(slot: number): void {
+    const nodes = this.#nodes;
+    const w = this.#words;
+    let hole = slot;
+    for (let k = (hole + 1) & (CAPACITY - 1); nodes[k] !== 0; k = (k + 1) & (CAPACITY - 1)) {
+      // The entry at k may fill the hole unless its home lies cyclically in (hole, k].
+      const home = this.#home(nodes[k]);
+      const stays = hole <= k ? home > hole && home <= k : home > hole || home <= k;
+      if (stays) continue;
+      nodes[hole] = nodes[k];
+      w.copyWithin(HEADER + SLOT * hole, HEADER + SLOT * k, HEADER + SLOT * (k + 1));
+      hole = k;
+    }
+    nodes[hole] = 0;
+    w.fill(0, HEADER + SLOT * hole, HEADER + SLOT * (hole + 1));
   }
 
   #lock(): void {
