@@ -32,11 +32,18 @@ export const NO_FD = -2;
 const FD = 0, NLOOKUP = 1, GEN = 2, FLAGS = 3, MAJOR = 4, MINOR = 5, INO_LO = 6, INO_HI = 7;
 const SLOT_WORDS = 8;
 // Header words: the lock, the live count, the free-stack top, the next never-used slot, a
-// counter, and the capacity (so that another thread's view knows the layout).
-const LOCK = 0, LIVE = 1, FREE_TOP = 2, NEXT_SLOT = 3, COUNTER = 4, CAPACITY = 7;
+// counter, the entries of the index in use, and the capacity (so that another thread's
+// view knows the layout).
+const LOCK = 0, LIVE = 1, FREE_TOP = 2, NEXT_SLOT = 3, COUNTER = 4, INDEX_IN_USE = 5, CAPACITY = 7;
 const HEADER_WORDS = 8;
 /** An index entry that names no slot (slots start at 1). */
 const EMPTY = 0;
+/**
+ * Index entries in use at first (one page). The index grows, doubling, to
+ * stay at most half full: its memory is paged in as nodes come, not all at
+ * once by the first few thousand (a hash touches every page).
+ */
+const FIRST_INDEX = 1024;
 
 /** Flags kept with a node. */
 export const InodeFlag = {
@@ -72,7 +79,6 @@ export class SharedInodeTable {
   readonly #slots: Int32Array;
   readonly #free: Int32Array;
   readonly #index: Int32Array;
-  readonly #indexMask: number;
 
   /**
    * A new table for up to `capacity` nodes (at most 2^20), or a view of
@@ -97,9 +103,9 @@ export class SharedInodeTable {
       (HEADER_WORDS + capacity * SLOT_WORDS + capacity) * 4,
       indexSize,
     );
-    this.#indexMask = indexSize - 1;
     if (typeof bufferOrCapacity === "number") {
       this.#head[CAPACITY] = capacity;
+      this.#head[INDEX_IN_USE] = Math.min(indexSize, FIRST_INDEX);
       this.#head[NEXT_SLOT] = 2; // slot 0: no node id 0; slot 1: the root
     }
   }
@@ -107,6 +113,11 @@ export class SharedInodeTable {
   /** Nodes held (the root included). */
   get size(): number {
     return Atomics.load(this.#head, LIVE);
+  }
+
+  /** Entries of the index in use: it grows with the nodes (at most half full). */
+  get indexInUse(): number {
+    return Atomics.load(this.#head, INDEX_IN_USE);
   }
 
   /** A number no other call on this table (in any thread) returns: for handles. */
@@ -156,6 +167,7 @@ export class SharedInodeTable {
       const slot = this.#allocate();
       if (slot < 0) return null;
       this.#fill(slot, fd, key, flags);
+      if ((this.#head[LIVE] + 1) * 2 > this.#head[INDEX_IN_USE]) this.#grow();
       this.#insert(slot, key);
       Atomics.add(this.#head, LIVE, 1);
       return { nodeId: this.#nodeId(slot), added: true };
@@ -217,7 +229,7 @@ export class SharedInodeTable {
         Atomics.store(s, slot * SLOT_WORDS + FD, 0);
         Atomics.add(s, slot * SLOT_WORDS + GEN, 1);
       }
-      this.#index.fill(EMPTY);
+      this.#index.fill(EMPTY, 0, this.#head[INDEX_IN_USE]);
       Atomics.store(this.#head, LIVE, 0);
       return fds;
     } finally {
@@ -248,11 +260,30 @@ export class SharedInodeTable {
     return h[NEXT_SLOT]++;
   }
 
+  /** The index's mask: the entries in use, less one (read under the lock). */
+  #mask(): number {
+    return this.#head[INDEX_IN_USE] - 1;
+  }
+
+  /** Double the entries of the index in use and place every node again (under the lock). */
+  #grow(): void {
+    const index = this.#index;
+    const used = this.#head[INDEX_IN_USE];
+    if (used >= index.length) return;
+    const slots: number[] = [];
+    for (let i = 0; i < used; i++) {
+      if (index[i] !== EMPTY) slots.push(index[i]);
+      index[i] = EMPTY;
+    }
+    this.#head[INDEX_IN_USE] = used * 2;
+    for (const slot of slots) this.#insert(slot, this.#keyOf(slot));
+  }
+
   #hash(key: InodeKey): number {
     let x = (key.ino % 4294967296) ^ Math.imul(Math.floor(key.ino / 4294967296), 0x9e3779b1);
     x ^= Math.imul(key.minor, 0x85ebca6b) ^ Math.imul(key.major, 0xc2b2ae35);
     x = Math.imul(x ^ (x >>> 16), 0x7feb352d);
-    return (x ^ (x >>> 15)) & this.#indexMask;
+    return (x ^ (x >>> 15)) & this.#mask();
   }
 
   #matches(slot: number, key: InodeKey): boolean {
@@ -265,7 +296,8 @@ export class SharedInodeTable {
 
   /** The slot of `key` in the index, or -1 (under the lock). */
   #find(key: InodeKey): number {
-    for (let i = this.#hash(key), n = 0; n <= this.#indexMask; i = (i + 1) & this.#indexMask, n++) {
+    const mask = this.#mask();
+    for (let i = this.#hash(key), n = 0; n <= mask; i = (i + 1) & mask, n++) {
       const v = this.#index[i];
       if (v === EMPTY) return -1;
       if (v > 0 && this.#matches(v, key)) return v;
@@ -274,7 +306,8 @@ export class SharedInodeTable {
   }
 
   #insert(slot: number, key: InodeKey): void {
-    for (let i = this.#hash(key);; i = (i + 1) & this.#indexMask) {
+    const mask = this.#mask();
+    for (let i = this.#hash(key);; i = (i + 1) & mask) {
       const v = this.#index[i];
       if (v === EMPTY) {
         this.#index[i] = slot;
@@ -301,7 +334,7 @@ export class SharedInodeTable {
    */
   #remove(slot: number): void {
     const index = this.#index;
-    const mask = this.#indexMask;
+    const mask = this.#mask();
     let hole = this.#hash(this.#keyOf(slot));
     while (index[hole] !== slot) {
       if (index[hole] === EMPTY) return;

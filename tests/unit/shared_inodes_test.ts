@@ -83,3 +83,31 @@ Deno.test("shared inodes: lookups and forgets in any order keep every node finda
   }
   assert.equal(table.size, model.size + 1);
 });
+
+Deno.test("shared inodes: the index grows with the nodes, and every view finds them across growth", () => {
+  const a = new SharedInodeTable(8192);
+  a.setRoot(3, key(1));
+  const b = new SharedInodeTable(a.buffer);
+  // A hundred nodes use the first page of the index only.
+  const ids: number[] = [];
+  for (let i = 0; i < 100; i++) ids.push((i % 2 ? a : b).lookup(key(1000 + i), 10 + i, 0)!.nodeId);
+  assert.equal(a.indexInUse, 1024);
+  // Five thousand: grown to keep it at most half full; both views still find every node.
+  for (let i = 100; i < 5000; i++) {
+    ids.push((i % 2 ? a : b).lookup(key(1000 + i), 10 + i, 0)!.nodeId);
+  }
+  assert.equal(b.indexInUse, 16384);
+  for (let i = 0; i < 5000; i++) {
+    assert.deepEqual((i % 2 ? b : a).lookup(key(1000 + i), -1, 0), {
+      nodeId: ids[i],
+      added: false,
+    });
+  }
+  // Forgetting them all (two lookups each) leaves the root alone.
+  for (let i = 0; i < 5000; i++) {
+    assert.equal(a.forget(ids[i], 1), -1);
+    assert.equal(b.forget(ids[i], 1), 10 + i);
+  }
+  assert.equal(a.size, 1);
+  assert.equal(b.lookup(key(1), -1, 0)!.nodeId, 1);
+});
