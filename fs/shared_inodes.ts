@@ -20,6 +20,8 @@
  * @module
  */
 
+import { staysBehindHole } from "../ops/linear_probing.ts";
+
 /** Slots a table has by default (node ids' low 20 bits). */
 export const SLOT_BITS = 20;
 const SLOTS = 1 << SLOT_BITS;
@@ -341,10 +343,7 @@ export class SharedInodeTable {
       hole = (hole + 1) & mask;
     }
     for (let k = (hole + 1) & mask; index[k] !== EMPTY; k = (k + 1) & mask) {
-      // The entry at k may fill the hole unless its home lies cyclically in (hole, k].
-      const home = this.#hash(this.#keyOf(index[k]));
-      const stays = hole <= k ? home > hole && home <= k : home > hole || home <= k;
-      if (stays) continue;
+      if (staysBehindHole(hole, k, this.#hash(this.#keyOf(index[k])))) continue;
       index[hole] = index[k];
       hole = k;
     }

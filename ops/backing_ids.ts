@@ -38,6 +38,7 @@
 
 import { AT, cstr, errno, libc } from "../ffi/libc.ts";
 import { Errno, errnoName } from "../ffi/errno.ts";
+import { staysBehindHole } from "./linear_probing.ts";
 
 /** `FUSE_DEV_IOC_BACKING_OPEN`: `_IOW(229, 1, struct fuse_backing_map)`. */
 const FUSE_DEV_IOC_BACKING_OPEN = 0x4010e501n;
@@ -254,10 +255,7 @@ export class BackingIds {
     const w = this.#words;
     let hole = slot;
     for (let k = (hole + 1) & (CAPACITY - 1); nodes[k] !== 0; k = (k + 1) & (CAPACITY - 1)) {
-      // The entry at k may fill the hole unless its home lies cyclically in (hole, k].
-      const home = this.#home(nodes[k]);
-      const stays = hole <= k ? home > hole && home <= k : home > hole || home <= k;
-      if (stays) continue;
+      if (staysBehindHole(hole, k, this.#home(nodes[k]))) continue;
       nodes[hole] = nodes[k];
       w.copyWithin(HEADER + SLOT * hole, HEADER + SLOT * k, HEADER + SLOT * (k + 1));
       hole = k;

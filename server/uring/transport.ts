@@ -160,7 +160,6 @@ export class UringTransport implements EntryOwner {
   #stopped = false;
   /** Requests dispatched on this thread, or staged, and not yet committed or handed over. */
   #pending = 0;
-
   #flush = coalesced(() => this.#pump(BATCH_BUDGET), (e) => {
     this.#failure ??= e;
     this.#stopped = true;
