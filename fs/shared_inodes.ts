@@ -178,6 +178,22 @@ export class SharedInodeTable {
     }
   }
 
+  /**
+   * The node of `key` with one more lookup, if there is one and it holds an
+   * fd (so its inode cannot have been freed and its number reused); else 0.
+   */
+  refHeld(key: InodeKey): number {
+    this.#lock();
+    try {
+      const known = this.#find(key);
+      if (known < 0 || Atomics.load(this.#slots, known * SLOT_WORDS + FD) - 1 < 0) return 0;
+      Atomics.add(this.#slots, known * SLOT_WORDS + NLOOKUP, 1);
+      return this.#nodeId(known);
+    } finally {
+      this.#unlock();
+    }
+  }
+
   /** Count one more lookup of an existing node (a lookup of "."). False if it is gone. */
   ref(nodeId: number): boolean {
     this.#lock();

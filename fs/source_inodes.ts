@@ -216,7 +216,14 @@ export class SourceInodes {
       if (!this.#table.ref(parent)) throw new FuseError(Errno.ESTALE);
       return { nodeId: parent, attr };
     }
-    const fd = await io.openat(dir.fd, component(name), O.PATH | O.NOFOLLOW | O.CLOEXEC, 0);
+    let fd: number;
+    try {
+      fd = await io.openat(dir.fd, component(name), O.PATH | O.NOFOLLOW | O.CLOEXEC, 0);
+    } catch (e) {
+      const errno = (e as { errno?: number }).errno;
+      if (errno !== Errno.EMFILE && errno !== Errno.ENFILE) throw e;
+      return await this.#lookupHeld(io, dir, name, e);
+    }
     let stx: DataView;
     try {
       stx = await statxFd(io, fd);
@@ -242,6 +249,20 @@ export class SourceInodes {
     if (!found?.added || handle) close(fd);
     if (!found) throw new FuseError(Errno.ENFILE); // the inode table is full
     return { nodeId: found.nodeId, attr };
+  }
+
+  /**
+   * Out of fds, a name whose node already holds one still resolves: the
+   * kernel revalidates the dentries it caches with LOOKUPs, and failing
+   * those would make it drop them. Else `outOfFds` is thrown.
+   */
+  async #lookupHeld(io: BackingIo, dir: Inode, name: string, outOfFds: unknown): Promise<Entry> {
+    const buf = new Uint8Array(256);
+    await io.statx(dir.fd, component(name), AT.SYMLINK_NOFOLLOW, STATX_BASIC_STATS, buf);
+    const stx = new DataView(buf.buffer);
+    const nodeId = this.#table.refHeld(inodeKey(stx));
+    if (nodeId === 0) throw outOfFds;
+    return { nodeId, attr: attrFromStatx(stx) };
   }
 
   /** The kernel forgets `nlookup` lookups of `nodeId`: release it at zero. */

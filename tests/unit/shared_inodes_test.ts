@@ -2,7 +2,7 @@
 // buffer (as two queue threads have) agree on nodes, lookup counts and
 // FORGET; node ids are never reused; a full table says so.
 import assert from "node:assert/strict";
-import { InodeFlag, SharedInodeTable } from "../../fs/shared_inodes.ts";
+import { InodeFlag, NO_FD, SharedInodeTable } from "../../fs/shared_inodes.ts";
 
 const key = (ino: number, minor = 1) => ({ major: 8, minor, ino });
 
@@ -38,6 +38,21 @@ Deno.test("shared inodes: one backing object is one node, whichever view looks i
   assert.equal(a.forget(again.nodeId, 1), -1);
   assert.equal(a.forget(again.nodeId, 1), 104);
   assert.equal(a.ref(again.nodeId), false);
+});
+
+Deno.test("shared inodes: refHeld counts a lookup only of a known node that holds an fd", () => {
+  const t = new SharedInodeTable(16);
+  t.setRoot(10, key(1));
+  const held = t.lookup(key(5), 11, 0)!.nodeId;
+  const handleOnly = t.lookup(key(6), NO_FD, 0)!.nodeId;
+  assert.equal(t.refHeld(key(5)), held);
+  assert.equal(t.refHeld(key(6)), 0); // its inode number may belong to another file by now
+  assert.equal(t.refHeld(key(7)), 0);
+  // Two lookups of `held`: one FORGET keeps it.
+  assert.equal(t.forget(held, 1), -1);
+  assert.equal(t.forget(held, 1), 11);
+  assert.equal(t.refHeld(key(5)), 0);
+  assert.equal(t.forget(handleOnly, 1), NO_FD);
 });
 
 Deno.test("shared inodes: a full table refuses, unique numbers, drain once", () => {
