@@ -47,7 +47,6 @@ import { setAttributes } from "./set_attributes.ts";
 import { getXattr, listXattrs, removeXattr, setXattr } from "./xattrs.ts";
 import { InodeFlag } from "./shared_inodes.ts";
 import {
-  component,
   copyRange,
   devT,
   EMPTY,
@@ -202,7 +201,7 @@ export class Passthrough implements FileSystem {
     return buf.slice(0, n);
   }
 
-  mknod(
+  async mknod(
     ctx: RequestContext,
     parent: number,
     name: string,
@@ -210,19 +209,15 @@ export class Passthrough implements FileSystem {
     rdev: number,
   ): Promise<Entry> {
     // io_uring has no mknodat: a direct call, as the caller.
-    this.#nodes.use(
-      parent,
-      (dir) =>
-        asCaller(
-          ctx,
-          () => check(libc.mknodat(dir.fd, component(name), mode, devT(rdev)), "mknodat"),
-        ),
-    );
+    await this.#nodes.at(parent, name, (dir, c) =>
+      Promise.resolve(
+        asCaller(ctx, () => check(libc.mknodat(dir, c, mode, devT(rdev)), "mknodat")),
+      ));
     return this.#nodes.lookup(ctx.io, parent, name);
   }
 
   async mkdir(ctx: RequestContext, parent: number, name: string, mode: number): Promise<Entry> {
-    await this.#nodes.use(parent, (dir) => ctx.io.mkdirat(dir.fd, component(name), mode, ctx));
+    await this.#nodes.at(parent, name, (dir, c) => ctx.io.mkdirat(dir, c, mode, ctx));
     return this.#nodes.lookup(ctx.io, parent, name);
   }
 
@@ -232,10 +227,7 @@ export class Passthrough implements FileSystem {
     name: string,
     target: string,
   ): Promise<Entry> {
-    await this.#nodes.use(
-      parent,
-      (dir) => ctx.io.symlinkat(cstr(target), dir.fd, component(name), ctx),
-    );
+    await this.#nodes.at(parent, name, (dir, c) => ctx.io.symlinkat(cstr(target), dir, c, ctx));
     return this.#nodes.lookup(ctx.io, parent, name);
   }
 
@@ -246,27 +238,26 @@ export class Passthrough implements FileSystem {
     newName: string,
   ): Promise<Entry> {
     await this.#nodes.use(nodeId, (inode) =>
-      this.#nodes.use(newParent, async (dir) => {
+      this.#nodes.at(newParent, newName, async (dir, c) => {
         try {
           // AT_EMPTY_PATH on an O_PATH fd links the inode itself (it needs
           // CAP_DAC_READ_SEARCH, which root has).
-          await ctx.io.linkat(inode.fd, EMPTY, dir.fd, component(newName), AT.EMPTY_PATH);
+          await ctx.io.linkat(inode.fd, EMPTY, dir, c, AT.EMPTY_PATH);
         } catch (e) {
           if (!(e instanceof SystemError) || e.errno !== Errno.ENOENT) throw e;
           // Without the capability: /proc resolves to the same inode.
-          const proc = procPath(inode.fd);
-          await ctx.io.linkat(AT.FDCWD, proc, dir.fd, component(newName), AT.SYMLINK_FOLLOW);
+          await ctx.io.linkat(AT.FDCWD, procPath(inode.fd), dir, c, AT.SYMLINK_FOLLOW);
         }
       }));
     return this.#nodes.lookup(ctx.io, newParent, newName);
   }
 
   unlink(ctx: RequestContext, parent: number, name: string): Promise<void> {
-    return this.#nodes.use(parent, (dir) => ctx.io.unlinkat(dir.fd, component(name), 0));
+    return this.#nodes.at(parent, name, (dir, c) => ctx.io.unlinkat(dir, c, 0));
   }
 
   rmdir(ctx: RequestContext, parent: number, name: string): Promise<void> {
-    return this.#nodes.use(parent, (dir) => ctx.io.unlinkat(dir.fd, component(name), AT.REMOVEDIR));
+    return this.#nodes.at(parent, name, (dir, c) => ctx.io.unlinkat(dir, c, AT.REMOVEDIR));
   }
 
   rename(
@@ -277,11 +268,12 @@ export class Passthrough implements FileSystem {
     newName: string,
     flags: number,
   ): Promise<void> {
-    return this.#nodes.use(parent, (from) =>
-      this.#nodes.use(
-        newParent,
-        (to) => ctx.io.renameat(from.fd, component(name), to.fd, component(newName), flags),
-      ));
+    return this.#nodes.at(
+      parent,
+      name,
+      (from, c) =>
+        this.#nodes.at(newParent, newName, (to, n) => ctx.io.renameat(from, c, to, n, flags)),
+    );
   }
 
   open(ctx: RequestContext, nodeId: number, flags: number): Promise<OpenReply> {
@@ -310,9 +302,10 @@ export class Passthrough implements FileSystem {
     // O_NONBLOCK: a FIFO made behind the kernel's back under this name must
     // not block the serving thread; regular files get their flags back below.
     const all = flags | O.CREAT | O.NOFOLLOW | O.CLOEXEC | O.NONBLOCK;
-    const fd = await this.#nodes.use(
+    const fd = await this.#nodes.at(
       parent,
-      (dir) => ctx.io.openat(dir.fd, component(name), all, mode, ctx),
+      name,
+      (dir, c) => ctx.io.openat(dir, c, all, mode, ctx),
     );
     if (!(flags & O.NONBLOCK)) setFdFlags(fd, flags & ~O.NONBLOCK);
     if (ctx.killSuidgid && (flags & O.TRUNC)) killSuidgidOrClose(fd, ctx.gid);

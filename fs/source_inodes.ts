@@ -19,6 +19,7 @@ import type { BackingIo } from "../ops/backing_io.ts";
 import { FuseError } from "../ops/error.ts";
 import type { Attr, Entry, StatFs } from "../ops/filesystem.ts";
 import { attrFromStatx } from "./files.ts";
+import { withCString, withScratch } from "./scratch.ts";
 import { fileHandleOf, InodeFileHandles } from "./inode_file_handles.ts";
 import { InodeFlag, type InodeKey, NO_FD, SharedInodeTable } from "./shared_inodes.ts";
 
@@ -51,16 +52,17 @@ export interface SourceInodesShared {
   mountFd: number;
 }
 
-/** The statx of `fd` (an O_PATH fd is fine), through the backing ring. */
-export async function statxFd(io: BackingIo, fd: number): Promise<DataView> {
-  const buf = new Uint8Array(256);
-  await io.statx(fd, EMPTY, NOFOLLOW_EMPTY, STATX_BASIC_STATS, buf);
-  return new DataView(buf.buffer);
+/** Run `read` on the statx of `fd` (an O_PATH fd is fine), made through the backing ring. */
+export function withStatx<T>(io: BackingIo, fd: number, read: (stx: DataView) => T): Promise<T> {
+  return withScratch(async (s) => {
+    await io.statx(fd, EMPTY, NOFOLLOW_EMPTY, STATX_BASIC_STATS, s.bytes);
+    return read(s.view);
+  });
 }
 
 /** Attributes of `fd` from statx. */
-export async function statFd(io: BackingIo, fd: number): Promise<Attr> {
-  return attrFromStatx(await statxFd(io, fd));
+export function statFd(io: BackingIo, fd: number): Promise<Attr> {
+  return withStatx(io, fd, attrFromStatx);
 }
 
 /** The (dev major, dev minor, ino) of a `struct statx`: what names an inode. */
@@ -77,10 +79,13 @@ export function procPath(fd: number): Uint8Array<ArrayBuffer> {
   return cstr(`/proc/self/fd/${fd}`);
 }
 
-/** A name the kernel sent must be one path component. */
-export function component(name: string): Uint8Array<ArrayBuffer> {
-  if (name.length === 0 || name.includes("/")) throw new FuseError(Errno.EINVAL);
-  return cstr(name);
+/**
+ * Run `fn` with `name` as a C string (in a lent buffer): a name the kernel
+ * sent must be one path component.
+ */
+export function withComponent<T>(name: string, fn: (c: Uint8Array) => Promise<T>): Promise<T> {
+  if (name.length === 0 || name.includes("/")) return Promise.reject(new FuseError(Errno.EINVAL));
+  return withCString(name, fn);
 }
 
 /** The nodes of one mount's passthrough, as one thread sees them. */
@@ -205,6 +210,15 @@ export class SourceInodes {
     return this.#fdBudget;
   }
 
+  /** Run `fn` with the fd of directory `parent` and `name` as a C string (one component). */
+  at<T>(
+    parent: number,
+    name: string,
+    fn: (dirFd: number, name: Uint8Array) => Promise<T>,
+  ): Promise<T> {
+    return this.use(parent, (dir) => withComponent(name, (c) => fn(dir.fd, c)));
+  }
+
   /** Look `name` up in `parent` and count one lookup of the result. */
   async lookup(io: BackingIo, parent: number, name: string): Promise<Entry> {
     return await this.use(parent, (dir) => this.#lookupIn(io, parent, dir, name));
@@ -218,20 +232,25 @@ export class SourceInodes {
     }
     let fd: number;
     try {
-      fd = await io.openat(dir.fd, component(name), O.PATH | O.NOFOLLOW | O.CLOEXEC, 0);
+      fd = await withComponent(
+        name,
+        (c) => io.openat(dir.fd, c, O.PATH | O.NOFOLLOW | O.CLOEXEC, 0),
+      );
     } catch (e) {
       const errno = (e as { errno?: number }).errno;
       if (errno !== Errno.EMFILE && errno !== Errno.ENFILE) throw e;
       return await this.#lookupHeld(io, dir, name, e);
     }
-    let stx: DataView;
+    let attr: Attr, key: InodeKey;
     try {
-      stx = await statxFd(io, fd);
+      ({ attr, key } = await withStatx(io, fd, (stx) => ({
+        attr: attrFromStatx(stx),
+        key: inodeKey(stx),
+      })));
     } catch (e) {
       close(fd);
       throw e;
     }
-    const attr = attrFromStatx(stx);
     // One node per backing object, whichever thread looked it up first.
     const type = attr.mode & S.IFMT;
     const flags = type === S.IFLNK
@@ -244,7 +263,7 @@ export class SourceInodes {
     const handle = this.#mountId >= 0 && this.#table.size >= this.#budget()
       ? fileHandleOf(fd, this.#mountId)
       : null;
-    const found = this.#table.lookup(inodeKey(stx), handle ? NO_FD : fd, flags);
+    const found = this.#table.lookup(key, handle ? NO_FD : fd, flags);
     if (found?.added && handle) this.#fileHandles.store(this.#table.slotOf(found.nodeId), handle);
     if (!found?.added || handle) close(fd);
     if (!found) throw new FuseError(Errno.ENFILE); // the inode table is full
@@ -257,12 +276,14 @@ export class SourceInodes {
    * those would make it drop them. Else `outOfFds` is thrown.
    */
   async #lookupHeld(io: BackingIo, dir: Inode, name: string, outOfFds: unknown): Promise<Entry> {
-    const buf = new Uint8Array(256);
-    await io.statx(dir.fd, component(name), AT.SYMLINK_NOFOLLOW, STATX_BASIC_STATS, buf);
-    const stx = new DataView(buf.buffer);
-    const nodeId = this.#table.refHeld(inodeKey(stx));
+    const [nodeId, attr] = await withScratch((s) =>
+      withComponent(name, async (c) => {
+        await io.statx(dir.fd, c, AT.SYMLINK_NOFOLLOW, STATX_BASIC_STATS, s.bytes);
+        return [this.#table.refHeld(inodeKey(s.view)), attrFromStatx(s.view)] as const;
+      })
+    );
     if (nodeId === 0) throw outOfFds;
-    return { nodeId, attr: attrFromStatx(stx) };
+    return { nodeId, attr };
   }
 
   /** The kernel forgets `nlookup` lookups of `nodeId`: release it at zero. */
