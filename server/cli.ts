@@ -69,10 +69,11 @@ export const MOUNT_OPTIONS_HELP = `Options:
                             the queue depth)
      io_uring_bufring       io_uring_mode=buf_ring, and require io_uring
      io_uring_zero_copy     io_uring_mode=zero_copy, and require io_uring
-     threads=N              serving threads (default: one per CPU: io_uring
-                            queue threads pinned to their CPU, or /dev/fuse
-                            threads each reading a clone of the fd); 1: the
-                            main thread serves alone
+     threads=N              serving threads, the main thread among them
+                            (default: one per CPU: io_uring queue threads
+                            pinned to their CPU, or /dev/fuse threads each
+                            reading a clone of the fd); 1: the main thread
+                            serves alone
      backing_io=MODE        ring: backing calls as io_uring operations;
                             direct: system calls on the serving thread;
                             auto (default): the server's choice
@@ -292,6 +293,8 @@ export async function runMain(
       );
       return;
     }
+    // This process only serves: its main thread may serve a queue too.
+    cli.options.callingThreadServes ??= true;
     session = await start(cli);
     debugging = cli.options.debug !== undefined || cli.counters === true;
   } catch (e) {

@@ -47,15 +47,26 @@ export interface MountOptions extends KernelMountOptions, DispatcherOptions {
    */
   poolBuffers?: number;
   /**
-   * Serving threads, besides this thread's own /dev/fuse loop (default: one
-   * per possible CPU). On io_uring, Workers that each serve a kernel queue
-   * (one queue per CPU), pinned to its CPU; on /dev/fuse, Workers that each
-   * read a clone of the fd. Without a FileSystem of their own (`perQueue`)
-   * they serve READ and WRITE of fd-backed handles themselves and hand
-   * every other request to `fs` on this thread. `1`: this thread serves
-   * alone, with no Worker at all.
+   * Threads that take requests from the kernel, this one among them
+   * (default: one per possible CPU). On io_uring each serves its kernel
+   * queues (one queue per CPU), pinned to their CPUs: with a FileSystem in
+   * every thread (`perQueue`) this thread serves the first and a Worker
+   * each of the others; without, Workers serve them all. On /dev/fuse,
+   * this thread's loop and `threads - 1` Workers that each read a clone of
+   * the fd. Workers without a FileSystem of their own serve READ and WRITE
+   * of fd-backed handles themselves and hand every other request to `fs`
+   * on this thread. `1`: this thread serves alone, with no Worker at all.
    */
   threads?: number;
+  /**
+   * On io_uring with a FileSystem in every thread (`perQueue`), let this
+   * thread serve the first queue group itself, pinned to its CPUs, instead
+   * of a Worker: one isolate (about 13 MiB) less. Only for a process that
+   * does nothing else on this thread: a synchronous call into the mount
+   * from it (a `close`, a `readTextFileSync`) would wait for itself. The
+   * command line (`runMain`) sets it; default false.
+   */
+  callingThreadServes?: boolean;
   /**
    * Run a FileSystem in every queue thread as well (io_uring with more
    * than one thread): bundled code ({@linkcode PerQueueFileSystem}) or a

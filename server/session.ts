@@ -138,12 +138,13 @@ export class Session {
   }
 
   /**
-   * Threads serving requests besides the calling thread's /dev/fuse loop:
-   * io_uring queue threads, or /dev/fuse threads; 1 when the calling
-   * thread serves alone.
+   * Threads that take requests from the kernel: those serving io_uring
+   * queues (the calling thread among them when it serves some), or the
+   * calling thread's /dev/fuse loop and the /dev/fuse Workers.
    */
   get threads(): number {
-    return this.#runtime.uring?.threads ?? this.#runtime.devThreads?.threads ?? 1;
+    const { uring, devThreads } = this.#runtime;
+    return uring?.threads ?? 1 + (devThreads?.threads ?? 0);
   }
 
   /** @internal Make queue thread `index` fail as a crash would (tests only). */
@@ -381,6 +382,7 @@ class SessionRuntime {
         slotSize: uringSlotSize(connection),
         backingIo: o.backingIo ?? "ring",
         perQueue,
+        callingThreadServes: o.callingThreadServes,
         entryTimeout: o.entryTimeout,
         attrTimeout: o.attrTimeout,
         debug: o.debug,
@@ -411,7 +413,7 @@ class SessionRuntime {
   ): Promise<string | null> {
     const o = this.options;
     const more = new DevThreads({
-      threads: this.plan.threads,
+      threads: this.plan.threads - 1, // this thread's /dev/fuse loop is one
       slots: o.maxInFlight ?? DEFAULT_IN_FLIGHT,
       slotSize: Math.max(connection.maxWrite, connection.maxRead) + 4096,
       backingIo: o.backingIo ?? "ring",
@@ -443,7 +445,8 @@ class SessionRuntime {
       `open files: up to ${fds.soft} (hard limit ${fds.hard})`,
     ];
     if (devThreads) {
-      lines.push(`dev: ${devThreads.threads} more threads, each reading a clone of /dev/fuse`);
+      const n = devThreads.threads;
+      lines.push(`dev: ${n} more thread${n === 1 ? "" : "s"}, each reading a clone of /dev/fuse`);
     }
     lines.push(`backing calls: ${uring ? uring.io.kind : dev.io.kind}${this.devIoNote}`);
     if (!uring) return lines;
@@ -538,7 +541,7 @@ export async function mount(
     if (options.debug) {
       for (const line of runtime.describe(fallbackReason, fds)) options.debug(line);
     }
-    if (perQueue && (runtime.uring?.perQueue || (runtime.devThreads?.threads ?? 1) > 1)) {
+    if (perQueue && (runtime.uring?.perQueue || runtime.devThreads)) {
       // The kernel's answer reaches whichever thread reads it, whose FileSystem asked nothing.
       runtime.notifier.retrieveUnavailable =
         "the FileSystem runs in every serving thread (perQueue)";

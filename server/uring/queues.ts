@@ -18,6 +18,7 @@
  * @module
  */
 
+import { pinThread } from "../../ffi/libc.ts";
 import type { Ring } from "../../ffi/ring.ts";
 import { prepMsgRing } from "../../ffi/sqe.ts";
 import { InHeader, InitFlag, UringReqHeader } from "../../ops/abi.ts";
@@ -83,6 +84,8 @@ export interface UringQueuesOptions {
   backingIo: "ring" | "direct";
   /** A FileSystem in every queue thread, instead of handing requests over. */
   perQueue?: PerQueueFileSystem;
+  /** With `perQueue`, this thread serves the first group of queues (see `MountOptions`). */
+  callingThreadServes?: boolean;
   /** Cache timeouts for the queue threads' dispatchers. */
   entryTimeout?: number;
   /** Cache timeouts for the queue threads' dispatchers. */
@@ -180,6 +183,8 @@ export class UringQueues {
   #ring: Ring | null;
   #kick: () => void;
   #local: { transport: UringTransport; memory: EntryMemory }[] = [];
+  /** The CPUs this thread is pinned to, serving their queues beside the Workers (or none). */
+  #localCpus: number[] = [];
   #mode: UringMode = "mainline";
   #workers: QueueWorker[] = [];
   #entries: HandedOverEntry[] = [];
@@ -217,9 +222,9 @@ export class UringQueues {
     this.#counters = new SharedArrayBuffer(this.queues * QueueCounter.COUNT * 8);
   }
 
-  /** Serving threads: 1 (this thread) or the number of queue Workers. */
+  /** Threads serving queues: this one (if it serves any) and the queue Workers. */
   get threads(): number {
-    return this.#local.length ? 1 : this.#workers.length;
+    return (this.#local.length ? 1 : 0) + this.#workers.length;
   }
 
   /** The better modes tried before the one that serves, each with why it could not. */
@@ -249,7 +254,9 @@ export class UringQueues {
   get perQueueCounters(): QueueCounters[] {
     const c = new Float64Array(this.#counters);
     const out: QueueCounters[] = [];
-    const cpusOf = (qid: number) => this.#workers.find((w) => w.qids.includes(qid))?.qids ?? [];
+    const cpusOf = (qid: number) =>
+      this.#workers.find((w) => w.qids.includes(qid))?.qids ??
+        (this.#localCpus.includes(qid) ? this.#localCpus : []);
     for (let qid = 0; qid < this.queues; qid++) {
       const o = qid * QueueCounter.COUNT;
       const counts = Object.fromEntries(COUNTERS.map((name) => [name, c[o + QueueCounter[name]]]));
@@ -289,7 +296,7 @@ export class UringQueues {
         continue;
       }
       const why = this.#o.threads <= 1
-        ? await this.#startHere(mode)
+        ? await this.#startHere(mode, this.#groups(mode, 1))
         : await this.#startWorkers(connection, mode);
       if (why === null) {
         this.#mode = mode;
@@ -305,9 +312,7 @@ export class UringQueues {
    * Serve on this thread: one transport for every queue (mainline), or one
    * per queue (the buffer-ring modes need a ring per queue).
    */
-  async #startHere(mode: UringMode): Promise<string | null> {
-    const all = Array.from({ length: this.queues }, (_, q) => q);
-    const groups = PAYLOAD_MODES[mode].ringPerQueue ? all.map((q) => [q]) : [all];
+  async #startHere(mode: UringMode, groups: number[][]): Promise<string | null> {
     let why: string | null = null;
     for (const qids of groups) {
       let memory: EntryMemory;
@@ -353,22 +358,35 @@ export class UringQueues {
     return null;
   }
 
+  /**
+   * The queues of each serving thread: `threads` groups, queue q in group
+   * q mod threads; one queue each in the buffer-ring modes (which need a
+   * ring, so a thread, per queue, unless one thread serves them all).
+   */
+  #groups(mode: UringMode, threads: number): number[][] {
+    const all = Array.from({ length: this.queues }, (_, q) => q);
+    if (PAYLOAD_MODES[mode].ringPerQueue) return all.map((q) => [q]);
+    const n = Math.min(threads, this.queues);
+    return Array.from({ length: n }, (_, g) => all.filter((q) => q % n === g));
+  }
+
   async #startWorkers(connection: Connection, mode: UringMode): Promise<string | null> {
     const ring = this.#ring;
     if (!ring) return "no ring to take the queue threads' requests";
     if (this.#handOverUserData < 0) {
       this.#handOverUserData = ring.register((res) => this.#handedOver(res));
     }
-    // The buffer-ring modes need a ring, so a thread, per queue.
-    const n = PAYLOAD_MODES[mode].ringPerQueue
-      ? this.queues
-      : Math.min(this.#o.threads, this.queues);
+    const groups = this.#groups(mode, this.#o.threads);
+    // With a FileSystem in every thread, this thread may serve the first
+    // group itself, on its CPUs: one isolate fewer than a Worker per group.
+    const here = this.#o.callingThreadServes && this.#o.perQueue !== undefined &&
+        !PAYLOAD_MODES[mode].ringPerQueue
+      ? groups.shift()!
+      : null;
     const url = workerUrl(this.#o.perQueue?.source ?? QUEUE_WORKER_SOURCE);
     try {
       let base = 0;
-      for (let w = 0; w < n; w++) {
-        const qids = [];
-        for (let q = w; q < this.queues; q += n) qids.push(q);
+      for (const qids of groups) {
         this.#spawn(url, qids, base, connection, mode);
         base += qids.length * this.depth;
       }
@@ -378,10 +396,17 @@ export class UringQueues {
     } finally {
       URL.revokeObjectURL(url);
     }
-    const why = await allReady(
+    let why = await allReady(
       this.#workers.map((w) => w.handle),
       this.#o.startTimeoutMs ?? 10_000,
     );
+    if (!why && here) {
+      why = await this.#startHere(mode, [here]);
+      if (!why) {
+        pinThread(here);
+        this.#localCpus = here;
+      }
+    }
     if (why) {
       await this.stop(0);
       await this.close();
@@ -478,14 +503,12 @@ export class UringQueues {
    * terminate them.
    */
   async stop(graceMs = 2000): Promise<void> {
-    if (this.#local.length) {
-      await Promise.all(this.#local.map((l) => l.transport.finished));
-      return;
-    }
+    const here = Promise.all(this.#local.map((l) => l.transport.finished));
     await stopAll(this.#workers.map((w) => w.handle), graceMs, (w) => {
       this.#send(w, w.stopUserData, 0);
       this.#ring?.submit();
     });
+    await here;
   }
 
   /**
@@ -494,11 +517,8 @@ export class UringQueues {
    * freed under it.
    */
   async close(): Promise<void> {
-    if (this.#local.length) {
-      for (const { transport, memory } of this.#local) {
-        if (await transport.close()) memory.close();
-      }
-      return;
+    for (const { transport, memory } of this.#local) {
+      if (await transport.close()) memory.close();
     }
     if (this.#held > 0) return;
     for (const w of this.#workers) w.memory.close();
