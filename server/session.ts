@@ -144,7 +144,7 @@ export class Session {
    */
   get threads(): number {
     const { uring, devThreads } = this.#runtime;
-    return uring?.threads ?? 1 + (devThreads?.threads ?? 0);
+    return uring ? uring.threads : 1 + (devThreads?.threads ?? 0);
   }
 
   /** @internal Make queue thread `index` fail as a crash would (tests only). */
