@@ -56,11 +56,11 @@ export async function withScratch<T>(fn: (s: Scratch) => Promise<T>): Promise<T>
  * it fits (else a new one: the backing call then reports ENAMETOOLONG).
  */
 export async function withCString<T>(name: string, fn: (c: Uint8Array) => Promise<T>): Promise<T> {
-  // UTF-16 units ≤ 85 always fit: each becomes at most 3 bytes.
-  if (name.length > 85 && encoder.encode(name).length >= SCRATCH_SIZE) return fn(cstr(name));
   const s = take();
   try {
-    const { written } = encoder.encodeInto(name, s.bytes);
+    // encodeInto stops where the buffer ends: all read and room left for the NUL means it fit.
+    const { read, written } = encoder.encodeInto(name, s.bytes);
+    if (read < name.length || written === SCRATCH_SIZE) return await fn(cstr(name));
     s.bytes[written] = 0;
     return await fn(s.bytes);
   } finally {

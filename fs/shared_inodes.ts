@@ -186,7 +186,7 @@ export class SharedInodeTable {
     this.#lock();
     try {
       const known = this.#find(key);
-      if (known < 0 || Atomics.load(this.#slots, known * SLOT_WORDS + FD) - 1 < 0) return 0;
+      if (known < 0 || this.fd(this.#nodeId(known)) < 0) return 0;
       Atomics.add(this.#slots, known * SLOT_WORDS + NLOOKUP, 1);
       return this.#nodeId(known);
     } finally {
